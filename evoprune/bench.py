@@ -1,0 +1,107 @@
+"""Benchmarks: each compares two things in one run and prints the ratio, machine and sizes."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+# (model, input shape, classes): resnet56 at CIFAR size, resnet50 at ImageNet size (the paper's)
+COST_CASES: dict[str, tuple[tuple[int, int, int], int]] = {
+    "resnet20": ((3, 32, 32), 10),
+    "resnet56": ((3, 32, 32), 10),
+    "resnet110": ((3, 32, 32), 10),
+    "vgg16": ((3, 32, 32), 10),
+    "mobilenetv2": ((3, 32, 32), 10),
+    "resnet18": ((3, 224, 224), 1000),
+    "resnet50": ((3, 224, 224), 1000),
+}
+
+
+def machine() -> str:
+    """Describe the machine a benchmark ran on."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), python {platform.python_version()}")
+
+
+def _median_time(fn: Callable[[], Any], repeats: int, inner: int = 1) -> float:
+    """Median seconds of one call over `repeats` timings of `inner` calls each."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        times.append((time.perf_counter() - start) / inner)
+    return statistics.median(times)
+
+
+def bench_cost(models: Sequence[str] = ("resnet56", "resnet50"), *, repeats: int = 5,
+               seed: int = 0) -> list[dict[str, Any]]:
+    """Time analytic cost evaluation against FlopCounterMode on the pruned model, and pruning."""
+    rng = np.random.default_rng(seed)
+    return [_bench_cost_one(name, repeats, rng) for name in models]
+
+
+def _bench_cost_one(name: str, repeats: int, rng: np.random.Generator) -> dict[str, Any]:
+    from evoprune.cost import CostModel, flops_of, params_of
+    from evoprune.models import build_model
+    from evoprune.prune import prune_channels
+    from evoprune.units import find_units
+
+    shape, classes = COST_CASES[name]
+    base = build_model(name, classes, shape)
+    start = time.perf_counter()
+    units = find_units(base, shape)
+    cost = CostModel(base, units)
+    setup = time.perf_counter() - start
+    recipe = rng.uniform(0.0, 0.8, len(units))
+    kept = cost.kept(recipe)
+    pruned = prune_channels(base, units, kept)  # also warms up the tracing path
+    analytic = cost.of_recipe(recipe)
+    measured_flops, measured_params = flops_of(pruned, shape), params_of(pruned)
+    t_analytic = _median_time(lambda: cost.of_channels(kept), repeats, inner=2000)
+    t_recipe = _median_time(lambda: cost.of_recipe(recipe), repeats, inner=2000)
+    t_counter = _median_time(lambda: flops_of(pruned, shape), repeats)
+    t_prune = _median_time(lambda: prune_channels(base, units, kept), repeats)
+    return {
+        "model": name, "in_shape": list(shape), "units": len(units),
+        "base_macs": cost.base_flops // 2, "flops": analytic.flops, "params": analytic.params,
+        "exact": analytic.flops == measured_flops and analytic.params == measured_params,
+        "analytic_us": t_analytic * 1e6, "recipe_us": t_recipe * 1e6,
+        "counter_ms": t_counter * 1e3, "speedup": t_counter / t_analytic,
+        "recipe_speedup": t_counter / t_recipe, "prune_s": t_prune, "setup_s": setup,
+        "repeats": repeats,
+    }
+
+
+def format_cost_rows(rows: list[dict[str, Any]]) -> str:
+    """Render bench_cost rows as a table with the machine line."""
+    lines = [f"machine: {machine()}",
+             f"{'model':<10} {'input':<10} {'units':>5} {'cost(kept)':>11} {'cost(recipe)':>12} "
+             f"{'FlopCounter':>11} {'speed-up':>17} {'prune':>7} {'exact':>5}"]
+    for r in rows:
+        shape = "x".join(str(s) for s in r["in_shape"])
+        lines.append(f"{r['model']:<10} {shape:<10} {r['units']:>5} {r['analytic_us']:>8.1f} µs "
+                     f"{r['recipe_us']:>9.1f} µs {r['counter_ms']:>8.1f} ms "
+                     f"{r['speedup']:>7,.0f}x/{r['recipe_speedup']:>7,.0f}x "
+                     f"{r['prune_s']:>5.3f}s {'yes' if r['exact'] else 'NO':>5}")
+    lines.append(
+        f"medians of {rows[0]['repeats'] if rows else 0} timings, batch 1. cost(kept): FLOPs, params "
+        "and mCB of a kept-channel vector; cost(recipe): the same from ratios, validation and "
+        "rounding included; FlopCounter: torch FlopCounterMode forward of the pruned model; "
+        "speed-up: FlopCounter time over cost(kept)/cost(recipe); prune: dependency graph + "
+        "slicing of a copy; exact: analytic FLOPs and params equal the measured ones.")
+    return "\n".join(lines)

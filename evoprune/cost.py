@@ -1,0 +1,223 @@
+"""The analytic cost model: FLOPs, params and mCB of any recipe without building a model.
+
+One shape pass records a per-layer table; each layer's FLOPs and params are products of its
+output and input channel counts, so over the vector x = (kept_1..kept_N, 1) both totals are
+quadratic forms, FLOPs = xᵀ·Qf·x and params = xᵀ·Qp·x, evaluated exactly in int64.
+FLOPs are counted as `torch.utils.flop_counter.FlopCounterMode` counts them: 2 per multiply-add
+of convs and linears (bias, BN and pooling are free); MACs = FLOPs / 2. Params count every
+parameter (conv, linear, BN). mCB is Eq. 2 of the paper: (FLOPs/params) over the original's.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from evoprune.errors import EvopruneError
+from evoprune.units import Units, check_recipe, example_input, kept_channels, preserved_mode
+
+
+class Cost(NamedTuple):
+    """Cost of one subnetwork and its ratios to the original (mCB: Eq. 2)."""
+
+    flops: int
+    params: int
+    flops_ratio: float
+    params_ratio: float
+    mcb: float
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates: the unit most pruning papers call FLOPs."""
+        return self.flops // 2
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the figures as plain data, MACs included."""
+        return {**self._asdict(), "macs": self.macs}
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One row of the table: how a layer's cost scales with its units' kept channels."""
+
+    name: str
+    kind: str  # conv | depthwise | linear | bn
+    out_unit: int  # unit index whose kept channels are the layer's outputs, -1 when fixed
+    in_unit: int  # unit index feeding the layer's inputs, -1 when fixed
+    out_channels: int
+    in_per_group: int  # inputs each output sees (in / groups)
+    in_mult: int  # input features per unit channel (linear after a flatten with space > 1)
+    kernel: int  # kh · kw
+    positions: int  # output positions per image, summed over calls (H·W for a conv)
+    bias: bool
+
+
+def flops_of(model: nn.Module, in_shape: Sequence[int]) -> int:
+    """Count one image's FLOPs with torch's FlopCounterMode (the reference counter)."""
+    with preserved_mode(model), torch.no_grad():
+        model.eval()
+        with FlopCounterMode(display=False) as counter:
+            model(example_input(model, in_shape))
+    return int(counter.get_total_flops())
+
+
+def params_of(model: nn.Module) -> int:
+    """Count every parameter of a model."""
+    return sum(p.numel() for p in model.parameters())
+
+
+class CostModel:
+    """Exact FLOPs, params and mCB of recipes on one model's units, from a per-layer table."""
+
+    def __init__(self, model: nn.Module, units: Units) -> None:
+        self.units = units
+        self.channels = units.channels
+        self.table = _record_table(model, units)
+        n = len(units)
+        self._qf, self._qp = _quadratic_forms(self.table, n, self.channels)
+        measured = flops_of(model, units.in_shape)
+        full = np.append(self.channels, 1)
+        table_flops = int(full @ self._qf @ full)
+        if measured != table_flops:  # functional matmuls outside conv/linear modules: a constant
+            warnings.warn(f"{measured - table_flops} FLOPs run outside Conv2d/Linear modules; "
+                          "they are counted as a constant", stacklevel=2)
+            self._qf[n, n] += measured - table_flops
+        self._qp[n, n] += _untabled_params(model, {row.name for row in self.table})
+        self.base_flops = int(full @ self._qf @ full)
+        self.base_params = int(full @ self._qp @ full)
+        if self.base_params != params_of(model):
+            raise EvopruneError("internal: the cost table misses parameters of the model")
+        if self.base_flops >= 2**52:  # float64 sums of integers stay exact below 2^53
+            raise EvopruneError("the model is too large for the exact cost model (>= 2^52 FLOPs)")
+        # hot path: both forms stacked in float64 (BLAS) on a preallocated x = (kept..., 1)
+        self._q = np.concatenate([self._qf, self._qp]).astype(np.float64)
+        self._x = np.ones(n + 1, dtype=np.float64)
+        self._fchannels = self.channels.astype(np.float64)
+        self._density = self.base_flops / self.base_params
+
+    def kept(self, recipe: Sequence[float] | Mapping[str, float], round_to: int = 1) -> np.ndarray:
+        """Return the kept channels per unit for a validated recipe."""
+        return kept_channels(self.channels, check_recipe(self.units, recipe), round_to)
+
+    def of_channels(self, kept: Sequence[int] | np.ndarray) -> Cost:
+        """Return the cost of the subnetwork keeping `kept[i]` channels of unit i."""
+        x = self._x
+        x[:-1] = kept
+        return self._cost()
+
+    def of_recipe(self, recipe: Sequence[float] | Mapping[str, float], round_to: int = 1) -> Cost:
+        """Return the cost of the subnetwork a recipe prunes to (rounding as `kept_channels`)."""
+        r = recipe if type(recipe) is np.ndarray else None
+        if r is None or round_to != 1 or r.shape != self._fchannels.shape:
+            return self.of_channels(self.kept(recipe, round_to))
+        kept = self._fchannels * (1.0 - r)  # fast path, same rounding as kept_channels
+        if not (r.min() >= 0.0 and kept.min() > 0.0):  # r < 1; NaN fails both
+            check_recipe(self.units, r)
+        x = self._x[:-1]
+        np.floor(kept + 0.5, out=x)
+        np.maximum(x, 1.0, out=x)
+        return self._cost()
+
+    def _cost(self) -> Cost:
+        x = self._x
+        flops, params = (self._q @ x).reshape(2, -1) @ x
+        flops, params = int(flops), int(params)
+        return Cost(flops, params, flops / self.base_flops, params / self.base_params,
+                    flops / params / self._density)
+
+    def batch(self, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (FLOPs, params) of many kept-channel rows (M, N) at once, int64."""
+        x = np.concatenate([np.asarray(kept, dtype=np.int64),
+                            np.ones((len(kept), 1), dtype=np.int64)], axis=1)
+        return np.einsum("mi,ij,mj->m", x, self._qf, x), np.einsum("mi,ij,mj->m", x, self._qp, x)
+
+
+def _record_table(model: nn.Module, units: Units) -> list[LayerCost]:
+    """Run one shape pass and tabulate every conv, linear and BN with its units."""
+    modules = dict(model.named_modules())
+    out_of: dict[str, int] = {}
+    in_of: dict[str, int] = {}
+    for i, unit in enumerate(units):
+        for name in unit.producers + unit.followers:
+            out_of[name] = i
+        for name in unit.consumers:
+            in_of[name] = i
+    positions: dict[str, int] = {}
+
+    def hook(name: str):
+        def record(mod: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            width = output.shape[1] if isinstance(mod, nn.Conv2d) else output.shape[-1]
+            positions[name] = positions.get(name, 0) + output.numel() // (output.shape[0] * width)
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()
+               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with preserved_mode(model), torch.no_grad():
+            model.eval()
+            model(example_input(model, units.in_shape))
+    finally:
+        for h in handles:
+            h.remove()
+    table: list[LayerCost] = []
+    for name, m in modules.items():
+        out_u, in_u = out_of.get(name, -1), in_of.get(name, -1)
+        if isinstance(m, nn.Conv2d):
+            depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
+            if m.groups > 1 and not depthwise and (out_u >= 0 or in_u >= 0):
+                raise EvopruneError(f"grouped conv {name} (groups={m.groups}) cannot be pruned "
+                                    "exactly: leave its channel group out of the units")
+            table.append(LayerCost(
+                name, "depthwise" if depthwise else "conv", out_u, -1 if depthwise else in_u,
+                m.out_channels, m.in_channels // m.groups, 1, m.kernel_size[0] * m.kernel_size[1],
+                positions.get(name, 0), m.bias is not None))
+        elif isinstance(m, nn.Linear):
+            mult = m.in_features // int(units.channels[in_u]) if in_u >= 0 else 1
+            table.append(LayerCost(name, "linear", out_u, in_u, m.out_features, m.in_features,
+                                   mult, 1, positions.get(name, 0), m.bias is not None))
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            table.append(LayerCost(name, "bn", out_u, -1, m.num_features, 0, 1, 0, 0, m.affine))
+        elif out_u >= 0 or in_u >= 0:
+            raise EvopruneError(f"layer {name} ({type(m).__name__}) is cut by a channel group but "
+                                "evoprune counts only Conv2d, Linear and BatchNorm layers")
+    return table
+
+
+def _quadratic_forms(table: list[LayerCost], n: int, channels: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Fill Qf and Qp so that cost = xᵀQx with x = (kept..., 1)."""
+    qf = np.zeros((n + 1, n + 1), dtype=np.int64)
+    qp = np.zeros((n + 1, n + 1), dtype=np.int64)
+    for row in table:
+        # c_out = a_out · x[o]; inputs per output = a_in · x[i]  (index n holds the constant 1)
+        o, a_out = (row.out_unit, 1) if row.out_unit >= 0 else (n, row.out_channels)
+        if row.kind == "depthwise":
+            i, a_in = n, 1
+        elif row.in_unit >= 0:
+            i, a_in = row.in_unit, row.in_mult
+        else:
+            i, a_in = n, row.in_per_group
+        if row.kind == "bn":
+            qp[o, n] += 2 * a_out if row.bias else 0
+            continue
+        qf[o, i] += 2 * row.positions * row.kernel * a_out * a_in
+        qp[o, i] += row.kernel * a_out * a_in
+        if row.bias:
+            qp[o, n] += a_out
+    return qf, qp
+
+
+def _untabled_params(model: nn.Module, tabled: set[str]) -> int:
+    """Count parameters held by modules the table does not model (they never change)."""
+    total = 0
+    for name, m in model.named_modules():
+        if name not in tabled:
+            total += sum(p.numel() for p in m.parameters(recurse=False))
+    return total

@@ -1,0 +1,235 @@
+"""Datasets: `digits` (embedded, the default), CIFAR-10/100 from a local folder, ImageFolder, synthetic.
+
+`dataset_info` answers shape and class count without reading any file (pruning needs no data);
+`load_dataset` reads the data. Sets that fit in memory come back as uint8 tensors (N, C, H, W).
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from evoprune.errors import EvopruneError
+
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
+DEFAULT_DATASET = "digits"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know of a dataset: input shape, class count, normalisation."""
+
+    name: str
+    in_shape: tuple[int, int, int]
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    flip: bool = True  # horizontal flips are label-preserving (not for digits)
+
+
+@dataclass(frozen=True)
+class TensorData:
+    """An in-memory dataset: uint8 images (N, C, H, W) and int64 labels, train and test."""
+
+    info: DatasetInfo
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+@dataclass(frozen=True)
+class FolderData:
+    """A dataset too large for memory: torchvision ImageFolder train and val sets."""
+
+    info: DatasetInfo
+    train: Any
+    test: Any
+
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_CIFAR = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
+                "labels", 10),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels", 100),
+}
+
+
+def dataset_info(name: str, data_root: str | Path | None = None, image_size: int = 224) -> DatasetInfo:
+    """Return shape, classes and normalisation of dataset `name` without loading it."""
+    if name == "digits":
+        return DatasetInfo("digits", (1, 8, 8), 10, (0.3,), (0.37,), flip=False)
+    if name in _CIFAR:
+        return DatasetInfo(name, (3, 32, 32), _CIFAR[name][4], CIFAR_MEAN, CIFAR_STD)
+    if name == "imagefolder":
+        classes = _folder_classes(_require_root(name, data_root) / "train")
+        return DatasetInfo(name, (3, image_size, image_size), len(classes), IMAGENET_MEAN,
+                           IMAGENET_STD)
+    if name == "synthetic" or name.startswith("synthetic:"):
+        shape, classes = _parse_synthetic(name)
+        return DatasetInfo(name, shape, classes, (0.5,) * shape[0], (0.29,) * shape[0])
+    raise EvopruneError(
+        f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)} "
+        "(synthetic takes a shape, e.g. synthetic:3x224x224:1000)"
+    )
+
+
+def load_dataset(
+    name: str = DEFAULT_DATASET,
+    data_root: str | Path | None = None,
+    *,
+    download: bool = False,
+    image_size: int = 224,
+    synthetic_size: tuple[int, int] = (512, 128),
+    seed: int = 0,
+) -> TensorData | FolderData:
+    """Read dataset `name`; CIFAR downloads only when `download` is set."""
+    info = dataset_info(name, data_root, image_size)
+    if name == "digits":
+        return _load_digits(info)
+    if name in _CIFAR:
+        return _load_cifar(info, _require_root(name, data_root, must_exist=not download), download)
+    if name == "imagefolder":
+        return _load_imagefolder(info, _require_root(name, data_root), image_size)
+    return _load_synthetic(info, *synthetic_size, seed=seed)
+
+
+def _require_root(name: str, data_root: str | Path | None, must_exist: bool = True) -> Path:
+    if data_root is None:
+        raise EvopruneError(f"dataset {name} reads local files: pass --data-root DIR")
+    root = Path(data_root).expanduser()
+    if must_exist and not root.is_dir():
+        raise EvopruneError(f"data folder {root} does not exist: pass --data-root DIR")
+    return root
+
+
+def _parse_synthetic(name: str) -> tuple[tuple[int, int, int], int]:
+    """Parse `synthetic[:CxHxW[:classes]]` (default 3x32x32, 10 classes)."""
+    parts = name.split(":")
+    try:
+        shape = tuple(int(s) for s in parts[1].lower().split("x")) if len(parts) > 1 else (3, 32, 32)
+        classes = int(parts[2]) if len(parts) > 2 else 10
+    except ValueError:
+        shape, classes = (), 0
+    if len(shape) != 3 or min(shape) < 1 or classes < 1 or len(parts) > 3:
+        raise EvopruneError(f"bad synthetic dataset {name!r}: write synthetic:CxHxW[:classes]")
+    return shape, classes  # type: ignore[return-value]
+
+
+def _load_digits(info: DatasetInfo) -> TensorData:
+    """The 1,797 8x8 digits of scikit-learn; fixed split: every 5th image is a test image."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    y = bunch.target.astype(np.int64)
+    test = np.arange(len(y)) % 5 == 0
+    return TensorData(info, torch.from_numpy(x[~test]), torch.from_numpy(y[~test]),
+                      torch.from_numpy(x[test]), torch.from_numpy(y[test]))
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickle CIFAR batches allowing only plain containers and numpy arrays (no code)."""
+
+    _ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset({
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("builtins", "bytes"),
+    })
+
+    def find_class(self, module: str, name: str) -> Any:
+        """Resolve only allow-listed globals."""
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with path.open("rb") as fh:
+            entry = _ArrayUnpickler(fh, encoding="latin1").load()
+        x = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        y = np.asarray(entry[label_key], dtype=np.int64)
+    except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as exc:
+        raise EvopruneError(f"cannot read CIFAR file {path}: {exc}") from None
+    if len(x) != len(y):
+        raise EvopruneError(f"CIFAR file {path} holds {len(x)} images but {len(y)} labels")
+    return x, y
+
+
+def _load_cifar(info: DatasetInfo, root: Path, download: bool) -> TensorData:
+    folder, train_files, test_files, label_key, _ = _CIFAR[info.name]
+    base = root if root.name == folder else root / folder
+    if download and not base.is_dir():
+        import torchvision
+
+        cls = torchvision.datasets.CIFAR10 if info.name == "cifar10" else torchvision.datasets.CIFAR100
+        try:
+            cls(str(root), train=True, download=True)
+        except Exception as exc:
+            raise EvopruneError(f"download of {info.name} failed ({exc}); place the files "
+                                f"under {root / folder} by hand") from None
+    missing = [f for f in train_files + test_files if not (base / f).is_file()]
+    if missing:
+        raise EvopruneError(
+            f"no {info.name} files under {base} (missing {', '.join(missing)}): pass --data-root "
+            f"DIR holding {folder}/ or add --download"
+        )
+    parts = [[_read_cifar_batch(base / f, label_key) for f in files]
+             for files in (train_files, test_files)]
+    (trx, try_), (tex, tey) = ((np.concatenate([p[0] for p in ps]), np.concatenate([p[1] for p in ps]))
+                               for ps in parts)
+    return TensorData(info, torch.from_numpy(trx), torch.from_numpy(try_),
+                      torch.from_numpy(tex), torch.from_numpy(tey))
+
+
+def _folder_classes(path: Path) -> list[str]:
+    if not path.is_dir():
+        raise EvopruneError(f"no image folder {path}: imagefolder needs DIR/train/<class>/ "
+                            "and DIR/val/<class>/")
+    classes = sorted(p.name for p in path.iterdir() if p.is_dir())
+    if not classes:
+        raise EvopruneError(f"image folder {path} has no class subfolders")
+    return classes
+
+
+def _load_imagefolder(info: DatasetInfo, root: Path, image_size: int) -> FolderData:
+    import torchvision.transforms as T
+    from torchvision.datasets import ImageFolder
+
+    val_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+    if val_dir is None:
+        raise EvopruneError(f"image folder {root} has no val/ (or test/) folder")
+    if _folder_classes(val_dir) != _folder_classes(root / "train"):
+        raise EvopruneError(f"{root}/train and {val_dir} hold different class folders")
+    norm = T.Normalize(info.mean, info.std)
+    train_tf = T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(),
+                          T.ToTensor(), norm])
+    test_tf = T.Compose([T.Resize(round(image_size / 0.875)), T.CenterCrop(image_size),
+                         T.ToTensor(), norm])
+    try:
+        train = ImageFolder(str(root / "train"), transform=train_tf)
+        test = ImageFolder(str(val_dir), transform=test_tf)
+    except (FileNotFoundError, OSError) as exc:
+        raise EvopruneError(f"cannot read image folder {root}: {exc}") from None
+    return FolderData(info, train, test)
+
+
+def _load_synthetic(info: DatasetInfo, n_train: int, n_test: int, seed: int) -> TensorData:
+    """Random images and labels of the given shape, for benchmarks only."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = info.in_shape
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.randint(0, 256, (n, *shape), generator=gen, dtype=torch.uint8)
+        return x, torch.randint(0, info.num_classes, (n,), generator=gen)
+
+    (trx, try_), (tex, tey) = draw(n_train), draw(n_test)
+    return TensorData(info, trx, try_, tex, tey)

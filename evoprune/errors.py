@@ -1,0 +1,7 @@
+"""Errors a user can cause: the CLI prints them in one line and exits 2."""
+
+from __future__ import annotations
+
+
+class EvopruneError(ValueError):
+    """Raise for bad input a user can fix; the message says what to change."""

@@ -1,0 +1,83 @@
+"""The library function behind each CLI subcommand: configs in, plain results out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evoprune.errors import EvopruneError
+from evoprune.recipes import DEFAULT_STORAGE
+
+
+@dataclass(frozen=True)
+class PruneJob:
+    """What `evoprune prune` does: prune one model to one recipe, report its cost, save it."""
+
+    model: str = "resnet20"
+    recipe: str = "uniform:0.5"
+    dataset: str = "digits"
+    data_root: str | None = None
+    checkpoint: str | None = None
+    importance: str = "l2"
+    round_to: int = 1
+    residual: bool = False
+    seed: int = 0
+    out: str | None = None
+    onnx: str | None = None
+    storage: str = DEFAULT_STORAGE
+
+
+def run_prune(job: PruneJob) -> dict[str, Any]:
+    """Prune `job.model` to `job.recipe`; return units, kept channels and exact cost figures."""
+    from evoprune.checkpoint import load_weights
+    from evoprune.cost import CostModel
+    from evoprune.data import dataset_info
+    from evoprune.models import build_model
+    from evoprune.prune import IMPORTANCES, PrunedSpec, export_onnx, prune_channels, save_pruned
+    from evoprune.recipes import parse_recipe_spec
+    from evoprune.units import check_recipe, find_units, kept_channels
+
+    if job.importance not in IMPORTANCES:
+        raise EvopruneError(f"unknown importance {job.importance!r}: choose {', '.join(IMPORTANCES)}")
+    if job.round_to < 1:
+        raise EvopruneError(f"--round-to must be a positive integer, got {job.round_to}")
+    for target in (job.out, job.onnx):
+        if target is not None and not Path(target).resolve().parent.is_dir():
+            raise EvopruneError(f"folder {Path(target).resolve().parent} does not exist: "
+                                "create it or choose another output path")
+    if job.onnx is not None:
+        try:
+            import onnx  # noqa: F401
+        except ImportError:
+            raise EvopruneError("--onnx needs the onnx package: pip install onnx") from None
+    info = dataset_info(job.dataset, job.data_root)
+    base = build_model(job.model, info.num_classes, info.in_shape)
+    if job.checkpoint is not None:
+        load_weights(base, job.checkpoint)
+    units = find_units(base, info.in_shape, residual=job.residual)
+    recipe = check_recipe(units, parse_recipe_spec(job.recipe, len(units), job.storage))
+    kept = kept_channels(units.channels, recipe, job.round_to)
+    cost = CostModel(base, units)
+    figures = cost.of_channels(kept)
+    pruned = prune_channels(base, units, kept, importance=job.importance, seed=job.seed)
+    result: dict[str, Any] = {
+        "model": job.model, "dataset": job.dataset, "in_shape": list(info.in_shape),
+        "importance": job.importance, "round_to": job.round_to, "residual": job.residual,
+        "units": units.names, "kinds": [u.kind for u in units],
+        "original_channels": [int(c) for c in units.channels], "channels": [int(k) for k in kept],
+        "recipe": [float(r) for r in recipe],
+        "base_flops": cost.base_flops, "base_macs": cost.base_flops // 2,
+        "base_params": cost.base_params, **figures.to_dict(), "out": None, "sha256": None,
+    }
+    if job.out is not None:
+        spec = PrunedSpec(job.model, info.num_classes, info.in_shape, job.residual,
+                          tuple(units.names), tuple(int(c) for c in units.channels),
+                          tuple(int(k) for k in kept), tuple(float(r) for r in recipe),
+                          job.importance, job.round_to)
+        result["sha256"] = save_pruned(job.out, pruned, spec)
+        result["out"] = str(job.out)
+    if job.onnx is not None:
+        export_onnx(pruned, info.in_shape, job.onnx)
+        result["onnx"] = str(job.onnx)
+    return result

@@ -1,0 +1,6 @@
+"""Shim: `python scripts/prune.py ...` is `evoprune prune ...`."""
+import sys
+
+from evoprune.cli import main
+
+sys.exit(main(["prune", *sys.argv[1:]]))
