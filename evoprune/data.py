@@ -107,7 +107,7 @@ def _require_root(name: str, data_root: str | Path | None, must_exist: bool = Tr
         raise EvopruneError(f"dataset {name} reads local files: pass --data-root DIR")
     root = Path(data_root).expanduser()
     if must_exist and not root.is_dir():
-        raise EvopruneError(f"data folder {root} does not exist: pass --data-root DIR")
+        raise EvopruneError(f"data folder {root} does not exist: check --data-root")
     return root
 
 

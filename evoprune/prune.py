@@ -7,6 +7,7 @@ are taken from the original weights for every unit before any slicing (one-shot,
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -152,8 +153,10 @@ def export_onnx(model: nn.Module, in_shape: Sequence[int], path: str | Path) -> 
     was_training = model.training
     model.eval()
     try:
-        torch.onnx.export(model, (torch.zeros(1, *in_shape),), str(path), dynamo=False,
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript exporter suffices
+            torch.onnx.export(model, (torch.zeros(1, *in_shape),), str(path), dynamo=False,
+                              input_names=["input"], output_names=["logits"],
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     finally:
         model.train(was_training)

@@ -205,10 +205,13 @@ def check_recipe(units: Units, recipe: Sequence[float] | Mapping[str, float]) ->
 
 
 def kept_channels(channels: np.ndarray, recipe: np.ndarray, round_to: int = 1) -> np.ndarray:
-    """Return kept channels round(c·(1−r)) (half up), a multiple of `round_to`, at least one."""
+    """Return kept channels round(c·(1−r)) (half up), a multiple of `round_to`, at least one.
+
+    A unit with ratio 0 keeps all its channels whatever `round_to` is (it is not pruned).
+    """
     if round_to < 1:
         raise EvopruneError(f"round_to must be a positive integer, got {round_to}")
     exact = channels * (1.0 - recipe) / round_to
-    kept = np.floor(exact + 0.5).astype(np.int64) * round_to
-    return np.minimum(np.maximum(kept, round_to), channels)
-
+    kept = np.minimum(np.maximum(np.floor(exact + 0.5).astype(np.int64) * round_to, round_to),
+                      channels)
+    return kept if round_to == 1 else np.where(recipe == 0, channels, kept)

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from evoprune.cli import main
+from evoprune.models import build_model
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_prune_json_reports_exact_figures(capsys):
+    code, out, err = run(capsys, "prune", "--model", "resnet20", "--recipe", "uniform:0.5", "--json")
+    assert code == 0 and err == ""
+    r = json.loads(out)
+    assert r["units"][0] == "layer1.0.conv1" and len(r["units"]) == 9
+    assert r["channels"] == [8, 8, 8, 16, 16, 16, 32, 32, 32]
+    assert (r["flops"], r["macs"], r["params"]) == (2_559_232, 1_279_616, 138_218)
+    assert r["base_flops"] == 5_065_984 and r["base_params"] == 272_186
+    assert r["flops_ratio"] == pytest.approx(2_559_232 / 5_065_984)
+    assert r["mcb"] == pytest.approx((2_559_232 / 138_218) / (5_065_984 / 272_186))
+
+
+def test_prune_table_is_readable(capsys):
+    code, out, _ = run(capsys, "prune", "--recipe", "uniform:0.25", "--round-to", "4")
+    assert code == 0
+    assert "layer3.2.conv1  internal        64      48   0.250" in out
+    assert "mCB (Eq. 2)" in out and "MACs" in out
+
+
+def test_cifar_shape_needs_no_cifar_files(capsys):
+    code, out, _ = run(capsys, "prune", "--dataset", "cifar10", "--recipe", "uniform:0.5", "--json")
+    assert code == 0 and json.loads(out)["in_shape"] == [3, 32, 32]
+
+
+def test_prune_saves_a_loadable_model(tmp_path, capsys):
+    out_file = tmp_path / "pruned.pt"
+    recipe = tmp_path / "r.json"
+    recipe.write_text(json.dumps({"layer2.0.conv1": 0.5, "layer3.1.conv1": 0.75}))
+    code, out, _ = run(capsys, "prune", "--recipe", str(recipe), "--out", str(out_file), "--json")
+    assert code == 0
+    r = json.loads(out)
+    assert r["channels"] == [16, 16, 16, 16, 32, 32, 64, 16, 64] and r["out"] == str(out_file)
+    from evoprune import load_pruned
+    from evoprune.checkpoint import sha256_of
+
+    assert sha256_of(out_file) == r["sha256"]
+    model = load_pruned(out_file)
+    assert model.layer3[1].conv1.out_channels == 16
+
+
+def test_prune_loads_a_checkpoint(tmp_path, capsys):
+    torch.manual_seed(5)
+    base = build_model("resnet20", 10, (1, 8, 8))
+    torch.save({"state_dict": base.state_dict()}, tmp_path / "base.pt")
+    code, _out, _ = run(capsys, "prune", "--checkpoint", str(tmp_path / "base.pt"),
+                       "--recipe", "uniform:0.0", "--out", str(tmp_path / "p.pt"), "--json")
+    assert code == 0
+    from evoprune import load_pruned
+
+    loaded = load_pruned(tmp_path / "p.pt")
+    assert torch.equal(loaded.conv1.weight, base.conv1.weight)
+
+
+def test_study_recipe_from_an_optuna_storage(tmp_path, capsys):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="demo", storage=storage)
+    trial = study.ask()
+    trial.set_user_attr("recipe", [0.5] * 8 + [0.0])
+    study.tell(trial, 1.0)
+    code, out, _ = run(capsys, "prune", "--recipe", "study:demo:0", "--storage", storage, "--json")
+    assert code == 0 and json.loads(out)["channels"][-2:] == [32, 64]
+    code, _, err = run(capsys, "prune", "--recipe", "study:demo:7", "--storage", storage)
+    assert code == 2 and "has no trial 7" in err
+
+
+def _write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def _bad_cases(tmp_path):
+    """Each bad input a user can type, with the words the error must contain."""
+    good = build_model("resnet20", 10, (1, 8, 8))
+    torch.save(good.state_dict(), tmp_path / "ok.pt")
+    torch.save(build_model("resnet32", 10, (1, 8, 8)).state_dict(), tmp_path / "keys.pt")
+    torch.save(build_model("resnet20", 10, (3, 32, 32)).state_dict(), tmp_path / "shapes.pt")
+    (tmp_path / "nets.py").write_text("def broken(**kw):\n    raise RuntimeError('boom')\n")
+    return [
+        (["--recipe", _write(tmp_path / "short.json", "[0.1, 0.2]")], "has 2 ratios but the model has 9"),
+        (["--recipe", _write(tmp_path / "one.json", "[0.1,0.1,0.1,0.1,0.1,0.1,0.1,0.1,1.0]")], "outside [0, 1)"),
+        (["--recipe", _write(tmp_path / "nan.json", "[0.1,0.1,0.1,0.1,0.1,0.1,0.1,0.1,NaN]")], "nan"),
+        (["--recipe", "uniform:-0.2"], "0 <= R < 1"),
+        (["--recipe", "uniform:nan"], "0 <= R < 1"),
+        (["--recipe", _write(tmp_path / "bad.json", "{oops")], "cannot read recipe file"),
+        (["--recipe", "nothing-here"], "neither uniform:R"),
+        (["--recipe", "uniform:0.1", "--model", "resnet21"], "unknown model 'resnet21'"),
+        (["--recipe", "uniform:0.1", "--dataset", "mnist"], "unknown dataset 'mnist'"),
+        (["--recipe", "uniform:0.1", "--dataset", "imagefolder", "--data-root",
+          str(tmp_path / "nowhere")], "does not exist: check --data-root"),
+        (["--recipe", "uniform:0.1", "--checkpoint", str(tmp_path / "keys.pt")], "unexpected"),
+        (["--recipe", "uniform:0.1", "--checkpoint", str(tmp_path / "shapes.pt")], "mis-shaped"),
+        (["--recipe", "uniform:0.1", "--checkpoint", str(tmp_path / "none.pt")], "no such file"),
+        (["--recipe", "uniform:0.1", "--model", "no_such_mod_xyz:net"], "cannot load model"),
+        (["--recipe", "uniform:0.1", "--model", "nets:broken"], "failed to build"),
+        (["--recipe", "uniform:0.1", "--round-to", "0"], "--round-to"),
+        (["--recipe", "study:demo:0", "--storage", f"sqlite:///{tmp_path / 'no.db'}"], "no study storage"),
+        (["--recipe", "uniform:0.1", "--importance", "taylor"], "invalid choice"),
+        (["--recipe", "uniform:0.1", "--out", str(tmp_path / "no" / "dir" / "x.pt")], "does not exist"),
+    ]
+
+
+def test_every_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cases = _bad_cases(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for argv, words in cases:
+        out_file = tmp_path / "out.pt"
+        try:
+            code = main(["prune", *argv, "--out", str(out_file)] if "--out" not in argv
+                        else ["prune", *argv])
+        except SystemExit as exc:  # argparse errors
+            code = exc.code
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert code == 2, (argv, captured.err)
+        assert len(lines) == 1 and words in lines[0], (argv, captured.err)
+        assert "Traceback" not in captured.err and captured.out == ""
+        assert not out_file.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, no db created
+
+
+def test_console_entry_point_exits_2_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "evoprune", "prune", "--recipe", "uniform:1.5"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("evoprune prune: error: bad recipe 'uniform:1.5': the uniform "
+                                   "ratio must satisfy 0 <= R < 1")
+
+
+def test_bench_cost_reports_exact_and_faster(capsys):
+    code, out, _ = run(capsys, "bench", "cost", "--models", "resnet20", "--repeats", "1", "--json")
+    r = json.loads(out)
+    assert code == 0 and r["exact"] is True and r["speedup"] > 10 and r["units"] == 9
+    code, _, err = run(capsys, "bench", "cost", "--models", "alexnet")
+    assert code == 2 and "bench cost takes models" in err
