@@ -11,7 +11,6 @@ __all__ = [
     "__version__",
     "build_model",
     "load_pruned",
-    "prune",
     "save_pruned",
 ]
 
@@ -21,8 +20,8 @@ def __getattr__(name: str):  # lazy: keep `import evoprune` light (no torch unti
         from evoprune.models import build_model
 
         return build_model
-    if name in ("prune", "load_pruned", "save_pruned"):
-        from evoprune import prune as _prune
+    if name in ("load_pruned", "save_pruned"):  # the function prune lives in evoprune.prune
+        from evoprune.prune import load_pruned, save_pruned
 
-        return getattr(_prune, name)
+        return load_pruned if name == "load_pruned" else save_pruned
     raise AttributeError(f"module 'evoprune' has no attribute {name!r}")

@@ -79,10 +79,9 @@ class CostModel:
     def __init__(self, model: nn.Module, units: Units) -> None:
         self.units = units
         self.channels = units.channels
-        self.table = _record_table(model, units)
+        self.table, measured = _record_table(model, units)
         n = len(units)
         self._qf, self._qp = _quadratic_forms(self.table, n, self.channels)
-        measured = flops_of(model, units.in_shape)
         full = np.append(self.channels, 1)
         table_flops = int(full @ self._qf @ full)
         if measured != table_flops:  # functional matmuls outside conv/linear modules: a constant
@@ -139,8 +138,8 @@ class CostModel:
         return np.einsum("mi,ij,mj->m", x, self._qf, x), np.einsum("mi,ij,mj->m", x, self._qp, x)
 
 
-def _record_table(model: nn.Module, units: Units) -> list[LayerCost]:
-    """Run one shape pass and tabulate every conv, linear and BN with its units."""
+def _record_table(model: nn.Module, units: Units) -> tuple[list[LayerCost], int]:
+    """Run one shape pass: tabulate every conv, linear and BN; also count its FLOPs."""
     modules = dict(model.named_modules())
     out_of: dict[str, int] = {}
     in_of: dict[str, int] = {}
@@ -160,7 +159,7 @@ def _record_table(model: nn.Module, units: Units) -> list[LayerCost]:
     handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()
                if isinstance(m, (nn.Conv2d, nn.Linear))]
     try:
-        with preserved_mode(model), torch.no_grad():
+        with preserved_mode(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
             model.eval()
             model(example_input(model, units.in_shape))
     finally:
@@ -187,7 +186,7 @@ def _record_table(model: nn.Module, units: Units) -> list[LayerCost]:
         elif out_u >= 0 or in_u >= 0:
             raise EvopruneError(f"layer {name} ({type(m).__name__}) is cut by a channel group but "
                                 "evoprune counts only Conv2d, Linear and BatchNorm layers")
-    return table
+    return table, int(counter.get_total_flops())
 
 
 def _quadratic_forms(table: list[LayerCost], n: int, channels: np.ndarray

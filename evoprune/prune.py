@@ -9,9 +9,8 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -106,7 +105,6 @@ class PrunedSpec:
     recipe: tuple[float, ...]
     importance: str = "l2"
     round_to: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def save_pruned(path: str | Path, model: nn.Module, spec: PrunedSpec) -> str:

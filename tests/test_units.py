@@ -3,6 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from evoprune.errors import EvopruneError
 from evoprune.models import build_model
@@ -88,3 +90,20 @@ def test_bad_recipes_say_what_to_change(resnet20_units, recipe, message):
 def test_unit_map_recipes_default_to_unpruned(resnet20_units):
     r = check_recipe(resnet20_units, {"layer2.0.conv1": 0.25})
     assert r.tolist() == [0, 0, 0, 0.25, 0, 0, 0, 0, 0]
+
+
+@given(st.lists(st.tuples(st.integers(1, 2048), st.floats(0, 1, exclude_max=True)),
+                min_size=1, max_size=30),
+       st.sampled_from([1, 2, 8, 16]))
+def test_kept_channels_properties(pairs, round_to):
+    c = np.array([p[0] for p in pairs])
+    r = np.array([p[1] for p in pairs])
+    kept = kept_channels(c, r, round_to)
+    assert ((kept >= 1) & (kept <= c)).all()
+    pruned = r > 0
+    if round_to == 1:  # nearest integer, at least one
+        assert (np.abs(kept - np.maximum(c * (1 - r), 0.5)) <= 0.5 + 1e-9).all()
+    else:  # a multiple of round_to unless capped at c; ratio 0 keeps everything
+        assert ((kept[pruned] % round_to == 0) | (kept[pruned] == c[pruned])).all()
+        assert (kept[~pruned] == c[~pruned]).all()
+    assert (kept_channels(c, np.minimum(r + 0.1, 0.999), round_to) <= kept).all()  # monotone
