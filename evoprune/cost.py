@@ -97,6 +97,7 @@ class CostModel:
             raise EvopruneError("the model is too large for the exact cost model (>= 2^52 FLOPs)")
         # hot path: both forms stacked in float64 (BLAS) on a preallocated x = (kept..., 1)
         self._q = np.concatenate([self._qf, self._qp]).astype(np.float64)
+        self._qt = np.ascontiguousarray(self._q.T)
         self._x = np.ones(n + 1, dtype=np.float64)
         self._fchannels = self.channels.astype(np.float64)
         self._density = self.base_flops / self.base_params
@@ -130,6 +131,22 @@ class CostModel:
         flops, params = int(flops), int(params)
         return Cost(flops, params, flops / self.base_flops, params / self.base_params,
                     flops / params / self._density)
+
+    def relaxed(self, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (FLOPs, params) ratios of real-valued kept channels (M, N): the continuous form."""
+        m, n = kept.shape
+        x = np.empty((m, n + 1))
+        x[:, :n] = kept
+        x[:, n] = 1.0
+        y = x @ self._qt
+        return ((y[:, : n + 1] * x).sum(1) / self.base_flops,
+                (y[:, n + 1:] * x).sum(1) / self.base_params)
+
+    def marginals(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return each unit's FLOPs and params per channel at full width (the forms' gradients)."""
+        x = np.append(self.channels, 1).astype(np.float64)
+        qf, qp = self._qf.astype(np.float64), self._qp.astype(np.float64)
+        return ((qf + qf.T) @ x)[:-1], ((qp + qp.T) @ x)[:-1]
 
     def batch(self, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return (FLOPs, params) of many kept-channel rows (M, N) at once, int64."""
