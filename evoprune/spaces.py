@@ -414,7 +414,7 @@ class Decoder:
                     f"{name} {goal:g} is unreachable: with every unit at r_max {s.r_max:g} the "
                     f"model keeps {low:.4f}; reachable {name} is [{low:.4f}, 1]{hint}")
         reach = self._reachable_text()
-        if s.c_mcb is not None or s.c_params is not None and s.c_flops is not None:
+        if s.c_mcb is not None or (s.c_params is not None and s.c_flops is not None):
             lo, hi = self._second_range()
             goal, tol = (s.c_mcb, s.mcb_tol) if s.c_mcb is not None else (s.c_params, s.delta)
             if not lo - tol <= goal <= hi + tol:
