@@ -19,25 +19,42 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _prune_args(p: argparse.ArgumentParser) -> None:
+def _model_args(p: argparse.ArgumentParser) -> None:
     from evoprune.data import DEFAULT_DATASET
-    from evoprune.recipes import DEFAULT_STORAGE
 
     p.add_argument("--model", default="resnet20",
                    help="zoo model (resnet20/32/56/110, vgg16, mobilenetv2, resnet18, resnet50, "
                         "tv_mobilenetv2, digitsnet) or package.module:callable (default resnet20)")
-    p.add_argument("--recipe", required=True,
-                   help="uniform:R, a JSON file (list of ratios or {unit: ratio}), or study:NAME:TRIAL")
     p.add_argument("--dataset", default=DEFAULT_DATASET,
                    help="sets input shape and classes; no data is read (default digits)")
     p.add_argument("--data-root", help="dataset folder (imagefolder reads its class names)")
+    p.add_argument("--residual", action="store_true",
+                   help="also prune channel groups coupled by skip connections (stage widths)")
+
+
+def _space_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--c-flops", type=float, help="FLOPs band centre: FLOPs(sub)/FLOPs(orig)")
+    p.add_argument("--delta", type=float, default=0.002, help="band half-width (default 0.002)")
+    p.add_argument("--c-params", type=float, help="params band centre: params(sub)/params(orig)")
+    p.add_argument("--c-mcb", type=float, help="mean computation budget (Eq. 2), e.g. 1.0")
+    p.add_argument("--mcb-tol", type=float, default=0.1, help="mCB tolerance (default 0.1)")
+    p.add_argument("--c-std", type=float, help="standard deviation of the recipe (STD-s space)")
+    p.add_argument("--r-max", type=float, default=0.95, help="largest ratio of a unit (default 0.95)")
+    p.add_argument("--round-to", type=int, default=1, metavar="N",
+                   help="keep a multiple of N channels per unit (e.g. 8 for tensor cores)")
+
+
+def _prune_args(p: argparse.ArgumentParser) -> None:
+    from evoprune.recipes import DEFAULT_STORAGE
+
+    _model_args(p)
+    p.add_argument("--recipe", required=True,
+                   help="uniform:R, a JSON file (list of ratios or {unit: ratio}), or study:NAME:TRIAL")
     p.add_argument("--checkpoint", help="weights of the trained base model (a state_dict file)")
     p.add_argument("--importance", default="l2", choices=("l2", "l1", "fpgm", "random"),
                    help="filter ranking (default l2, the paper's)")
     p.add_argument("--round-to", type=int, default=1, metavar="N",
                    help="keep a multiple of N channels per unit (e.g. 8 for tensor cores)")
-    p.add_argument("--residual", action="store_true",
-                   help="also prune channel groups coupled by skip connections (stage widths)")
     p.add_argument("--seed", type=int, default=0, help="seed of --importance random")
     p.add_argument("--out", help="save the pruned model here (load with evoprune.load_pruned)")
     p.add_argument("--onnx", help="also export the pruned model to ONNX (needs onnx)")
@@ -53,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"evoprune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _prune_args(sub.add_parser("prune", help="prune a model to a recipe and report its exact cost"))
+    sample = sub.add_parser("sample", help="draw i.i.d. recipes from a pruning space")
+    _model_args(sample)
+    _space_args(sample)
+    sample.add_argument("--n", type=int, default=10, help="recipes to draw (default 10)")
+    sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sample.add_argument("--json", action="store_true",
+                        help="one JSON object per recipe on stdout (summary on stderr)")
     bench = sub.add_parser("bench", help="benchmarks (each prints its machine, sizes and ratios)")
     bench_sub = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
     cost = bench_sub.add_parser("cost", help="analytic cost model against FlopCounterMode, and "
@@ -61,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="models to time (default resnet56 resnet50)")
     cost.add_argument("--repeats", type=int, default=5, help="timings per figure (median)")
     cost.add_argument("--json", action="store_true", help="print one JSON object per model")
+    space = bench_sub.add_parser("space", help="decoded recipes per second against the "
+                                               "rejection sampler")
+    space.add_argument("--models", nargs="+", default=["resnet56", "resnet50"],
+                       help="models to time (default resnet56 resnet50)")
+    space.add_argument("--c-flops", type=float, default=0.25, help="band centre (default 0.25)")
+    space.add_argument("--n", type=int, default=2000, help="genotypes decoded in one batch")
+    space.add_argument("--seconds", type=float, default=5.0,
+                       help="time given to the rejection sampler per case (default 5)")
+    space.add_argument("--json", action="store_true", help="print one JSON object per case")
     return parser
 
 
@@ -87,6 +120,27 @@ def _print_prune(r: dict[str, Any]) -> None:
         print(f"exported {r['onnx']}")
 
 
+def _print_sample(r: dict[str, Any], as_json: bool) -> None:
+    s = r["summary"]
+    summary = (f"{s['inside']}/{s['n']} inside every band ({100 * s['hit_rate']:.1f}%), "
+               f"{s['recipes_per_s']:,.0f} recipes/s; uniform baseline: FLOPs "
+               f"{r['uniform']['flops_ratio']:.4f}, params {r['uniform']['params_ratio']:.4f}, "
+               f"mCB {r['uniform']['mcb']:.3f}")
+    if as_json:
+        for row in r["recipes"]:
+            print(json.dumps(row))
+        print(json.dumps({"summary": s, "space": r["space"], "uniform": r["uniform"]}),
+              file=sys.stderr)
+        return
+    print(f"{r['label']} space of {r['model']} ({len(r['units'])} units) {r['bands']}")
+    print(f"{'#':>4} {'FLOPs':>7} {'params':>7} {'mCB':>6} {'std':>6}  recipe")
+    for i, row in enumerate(r["recipes"]):
+        recipe = " ".join(f"{v:.2f}" for v in row["recipe"])
+        print(f"{i:>4} {row['flops_ratio']:>7.4f} {row['params_ratio']:>7.4f} {row['mcb']:>6.3f} "
+              f"{row['std']:>6.4f}  {recipe}")
+    print(summary)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `evoprune` command line; return the exit code."""
     args = build_parser().parse_args(argv)
@@ -100,15 +154,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(json.dumps(result))
             else:
                 _print_prune(result)
-        elif args.command == "bench":
-            from evoprune.bench import COST_CASES, bench_cost, format_cost_rows
+        elif args.command == "sample":
+            from evoprune.jobs import SampleJob, run_sample
 
-            unknown = [m for m in args.models if m not in COST_CASES]
-            if unknown or args.repeats < 1:
-                raise EvopruneError(f"bench cost takes models from {', '.join(COST_CASES)} "
-                                    "and --repeats >= 1")
-            rows = bench_cost(args.models, repeats=args.repeats)
-            print("\n".join(json.dumps(r) for r in rows) if args.json else format_cost_rows(rows))
+            job = SampleJob(**{k: getattr(args, k) for k in SampleJob.__dataclass_fields__})
+            _print_sample(run_sample(job), args.json)
+        elif args.command == "bench":
+            from evoprune import bench
+
+            unknown = [m for m in args.models if m not in bench.COST_CASES]
+            if unknown:
+                raise EvopruneError(f"bench takes models from {', '.join(bench.COST_CASES)}")
+            if args.bench == "cost":
+                if args.repeats < 1:
+                    raise EvopruneError("--repeats must be at least 1")
+                rows = bench.bench_cost(args.models, repeats=args.repeats)
+                text = bench.format_cost_rows(rows)
+            else:
+                if args.n < 1 or args.seconds <= 0:
+                    raise EvopruneError("--n must be at least 1 and --seconds positive")
+                rows = bench.bench_space(args.models, c_flops=args.c_flops, n=args.n,
+                                         seconds=args.seconds)
+                text = bench.format_space_rows(rows)
+            print("\n".join(json.dumps(r) for r in rows) if args.json else text)
     except EvopruneError as exc:
         print(f"evoprune {args.command}: error: {exc}", file=sys.stderr)
         return 2

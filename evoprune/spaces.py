@@ -102,6 +102,19 @@ class PruningSpace:
             return f"STD-{self.c_std:g}"
         return f"mCB-{self.c_mcb:g}" if self.c_mcb is not None else self.kind
 
+    def bands(self) -> str:
+        """Describe the bands in words: `(FLOPs 0.25±0.002, mCB 1±0.1, r_max 0.95, round_to 1)`."""
+        parts = []
+        if self.c_flops is not None:
+            parts.append(f"FLOPs {self.c_flops:g}±{self.delta:g}")
+        if self.c_params is not None:
+            parts.append(f"params {self.c_params:g}±{self.delta:g}")
+        if self.c_mcb is not None:
+            parts.append(f"mCB {self.c_mcb:g}±{self.mcb_tol:g}")
+        if self.c_std is not None:
+            parts.append(f"std {self.c_std:g}±{self.std_tol * self.c_std:.2g}")
+        return f"({', '.join(parts)}, r_max {self.r_max:g}, round_to {self.round_to})"
+
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as plain data (a study's `space` attr)."""
         return {"kind": self.kind, **asdict(self)}
@@ -274,55 +287,56 @@ class Decoder:
         return np.clip(r0 + t[:, None], 0.0, r_max)
 
     # -------------------------------------------------------------------- discrete repair
-    def _levels(self, i: int) -> np.ndarray:
-        """The kept-channel values unit i can take in this space, ascending."""
-        c, rt, kmin = int(self.cost.channels[i]), self.space.round_to, int(self._kmin[i])
-        values = set(range(max(rt, kmin), c + 1, rt)) | {c, kmin}
-        return np.array(sorted(v for v in values if kmin <= v <= c))
-
-    def _ratio_for(self, i: int, k: int, near: float) -> float:
-        """A ratio in [0, r_max] that keeps k channels of unit i, as near to `near` as possible."""
-        c, rt = self._c[i], self.space.round_to
-        centre = 1.0 - k / c
+    def _ratios_for(self, kept: np.ndarray, near: np.ndarray) -> np.ndarray:
+        """Ratios in [0, r_max] that keep `kept` channels, each as near to `near` as it can be."""
+        c, rt, r_max = self._c, self.space.round_to, self.space.r_max
+        centre = 1.0 - kept / c
         half = 0.45 * rt / c
-        r = min(max(near, centre - half), centre + half, self.space.r_max)
-        r = max(r, 0.0)
-        one = np.array([c]).astype(np.int64)
-        for candidate in (r, centre, 0.0 if k == c else self.space.r_max):
-            candidate = min(max(candidate, 0.0), self.space.r_max)
-            if kept_channels(one, np.array([candidate]), rt)[0] == k:
-                return candidate
-        return r
+        r = np.clip(np.clip(near, centre - half, centre + half), 0.0, r_max)
+        fallback = np.where(kept == self.cost.channels, 0.0,
+                            np.where(kept == self._kmin, r_max, np.clip(centre, 0.0, r_max)))
+        return np.where(kept_channels(self.cost.channels, r, rt) == kept, r, fallback)
 
-    def _repair(self, r: np.ndarray) -> tuple[np.ndarray, bool]:
-        """Greedy single-unit steps on the exact cost until every band holds."""
+    def _repair(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Greedy one-step moves of single units, on the exact cost, for many recipes at once.
+
+        Each round tries, for every unpaired row, each unit one rounding step up and down, and
+        takes the move that lowers the band violation most (ties: the smallest ratio change).
+        Returns the repaired recipes and which rows ended inside every band.
+        """
         r = r.copy()
-        kept = kept_channels(self.cost.channels, r, self.space.round_to)
-        levels = self._levels_cache
-        v = self.violation(kept[None], r[None])[0]
-        for _ in range(4 * self.n + 8):
-            if v == 0:
-                return r, True
-            cand_k, cand_r, moves = [], [], []
-            for i in range(self.n):
-                pos = np.searchsorted(levels[i], kept[i])
-                for j in (pos - 1, pos + 1):
-                    if 0 <= j < len(levels[i]):
-                        k_new = int(levels[i][j])
-                        ks = kept.copy()
-                        ks[i] = k_new
-                        rs = r.copy()
-                        rs[i] = self._ratio_for(i, k_new, r[i])
-                        cand_k.append(ks)
-                        cand_r.append(rs)
-                        moves.append(abs(rs[i] - r[i]))
-            if not cand_k:
-                return r, False
-            vs = self.violation(np.array(cand_k), np.array(cand_r))
-            best = int(np.lexsort((np.array(moves), vs))[0])
-            if vs[best] >= v:
-                return r, False
-            r, kept, v = cand_r[best], cand_k[best], vs[best]
+        c, rt, n = self.cost.channels, self.space.round_to, self.n
+        kept = kept_channels(c, r, rt)
+        v = self.violation(kept, r)
+        active = v > 0
+        diag = np.arange(n)
+        for _ in range(4 * n + 8):
+            rows = np.flatnonzero(active)
+            if not len(rows):
+                break
+            k, rr, m = kept[rows], r[rows], len(rows)
+            up = np.minimum((k // rt + 1) * rt, c)
+            down = np.maximum((k - 1) // rt * rt, self._kmin)
+            steps_k = np.concatenate([up, down], axis=1)  # (m, 2N): the moved unit's new width
+            steps_r = np.concatenate([self._ratios_for(up, rr), self._ratios_for(down, rr)], 1)
+            cand_k = np.repeat(k[:, None, :], 2 * n, axis=1)
+            cand_r = np.repeat(rr[:, None, :], 2 * n, axis=1)
+            cand_k[:, diag, diag] = up
+            cand_k[:, n + diag, diag] = down
+            cand_r[:, diag, diag] = steps_r[:, :n]
+            cand_r[:, n + diag, diag] = steps_r[:, n:]
+            vs = self.violation(cand_k.reshape(-1, n), cand_r.reshape(-1, n)).reshape(m, 2 * n)
+            vs[steps_k == np.concatenate([k, k], axis=1)] = np.inf  # no step possible there
+            best_v = vs.min(1)
+            moved = np.abs(steps_r - np.concatenate([rr, rr], axis=1))
+            best = np.where(vs <= best_v[:, None] + 1e-12, moved, np.inf).argmin(1)
+            better = best_v < v[rows]
+            take = rows[better]
+            kept[take] = cand_k[better, best[better]]
+            r[take] = cand_r[better, best[better]]
+            v[take] = best_v[better]
+            active[rows[~better]] = False
+            active[take] = v[take] > 0
         return r, v == 0
 
     # ------------------------------------------------------------------------ public
@@ -339,11 +353,7 @@ class Decoder:
         for blend in BLENDS:
             if not len(todo):
                 break
-            r = self._continuous(g[todo], blend)
-            kept = kept_channels(self.cost.channels, r, self.space.round_to)
-            inside = self.violation(kept, r) == 0
-            for row in np.flatnonzero(~inside):
-                r[row], inside[row] = self._repair(r[row])
+            r, inside = self._repair(self._continuous(g[todo], blend))
             out[todo[inside]] = r[inside]
             todo = todo[~inside]
         if len(todo):  # unreachable after binding: the neutral genotype decoded there
@@ -393,12 +403,6 @@ class Decoder:
         return self.describe(recipes), draws
 
     # ------------------------------------------------------------------ binding checks
-    @property
-    def _levels_cache(self) -> list[np.ndarray]:
-        if not hasattr(self, "_levels_list"):
-            self._levels_list = [self._levels(i) for i in range(self.n)]
-        return self._levels_list
-
     def _check_reachable(self) -> None:
         """Refuse a space no recipe reaches, saying what range is reachable."""
         s, cost = self.space, self.cost
@@ -418,12 +422,10 @@ class Decoder:
             lo, hi = self._second_range()
             goal, tol = (s.c_mcb, s.mcb_tol) if s.c_mcb is not None else (s.c_params, s.delta)
             if not lo - tol <= goal <= hi + tol:
-                raise EvopruneError(f"the {s.label} space {self._band_text()} is unreachable: {reach}")
+                raise EvopruneError(f"the {s.label} space {self.space.bands()} is unreachable: {reach}")
         neutral = np.full((1, self.n), 0.5)
-        r = self._continuous(neutral, 0.0)
-        kept = kept_channels(cost.channels, r, s.round_to)
-        if not (self.violation(kept, r)[0] == 0 or self._repair(r[0])[1]):
-            raise EvopruneError(f"no recipe lies in the {s.label} space {self._band_text()}: {reach}")
+        if not self._repair(self._continuous(neutral, 0.0))[1][0]:
+            raise EvopruneError(f"no recipe lies in the {s.label} space {self.space.bands()}: {reach}")
 
     def _reachable_text(self) -> str:
         """Say what the constrained quantity can reach at this band (for refusals)."""
@@ -451,19 +453,6 @@ class Decoder:
         base = 8.0 * self._z_neutral[None]
         u = self._solve_offset(base, target, use_params)
         return float(np.clip(base + u[:, None], 0.0, self.space.r_max).std())
-
-    def _band_text(self) -> str:
-        s = self.space
-        parts = []
-        if s.c_flops is not None:
-            parts.append(f"FLOPs {s.c_flops:g}±{s.delta:g}")
-        if s.c_params is not None:
-            parts.append(f"params {s.c_params:g}±{s.delta:g}")
-        if s.c_mcb is not None:
-            parts.append(f"mCB {s.c_mcb:g}±{s.mcb_tol:g}")
-        if s.c_std is not None:
-            parts.append(f"std {s.c_std:g}±{s.std_tol * s.c_std:.2g}")
-        return f"({', '.join(parts)}, r_max {s.r_max:g}, round_to {s.round_to})"
 
 
 def throughput(decoder: Decoder, n: int, seed: int = 0) -> tuple[Decoded, float]:

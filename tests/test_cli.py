@@ -153,4 +153,4 @@ def test_bench_cost_reports_exact_and_faster(capsys):
     r = json.loads(out)
     assert code == 0 and r["exact"] is True and r["speedup"] > 10 and r["units"] == 9
     code, _, err = run(capsys, "bench", "cost", "--models", "alexnet")
-    assert code == 2 and "bench cost takes models" in err
+    assert code == 2 and "bench takes models from" in err
