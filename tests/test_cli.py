@@ -154,3 +154,63 @@ def test_bench_cost_reports_exact_and_faster(capsys):
     assert code == 0 and r["exact"] is True and r["speedup"] > 10 and r["units"] == 9
     code, _, err = run(capsys, "bench", "cost", "--models", "alexnet")
     assert code == 2 and "bench takes models from" in err
+
+
+def test_sample_json_lines_are_recipes_prune_accepts(tmp_path, capsys):
+    code, out, err = run(capsys, "sample", "--model", "resnet56", "--dataset", "cifar10",
+                         "--c-flops", "0.25", "--c-mcb", "1.0", "--n", "6", "--seed", "3", "--json")
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 6 and all(r["inside"] for r in rows)
+    assert all(abs(r["flops_ratio"] - 0.25) <= 0.002 and abs(r["mcb"] - 1.0) <= 0.1 for r in rows)
+    assert {"recipe", "channels", "flops_ratio", "params_ratio", "mcb", "std"} <= set(rows[0])
+    summary = json.loads(err)
+    assert summary["summary"]["hit_rate"] == 1.0 and summary["space"]["kind"] == "mcb"
+    # a recipe file written from a line re-prunes to exactly the same channels and cost
+    (tmp_path / "r.json").write_text(json.dumps({"recipe": rows[2]["recipe"]}))
+    code, out, _ = run(capsys, "prune", "--model", "resnet56", "--dataset", "cifar10",
+                       "--recipe", str(tmp_path / "r.json"), "--json")
+    pruned = json.loads(out)
+    assert code == 0 and pruned["channels"] == rows[2]["channels"]
+    assert pruned["flops_ratio"] == rows[2]["flops_ratio"] and pruned["mcb"] == rows[2]["mcb"]
+    # the same seed draws the same recipes
+    code, again, _ = run(capsys, "sample", "--model", "resnet56", "--dataset", "cifar10",
+                         "--c-flops", "0.25", "--c-mcb", "1.0", "--n", "6", "--seed", "3", "--json")
+    assert again.splitlines()[0] == json.dumps(rows[0])
+
+
+def test_sample_table_and_summary(capsys):
+    code, out, _ = run(capsys, "sample", "--c-flops", "0.5", "--c-std", "0.05", "--n", "4")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("STD-0.05 space of resnet20 (9 units) (FLOPs 0.5±0.002, std 0.05")
+    assert len(lines) == 2 + 4 + 1 and lines[-1].startswith("4/4 inside every band (100.0%)")
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--c-flops", "0.02", "--model", "resnet56"], "search the residual-coupled groups too (--residual)"),
+    (["--c-flops", "0.5", "--c-mcb", "9"], "reachable mCB is about"),
+    (["--c-std", "0.1"], "needs --c-flops or --c-params"),
+    (["--c-flops", "1.5"], "c_flops must be in (0, 1]"),
+    (["--c-flops", "0.3", "--c-mcb", "1", "--c-std", "0.1"], "not several"),
+    (["--c-flops", "0.3", "--n", "0"], "--n must be at least 1"),
+    (["--c-flops", "0.3", "--r-max", "1.2"], "r_max must be in (0, 1)"),
+    (["--c-flops", "abc"], "invalid float value"),
+])
+def test_sample_bad_inputs(capsys, argv, words):
+    try:
+        code = main(["sample", *argv])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and words in err[0], err
+
+
+def test_bench_space_reports_rates_and_acceptance(capsys):
+    code, out, _ = run(capsys, "bench", "space", "--models", "resnet20", "--n", "200",
+                       "--seconds", "0.2", "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [r["unit_set"] for r in rows] == ["internal", "internal+residual"]
+    for r in rows:
+        assert r["decoded_inside"] == 200 and r["decode_per_s"] > 0 and r["reject_draws"] >= 4096
+        assert 0 <= r["acceptance"] < 0.5
