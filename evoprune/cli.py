@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from evoprune.errors import EvopruneError
+from evoprune.errors import EvopruneError, NonFiniteLossError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,6 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"evoprune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _prune_args(sub.add_parser("prune", help="prune a model to a recipe and report its exact cost"))
+    train = sub.add_parser("train", help="train a model from scratch (the base network)")
+    train.add_argument("--model", default="resnet20", help="zoo model or package.module:callable")
+    train.add_argument("--dataset", default="digits", help="digits (default), cifar10, cifar100, "
+                                                           "synthetic[:CxHxW[:classes]]")
+    train.add_argument("--data-root", help="dataset folder (CIFAR in torchvision's layout)")
+    train.add_argument("--download", action="store_true", help="download CIFAR if absent")
+    train.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
+    train.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1)")
+    train.add_argument("--batch-size", type=int, default=128, help="batch size (default 128)")
+    train.add_argument("--weight-decay", type=float, default=5e-4, help="default 5e-4")
+    train.add_argument("--warmup-epochs", type=float, default=0.0, help="linear warm-up epochs")
+    train.add_argument("--label-smoothing", type=float, default=0.0, help="default 0")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:i]")
+    train.add_argument("--out", help="checkpoint file, written every epoch; rerun to resume")
+    train.add_argument("--json", action="store_true", help="print one final JSON object")
     sample = sub.add_parser("sample", help="draw i.i.d. recipes from a pruning space")
     _model_args(sample)
     _space_args(sample)
@@ -141,6 +157,15 @@ def _print_sample(r: dict[str, Any], as_json: bool) -> None:
     print(summary)
 
 
+def _print_epoch(epochs: int) -> Any:
+    """A progress line per epoch on stderr: epoch, loss, accuracies, images/s."""
+    def show(r: dict[str, float]) -> None:
+        print(f"epoch {int(r['epoch']):>3}/{epochs}  loss {r['loss']:.4f}  train "
+              f"{100 * r['train_acc']:5.1f}%  test {100 * r['test_acc']:5.1f}%  "
+              f"{r['images_per_s']:,.0f} img/s", file=sys.stderr, flush=True)
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `evoprune` command line; return the exit code."""
     args = build_parser().parse_args(argv)
@@ -154,6 +179,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(json.dumps(result))
             else:
                 _print_prune(result)
+        elif args.command == "train":
+            from evoprune.jobs import TrainJob, run_train
+
+            job = TrainJob(**{k: getattr(args, k) for k in TrainJob.__dataclass_fields__})
+            result = run_train(job, progress=_print_epoch(job.epochs))
+            if args.json:
+                print(json.dumps(result))
+            else:
+                print(f"test accuracy {100 * result['test_acc']:.2f}% after {result['epochs_run']} "
+                      f"epochs, {result['seconds']:.1f} s of training, "
+                      f"{result['images_per_s']:,.0f} images/s on {result['device']}"
+                      + (f"; saved {result['out']}" if result["out"] else ""))
         elif args.command == "sample":
             from evoprune.jobs import SampleJob, run_sample
 
@@ -180,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EvopruneError as exc:
         print(f"evoprune {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as exc:
+        print(f"evoprune {args.command}: training diverged: {exc}; lower --lr", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -233,3 +233,65 @@ def _load_synthetic(info: DatasetInfo, n_train: int, n_test: int, seed: int) -> 
 
     (trx, try_), (tex, tey) = draw(n_train), draw(n_test)
     return TensorData(info, trx, try_, tex, tey)
+
+
+class DeviceBatches:
+    """An in-memory dataset resident on one device: index-drawn, device-augmented batches.
+
+    The uint8 images live on `device` once (padded for random crops); each batch is gathered by
+    index, cropped, flipped (where the dataset allows) and normalised there: no per-sample Python.
+    """
+
+    def __init__(self, data: TensorData, device: torch.device | str = "cpu", *,
+                 augment: bool = True, pad: int | None = None,
+                 channels_last: bool = False) -> None:
+        self.info = data.info
+        self.device = torch.device(device)
+        self.augment = augment
+        self.pad = (4 if data.info.in_shape[1] >= 32 else 1) if pad is None else pad
+        self.channels_last = channels_last
+        x = data.train_x.to(self.device)
+        p = self.pad if augment else 0
+        self.train_x = torch.nn.functional.pad(x, (p, p, p, p)) if p else x
+        self.train_y = data.train_y.to(self.device)
+        self.test_x = data.test_x.to(self.device)
+        self.test_y = data.test_y.to(self.device)
+        shape = (1, -1, 1, 1)
+        self.mean = torch.tensor(data.info.mean, device=self.device).view(shape) * 255
+        self.std = torch.tensor(data.info.std, device=self.device).view(shape) * 255
+
+    @property
+    def n_train(self) -> int:
+        """Number of training images."""
+        return len(self.train_y)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 images to normalised float on the device."""
+        x = (x.float() - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def train_batches(self, batch_size: int, generator: torch.Generator):
+        """Yield one epoch of augmented (images, labels) batches in a random order."""
+        n = self.n_train
+        order = torch.randperm(n, generator=generator).to(self.device)
+        h, w = self.info.in_shape[1:]
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            x = self.train_x[idx]
+            if self.augment and self.pad:
+                b = len(idx)
+                off = torch.randint(0, 2 * self.pad + 1, (b, 2), generator=generator).to(self.device)
+                rows = (off[:, 0:1] + torch.arange(h, device=self.device))[:, :, None]
+                cols = (off[:, 1:2] + torch.arange(w, device=self.device))[:, None, :]
+                x = x[torch.arange(b, device=self.device)[:, None, None], :, rows, cols]
+                x = x.permute(0, 3, 1, 2)
+            if self.augment and self.info.flip:
+                flip = (torch.rand(len(idx), generator=generator) < 0.5).to(self.device)
+                x = torch.where(flip[:, None, None, None], x.flip(3), x)
+            yield self.normalise(x), self.train_y[idx]
+
+    def test_batches(self, batch_size: int = 1024):
+        """Yield the test set in order, normalised, in large batches."""
+        for start in range(0, len(self.test_y), batch_size):
+            yield (self.normalise(self.test_x[start:start + batch_size]),
+                   self.test_y[start:start + batch_size])

@@ -5,3 +5,7 @@ from __future__ import annotations
 
 class EvopruneError(ValueError):
     """Raise for bad input a user can fix; the message says what to change."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or inf: the run stopped (a search records a failed trial)."""

@@ -145,3 +145,52 @@ def _rows(decoded: Any) -> list[dict[str, Any]]:
              "params_ratio": float(decoded.params_ratio[i]),
              "mcb": float(decoded.mcb[i]), "std": float(decoded.std[i]),
              "inside": bool(decoded.inside[i])} for i in range(len(decoded.recipes))]
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What `evoprune train` does: train a zoo model from scratch on a dataset."""
+
+    model: str = "resnet20"
+    dataset: str = "digits"
+    data_root: str | None = None
+    download: bool = False
+    epochs: int = 30
+    lr: float = 0.1
+    batch_size: int = 128
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+
+
+def run_train(job: TrainJob, progress: Any = None) -> dict[str, Any]:
+    """Train `job.model` on `job.dataset`; write the checkpoint (resumable) to `job.out`."""
+    import torch
+
+    from evoprune.checkpoint import sha256_of
+    from evoprune.data import DeviceBatches, TensorData, load_dataset
+    from evoprune.models import build_model
+    from evoprune.train import Schedule, fit, resolve_device
+
+    schedule = Schedule(epochs=job.epochs, lr=job.lr, batch_size=job.batch_size,
+                        weight_decay=job.weight_decay, warmup_epochs=job.warmup_epochs,
+                        label_smoothing=job.label_smoothing)
+    device = resolve_device(job.device)
+    if job.out is not None and not Path(job.out).resolve().parent.is_dir():
+        raise EvopruneError(f"folder {Path(job.out).resolve().parent} does not exist: create it "
+                            "or choose another --out")
+    data = load_dataset(job.dataset, job.data_root, download=job.download, seed=job.seed)
+    if not isinstance(data, TensorData):
+        raise EvopruneError(f"training on {job.dataset} (a folder dataset) arrives with the "
+                            "DataLoader path; use digits, cifar10, cifar100 or synthetic")
+    torch.manual_seed(job.seed)
+    model = build_model(job.model, data.info.num_classes, data.info.in_shape)
+    batches = DeviceBatches(data, device, channels_last=device.type == "cuda")
+    result = fit(model, batches, schedule, seed=job.seed, checkpoint=job.out, progress=progress)
+    out = result.to_dict()
+    out.update(model=job.model, dataset=job.dataset, seed=job.seed, out=job.out,
+               sha256=sha256_of(job.out) if job.out else None)
+    return out

@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from evoprune.cli import main
+from evoprune.data import DeviceBatches, load_dataset
+from evoprune.errors import EvopruneError, NonFiniteLossError
+from evoprune.models import build_model
+from evoprune.train import Schedule, adaptive_bn, evaluate, fit, resolve_device
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return build_model("digitsnet", 10, (1, 8, 8))
+
+
+def test_device_batches_augment_on_the_device(digits):
+    data = DeviceBatches(digits)
+    gen = torch.Generator().manual_seed(0)
+    batches = list(data.train_batches(500, gen))
+    assert [len(y) for _, y in batches] == [500, 500, 437]
+    assert sorted(torch.cat([y for _, y in batches]).tolist()) == sorted(digits.train_y.tolist())
+    x, _ = batches[0]
+    assert x.shape == (500, 1, 8, 8) and x.dtype == torch.float32
+    plain = DeviceBatches(digits, augment=False)
+    xp, yp = next(plain.train_batches(2000, torch.Generator().manual_seed(0)))
+    ref = (digits.train_x.float() - 0.3 * 255) / (0.37 * 255)
+    order = torch.randperm(1437, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(xp, ref[order]) and torch.equal(yp, digits.train_y[order])
+
+
+def test_schedule_is_cosine_after_linear_warmup():
+    s = Schedule(epochs=10, lr=0.1, warmup_epochs=2)
+    assert s.lr_at(0, 10) == pytest.approx(0.005) and s.lr_at(19, 10) == pytest.approx(0.1)
+    assert s.lr_at(20, 10) == pytest.approx(0.1)
+    assert s.lr_at(60, 10) == pytest.approx(0.05)  # half-way through the cosine
+    assert s.lr_at(99, 10) < 0.001
+
+
+def test_fit_learns_digits_and_is_deterministic(digits):
+    runs = []
+    for _ in range(2):
+        model = tiny_model()
+        result = fit(model, DeviceBatches(digits), Schedule(epochs=3, lr=0.05), seed=1)
+        runs.append((result, model))
+    (a, ma), (b, mb) = runs
+    assert a.test_acc > 0.85 and a.test_acc == b.test_acc
+    assert all(torch.equal(p, q) for p, q in zip(ma.state_dict().values(), mb.state_dict().values()))
+    assert [h["epoch"] for h in a.history] == [1, 2, 3] and a.images_per_s > 0
+    assert a.to_dict()["schedule"]["lr"] == 0.05
+
+
+def test_planted_nan_stops_with_the_specific_error(digits):
+    model = tiny_model()
+    with torch.no_grad():
+        model.fc.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="non-finite loss .* at epoch 1, step 1"):
+        fit(model, DeviceBatches(digits), Schedule(epochs=2))
+
+
+def test_killed_training_resumes_at_the_next_epoch(tmp_path, digits):
+    ckpt = tmp_path / "run.pt"
+    schedule = Schedule(epochs=4, lr=0.05)
+    whole_model = tiny_model()
+    whole = fit(whole_model, DeviceBatches(digits), schedule, seed=2)
+
+    def kill_after_two(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(), DeviceBatches(digits), schedule, seed=2, checkpoint=ckpt,
+            progress=kill_after_two)
+    epochs_seen = []
+    resumed_model = tiny_model()
+    resumed = fit(resumed_model, DeviceBatches(digits), schedule, seed=2, checkpoint=ckpt,
+                  progress=lambda r: epochs_seen.append(r["epoch"]))
+    assert epochs_seen == [3, 4]  # continues at the next epoch
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    assert resumed.test_acc == whole.test_acc  # bit-identical to the uninterrupted run
+    assert all(torch.equal(p, q) for p, q in
+               zip(whole_model.state_dict().values(), resumed_model.state_dict().values()))
+    with pytest.raises(EvopruneError, match="another schedule"):
+        fit(tiny_model(), DeviceBatches(digits), Schedule(epochs=5), checkpoint=ckpt)
+
+
+def test_adaptive_bn_changes_bn_statistics_and_nothing_else(digits):
+    model = tiny_model().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    adaptive_bn(model, DeviceBatches(digits), batches=5)
+    assert not model.training  # its mode is given back
+    after = model.state_dict()
+    stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(not torch.equal(before[k], after[k]) for k in stats)
+    others = [k for k in before if k not in stats and not k.endswith("num_batches_tracked")]
+    assert all(torch.equal(before[k], after[k]) for k in others)
+
+
+def test_top5_only_above_ten_classes():
+    data = DeviceBatches(load_dataset("synthetic:3x8x8:20", synthetic_size=(16, 40)))
+    torch.manual_seed(0)
+    acc = evaluate(build_model("digitsnet", 20, (3, 8, 8)), data)
+    assert acc.top5 is not None and acc.top1 <= acc.top5 <= 1
+
+
+def test_devices_and_bad_schedules():
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(EvopruneError, match="no CUDA device"):
+            resolve_device("cuda:0")
+    with pytest.raises(EvopruneError, match="unknown device"):
+        resolve_device("tpu")
+    with pytest.raises(EvopruneError, match="lr must be"):
+        Schedule(lr=float("nan"))
+
+
+def test_train_cli_json_and_resume(tmp_path, capsys):
+    out = tmp_path / "m.pt"
+    argv = ["train", "--model", "digitsnet", "--epochs", "2", "--out", str(out), "--json"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    r = json.loads(captured.out)
+    assert r["test_acc"] > 0.5 and r["out"] == str(out) and len(r["sha256"]) == 64
+    assert {"test_acc", "seconds", "images_per_s", "out"} <= set(r)
+    assert captured.err.count("epoch ") == 2
+    assert main(argv) == 0  # already complete: nothing retrained, same checkpoint
+    again = json.loads(capsys.readouterr().out)
+    assert again["sha256"] == r["sha256"] and again["test_acc"] == r["test_acc"]
+    # the checkpoint is a base model `prune` accepts
+    assert main(["prune", "--model", "digitsnet", "--checkpoint", str(out),
+                 "--recipe", "uniform:0.5", "--json"]) == 0
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--epochs", "0"], "epochs and batch size must be at least 1"),
+    (["--device", "tpu"], "unknown device"),
+    (["--dataset", "cifar10", "--data-root", "/nonexistent/x"], "does not exist"),
+    (["--out", "/nonexistent/dir/m.pt"], "does not exist"),
+])
+def test_train_bad_inputs(capsys, argv, words):
+    code = main(["train", *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and words in err[0], err
