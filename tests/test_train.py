@@ -62,7 +62,7 @@ def test_planted_nan_stops_with_the_specific_error(digits):
     model = tiny_model()
     with torch.no_grad():
         model.fc.weight[0, 0] = float("nan")
-    with pytest.raises(NonFiniteLossError, match="non-finite loss .* at epoch 1, step 1"):
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss .* at epoch 1, step 1"):
         fit(model, DeviceBatches(digits), Schedule(epochs=2))
 
 
