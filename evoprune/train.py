@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,7 @@ class FitResult:
     images_per_s: float
     device: str
     history: list[dict[str, float]] = field(default_factory=list)
+    mode: str = "train"  # train | finetune | rewind | scratch | scratch-b
 
     def to_dict(self) -> dict[str, Any]:
         """Return plain data (JSON, study attrs)."""
@@ -217,6 +218,57 @@ def fit(
     return FitResult(schedule, schedule.epochs, final.top1, final.top5,
                      history[-1]["loss"] if history else float("nan"), seconds,
                      seen / seconds if seconds > 0 else 0.0, str(device), history)
+
+
+RETRAIN_MODES = ("finetune", "rewind", "scratch", "scratch-b")
+
+
+def retrain_schedule(mode: str, original: Schedule, *, epochs: int | None = None,
+                     lr: float | None = None, flops_ratio: float = 1.0) -> Schedule:
+    """The schedule of a retraining technique (Sec. 2.2; Liu et al. 2019 for scratch-b).
+
+    finetune: small lr (0.01), no warm-up. rewind: the original initial lr, 5 warm-up epochs
+    (learning-rate restarting). scratch: the original schedule. scratch-b: the original
+    schedule with epochs scaled by 1/flops_ratio, so the FLOPs budget equals the original's.
+    """
+    if mode not in RETRAIN_MODES:
+        raise EvopruneError(f"unknown retraining mode {mode!r}: choose {', '.join(RETRAIN_MODES)}")
+    if not 0 < flops_ratio <= 1:
+        raise EvopruneError(f"flops_ratio must be in (0, 1], got {flops_ratio}")
+    n = epochs if epochs is not None else original.epochs
+    if mode == "finetune":
+        return replace(original, epochs=n, lr=lr if lr is not None else 0.01, warmup_epochs=0.0)
+    if mode == "rewind":
+        return replace(original, epochs=n, lr=lr if lr is not None else original.lr,
+                       warmup_epochs=min(5.0, float(n)))
+    if mode == "scratch-b":
+        n = math.ceil(n / flops_ratio)
+    return replace(original, epochs=n, lr=lr if lr is not None else original.lr)
+
+
+def reinitialise(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Re-initialise every layer's parameters and BN statistics in place (retraining from scratch)."""
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    return model
+
+
+def retrain(model: nn.Module, data: DeviceBatches, mode: str, original: Schedule, *,
+            epochs: int | None = None, lr: float | None = None, flops_ratio: float = 1.0,
+            seed: int = 0, checkpoint: str | Path | None = None,
+            progress: Callable[[dict[str, float]], None] | None = None) -> FitResult:
+    """Retrain a pruned model in place with one technique; the result records its settings."""
+    schedule = retrain_schedule(mode, original, epochs=epochs, lr=lr, flops_ratio=flops_ratio)
+    if mode.startswith("scratch"):
+        reinitialise(model, seed)
+    result = fit(model, data, schedule, seed=seed, checkpoint=checkpoint, progress=progress)
+    return replace(result, mode=mode)
 
 
 def _save_state(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer,

@@ -9,7 +9,15 @@ from evoprune.cli import main
 from evoprune.data import DeviceBatches, load_dataset
 from evoprune.errors import EvopruneError, NonFiniteLossError
 from evoprune.models import build_model
-from evoprune.train import Schedule, adaptive_bn, evaluate, fit, resolve_device
+from evoprune.train import (
+    Schedule,
+    adaptive_bn,
+    evaluate,
+    fit,
+    resolve_device,
+    retrain,
+    retrain_schedule,
+)
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +157,46 @@ def test_train_bad_inputs(capsys, argv, words):
     code = main(["train", *argv])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and words in err[0], err
+
+
+def test_retraining_schedules_follow_the_paper():
+    original = Schedule(epochs=40, lr=0.1, batch_size=64)
+    ft = retrain_schedule("finetune", original, epochs=5)
+    assert (ft.epochs, ft.lr, ft.warmup_epochs, ft.batch_size) == (5, 0.01, 0.0, 64)
+    rw = retrain_schedule("rewind", original, epochs=20)
+    assert (rw.epochs, rw.lr, rw.warmup_epochs) == (20, 0.1, 5.0)
+    assert retrain_schedule("scratch", original) == original
+    assert retrain_schedule("scratch-b", original, flops_ratio=0.25).epochs == 160
+    with pytest.raises(EvopruneError, match="unknown retraining mode"):
+        retrain_schedule("lottery", original)
+
+
+@pytest.mark.parametrize("mode", ["finetune", "rewind", "scratch", "scratch-b"])
+def test_each_retraining_mode_runs_and_records_its_settings(digits, mode):
+    from evoprune.prune import prune
+
+    base = tiny_model()
+    fit(base, DeviceBatches(digits), Schedule(epochs=1, lr=0.05), seed=0)
+    pruned = prune(base, [0.5] * 4, in_shape=(1, 8, 8))
+    first_conv = pruned.layer1[0].conv1.weight.detach().clone()
+    result = retrain(pruned, DeviceBatches(digits), mode, Schedule(epochs=2, lr=0.05),
+                     epochs=1, flops_ratio=0.5)
+    settings = result.to_dict()
+    assert settings["mode"] == mode and settings["schedule"]["batch_size"] == 128
+    assert settings["schedule"]["epochs"] == (2 if mode == "scratch-b" else 1)
+    assert settings["schedule"]["lr"] == (0.01 if mode == "finetune" else 0.05)
+    assert 0 <= result.test_acc <= 1 and len(result.history) == settings["schedule"]["epochs"]
+    moved = (pruned.layer1[0].conv1.weight.detach() - first_conv).abs().mean()
+    # scratch re-initialises (far from the pruned weights); fine-tuning modes start from them
+    assert (moved > 0.02) if mode.startswith("scratch") else (moved < 0.02)
+
+
+def test_scratch_reinitialises_before_training(digits):
+    from evoprune.train import reinitialise
+
+    model = tiny_model()
+    before = model.layer2[0].conv1.weight.detach().clone()
+    reinitialise(model, seed=7)
+    after = model.layer2[0].conv1.weight.detach()
+    assert not torch.equal(before, after)
+    assert torch.equal(after, reinitialise(tiny_model(), seed=7).layer2[0].conv1.weight)
