@@ -110,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     space.add_argument("--seconds", type=float, default=5.0,
                        help="time given to the rejection sampler per case (default 5)")
     space.add_argument("--json", action="store_true", help="print one JSON object per case")
+    train = bench_sub.add_parser("train", help="training images/s against a DataLoader loop")
+    train.add_argument("--cases", nargs="+", default=["resnet20-digits", "resnet56-cifar"],
+                       help="resnet20-digits and/or resnet56-cifar (synthetic CIFAR-shaped)")
+    train.add_argument("--epochs", type=int, default=1, help="epochs per loop (default 1)")
+    train.add_argument("--batch-size", type=int, default=128, help="default 128")
+    train.add_argument("--n-synthetic", type=int, default=2048,
+                       help="training images of the synthetic case (default 2048; 50000 on a GPU)")
+    train.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:i]")
+    train.add_argument("--json", action="store_true", help="print one JSON object per case")
     return parser
 
 
@@ -199,6 +208,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "bench":
             from evoprune import bench
 
+            if args.bench == "train":
+                bad = [c for c in args.cases if c not in bench.TRAIN_CASES]
+                if bad or args.epochs < 1 or args.batch_size < 1 or args.n_synthetic < 1:
+                    raise EvopruneError(f"bench train takes cases from "
+                                        f"{', '.join(bench.TRAIN_CASES)} and positive sizes")
+                rows = bench.bench_train(args.cases, epochs=args.epochs,
+                                         batch_size=args.batch_size,
+                                         n_synthetic=args.n_synthetic, device=args.device)
+                print("\n".join(json.dumps(r) for r in rows) if args.json
+                      else bench.format_train_rows(rows))
+                return 0
             unknown = [m for m in args.models if m not in bench.COST_CASES]
             if unknown:
                 raise EvopruneError(f"bench takes models from {', '.join(bench.COST_CASES)}")

@@ -200,3 +200,12 @@ def test_scratch_reinitialises_before_training(digits):
     after = model.layer2[0].conv1.weight.detach()
     assert not torch.equal(before, after)
     assert torch.equal(after, reinitialise(tiny_model(), seed=7).layer2[0].conv1.weight)
+
+
+def test_bench_train_compares_engine_and_reference(capsys):
+    assert main(["bench", "train", "--cases", "resnet20-digits", "--json"]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["train_images"] == 1437 and row["device"] in ("cpu", "cuda")
+    assert row["engine_images_per_s"] > 0 and row["reference_images_per_s"] > 0
+    assert row["ratio"] == pytest.approx(row["engine_images_per_s"] / row["reference_images_per_s"])
+    assert main(["bench", "train", "--cases", "alexnet-digits"]) == 2
