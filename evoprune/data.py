@@ -295,3 +295,54 @@ class DeviceBatches:
         for start in range(0, len(self.test_y), batch_size):
             yield (self.normalise(self.test_x[start:start + batch_size]),
                    self.test_y[start:start + batch_size])
+
+
+class FolderBatches:
+    """Batches of a folder dataset through a DataLoader (workers, pinned memory), same interface."""
+
+    def __init__(self, data: FolderData, device: torch.device | str = "cpu", *,
+                 workers: int = 4, channels_last: bool = False) -> None:
+        self.info = data.info
+        self.data = data
+        self.device = torch.device(device)
+        self.augment = True  # the train set's transforms crop and flip per sample
+        self.workers = workers
+        self.channels_last = channels_last
+
+    @property
+    def n_train(self) -> int:
+        """Number of training images."""
+        return len(self.data.train)
+
+    def _loader(self, dataset: Any, batch_size: int, generator: torch.Generator | None):
+        from torch.utils.data import DataLoader
+
+        return DataLoader(dataset, batch_size=batch_size, shuffle=generator is not None,
+                          generator=generator, num_workers=self.workers,
+                          pin_memory=self.device.type == "cuda",
+                          persistent_workers=False)
+
+    def _move(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(self.device, non_blocking=True)
+
+    def train_batches(self, batch_size: int, generator: torch.Generator):
+        """Yield one shuffled epoch of transformed (images, labels) batches."""
+        for x, y in self._loader(self.data.train, batch_size, generator):
+            yield self._move(x, y)
+
+    def test_batches(self, batch_size: int = 256):
+        """Yield the validation set in order."""
+        for x, y in self._loader(self.data.test, batch_size, None):
+            yield self._move(x, y)
+
+
+def batches_for(data: TensorData | FolderData, device: torch.device | str = "cpu", *,
+                workers: int = 4) -> DeviceBatches | FolderBatches:
+    """The training data path for a dataset: device-resident when it fits, else a DataLoader."""
+    cuda = torch.device(device).type == "cuda"
+    if isinstance(data, TensorData):
+        return DeviceBatches(data, device, channels_last=cuda)
+    return FolderBatches(data, device, workers=workers, channels_last=cuda)

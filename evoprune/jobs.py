@@ -171,7 +171,7 @@ def run_train(job: TrainJob, progress: Any = None) -> dict[str, Any]:
     import torch
 
     from evoprune.checkpoint import sha256_of
-    from evoprune.data import DeviceBatches, TensorData, load_dataset
+    from evoprune.data import batches_for, load_dataset
     from evoprune.models import build_model
     from evoprune.train import Schedule, fit, resolve_device
 
@@ -183,12 +183,9 @@ def run_train(job: TrainJob, progress: Any = None) -> dict[str, Any]:
         raise EvopruneError(f"folder {Path(job.out).resolve().parent} does not exist: create it "
                             "or choose another --out")
     data = load_dataset(job.dataset, job.data_root, download=job.download, seed=job.seed)
-    if not isinstance(data, TensorData):
-        raise EvopruneError(f"training on {job.dataset} (a folder dataset) arrives with the "
-                            "DataLoader path; use digits, cifar10, cifar100 or synthetic")
     torch.manual_seed(job.seed)
     model = build_model(job.model, data.info.num_classes, data.info.in_shape)
-    batches = DeviceBatches(data, device, channels_last=device.type == "cuda")
+    batches = batches_for(data, device)
     result = fit(model, batches, schedule, seed=job.seed, checkpoint=job.out, progress=progress)
     out = result.to_dict()
     out.update(model=job.model, dataset=job.dataset, seed=job.seed, out=job.out,

@@ -209,3 +209,25 @@ def test_bench_train_compares_engine_and_reference(capsys):
     assert row["engine_images_per_s"] > 0 and row["reference_images_per_s"] > 0
     assert row["ratio"] == pytest.approx(row["engine_images_per_s"] / row["reference_images_per_s"])
     assert main(["bench", "train", "--cases", "alexnet-digits"]) == 2
+
+
+def test_imagefolder_trains_through_the_dataloader_path(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from evoprune.data import FolderBatches, batches_for
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 3)):
+        for k, cls in enumerate(("dark", "light")):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 60, (20, 20, 3)) + 190 * k
+                Image.fromarray(img.astype(np.uint8)).save(tmp_path / split / cls / f"{i}.png")
+    data = load_dataset("imagefolder", tmp_path, image_size=16)
+    batches = batches_for(data, "cpu", workers=0)
+    assert isinstance(batches, FolderBatches) and batches.n_train == 12
+    torch.manual_seed(0)
+    model = build_model("digitsnet", 2, (3, 16, 16))
+    result = fit(model, batches, Schedule(epochs=3, lr=0.05, batch_size=4))
+    assert len(result.history) == 3 and result.test_acc == 1.0  # dark vs light is easy
