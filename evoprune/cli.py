@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model from scratch (the base network)")
     train.add_argument("--model", default="resnet20", help="zoo model or package.module:callable")
     train.add_argument("--dataset", default="digits", help="digits (default), cifar10, cifar100, "
-                                                           "synthetic[:CxHxW[:classes]]")
+                                                           "imagefolder, synthetic[:CxHxW[:classes]]")
     train.add_argument("--data-root", help="dataset folder (CIFAR in torchvision's layout)")
     train.add_argument("--download", action="store_true", help="download CIFAR if absent")
     train.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
