@@ -271,3 +271,60 @@ def format_train_rows(rows: list[dict[str, Any]]) -> str:
                  "images with per-sample torchvision transforms; training steps only, "
                  f"{rows[0]['epochs'] if rows else 0} epoch(s) each.")
     return "\n".join(lines)
+
+
+def bench_train_sweep(case: str = "resnet20-digits", *, epochs: int = 2, n_synthetic: int = 2048,
+                      device: str = "auto", seed: int = 0) -> list[dict[str, Any]]:
+    """Time one option of the engine at a time against its defaults (batch 128, all threads)."""
+    import torch
+
+    from evoprune.data import DeviceBatches, load_dataset
+    from evoprune.models import build_model
+    from evoprune.train import Schedule, fit, resolve_device
+
+    name, dataset = TRAIN_CASES[case]
+    dev = resolve_device(device)
+    data = load_dataset(dataset, synthetic_size=(n_synthetic, 256), seed=seed)
+    threads = torch.get_num_threads()
+    variants: list[tuple[str, dict[str, Any]]] = [("warm-up", {}), ("default", {})]
+    if threads > 1:
+        variants.append((f"threads={threads // 2}", {"threads": threads // 2}))
+    variants += [("batch=64", {"batch": 64}), ("batch=256", {"batch": 256}),
+                 ("channels_last", {"channels_last": True}), ("torch.compile", {"compile": True})]
+    rows = []
+    for label, opt in variants:
+        torch.set_num_threads(opt.get("threads", threads))
+        torch.manual_seed(seed)
+        model = build_model(name, data.info.num_classes, data.info.in_shape)
+        batches = DeviceBatches(data, dev, channels_last=opt.get("channels_last",
+                                                                 dev.type == "cuda"))
+        n_epochs = epochs + 1 if opt.get("compile") else epochs  # first epoch compiles
+        result = fit(model, batches, Schedule(epochs=n_epochs, lr=0.01,
+                                              batch_size=opt.get("batch", 128)),
+                     seed=seed, compile=opt.get("compile", False))
+        steady = result.history[1:] if opt.get("compile") else result.history
+        rate = len(steady) * batches.n_train / sum(batches.n_train / h["images_per_s"]
+                                                  for h in steady)
+        rows.append({"case": case, "device": str(dev), "option": label, "images_per_s": rate,
+                     "first_epoch_s": batches.n_train / result.history[0]["images_per_s"],
+                     "epochs": len(steady), "train_images": batches.n_train})
+    torch.set_num_threads(threads)
+    rows = rows[1:]  # the warm-up run only primes allocators and caches
+    base = rows[0]["images_per_s"]
+    for r in rows:
+        r["ratio_to_default"] = r["images_per_s"] / base
+    return rows
+
+
+def format_sweep_rows(rows: list[dict[str, Any]]) -> str:
+    """Render bench_train_sweep rows with the machine line."""
+    lines = [f"machine: {machine()}",
+             f"{'option':<15} {'img/s':>8} {'vs default':>11} {'first epoch':>12}"]
+    for r in rows:
+        lines.append(f"{r['option']:<15} {r['images_per_s']:>8,.0f} {r['ratio_to_default']:>10.2f}x "
+                     f"{r['first_epoch_s']:>11.1f}s")
+    if rows:
+        lines.append(f"{rows[0]['case']} on {rows[0]['device']}, {rows[0]['train_images']} images, "
+                     f"{rows[0]['epochs']} timed epoch(s) per option; torch.compile is timed after "
+                     "its first (compiling) epoch.")
+    return "\n".join(lines)

@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:i]")
     train.add_argument("--out", help="checkpoint file, written every epoch; rerun to resume")
+    train.add_argument("--compile", action="store_true",
+                       help="torch.compile the training forward (pays off on long runs)")
     train.add_argument("--json", action="store_true", help="print one final JSON object")
     sample = sub.add_parser("sample", help="draw i.i.d. recipes from a pruning space")
     _model_args(sample)
@@ -118,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--n-synthetic", type=int, default=2048,
                        help="training images of the synthetic case (default 2048; 50000 on a GPU)")
     train.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:i]")
+    train.add_argument("--sweep", action="store_true",
+                       help="instead: time the engine's options (threads, batch size, "
+                            "channels_last, torch.compile) on the first case")
     train.add_argument("--json", action="store_true", help="print one JSON object per case")
     return parser
 
@@ -213,11 +218,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if bad or args.epochs < 1 or args.batch_size < 1 or args.n_synthetic < 1:
                     raise EvopruneError(f"bench train takes cases from "
                                         f"{', '.join(bench.TRAIN_CASES)} and positive sizes")
-                rows = bench.bench_train(args.cases, epochs=args.epochs,
-                                         batch_size=args.batch_size,
-                                         n_synthetic=args.n_synthetic, device=args.device)
-                print("\n".join(json.dumps(r) for r in rows) if args.json
-                      else bench.format_train_rows(rows))
+                if args.sweep:
+                    rows = bench.bench_train_sweep(args.cases[0], epochs=args.epochs,
+                                                   n_synthetic=args.n_synthetic,
+                                                   device=args.device)
+                    text = bench.format_sweep_rows(rows)
+                else:
+                    rows = bench.bench_train(args.cases, epochs=args.epochs,
+                                             batch_size=args.batch_size,
+                                             n_synthetic=args.n_synthetic, device=args.device)
+                    text = bench.format_train_rows(rows)
+                print("\n".join(json.dumps(r) for r in rows) if args.json else text)
                 return 0
             unknown = [m for m in args.models if m not in bench.COST_CASES]
             if unknown:

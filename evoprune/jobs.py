@@ -164,6 +164,7 @@ class TrainJob:
     seed: int = 0
     device: str = "auto"
     out: str | None = None
+    compile: bool = False
 
 
 def run_train(job: TrainJob, progress: Any = None) -> dict[str, Any]:
@@ -186,7 +187,8 @@ def run_train(job: TrainJob, progress: Any = None) -> dict[str, Any]:
     torch.manual_seed(job.seed)
     model = build_model(job.model, data.info.num_classes, data.info.in_shape)
     batches = batches_for(data, device)
-    result = fit(model, batches, schedule, seed=job.seed, checkpoint=job.out, progress=progress)
+    result = fit(model, batches, schedule, seed=job.seed, checkpoint=job.out, progress=progress,
+                 compile=job.compile)
     out = result.to_dict()
     out.update(model=job.model, dataset=job.dataset, seed=job.seed, out=job.out,
                sha256=sha256_of(job.out) if job.out else None)

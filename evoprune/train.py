@@ -162,12 +162,18 @@ def fit(
     seed: int = 0,
     checkpoint: str | Path | None = None,
     progress: Callable[[dict[str, float]], None] | None = None,
+    compile: bool = False,
 ) -> FitResult:
-    """Train `model` in place with `schedule` on `data`; resume from `checkpoint` if it exists."""
+    """Train `model` in place with `schedule` on `data`; resume from `checkpoint` if it exists.
+
+    `compile` runs the training forward through `torch.compile` (its first epoch pays the
+    compilation; it pays off only on long runs).
+    """
     device = data.device
     model.to(device)
-    if device.type == "cuda":
+    if data.channels_last:
         model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if compile else model
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     decay, no_decay = [], []
@@ -192,7 +198,7 @@ def fit(
             for group in opt.param_groups:
                 group["lr"] = schedule.lr_at(epoch * steps_per_epoch + i, steps_per_epoch)
             with _autocast(device):
-                logits = model(x)
+                logits = forward(x)
                 loss = loss_fn(logits.float(), y)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, "

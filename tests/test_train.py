@@ -231,3 +231,14 @@ def test_imagefolder_trains_through_the_dataloader_path(tmp_path):
     model = build_model("digitsnet", 2, (3, 16, 16))
     result = fit(model, batches, Schedule(epochs=3, lr=0.05, batch_size=4))
     assert len(result.history) == 3 and result.test_acc == 1.0  # dark vs light is easy
+
+
+@pytest.mark.slow
+def test_bench_train_sweep_times_every_option(capsys):
+    assert main(["bench", "train", "--sweep", "--cases", "resnet20-digits", "--epochs", "1",
+                 "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    options = [r["option"] for r in rows]
+    assert options[0] == "default" and rows[0]["ratio_to_default"] == 1.0
+    assert {"batch=64", "batch=256", "channels_last", "torch.compile"} <= set(options)
+    assert all(r["images_per_s"] > 0 for r in rows)
