@@ -193,3 +193,25 @@ def run_train(job: TrainJob, progress: Any = None) -> dict[str, Any]:
     out.update(model=job.model, dataset=job.dataset, seed=job.seed, out=job.out,
                sha256=sha256_of(job.out) if job.out else None)
     return out
+
+
+CHECKPOINT_CACHE = "studies/checkpoints"
+
+
+def cached_base(job: TrainJob, cache: str | Path = CHECKPOINT_CACHE,
+                progress: Any = None) -> dict[str, Any]:
+    """Train the base model once per configuration under `cache`; later calls reuse the file.
+
+    The file name carries the model, dataset and a hash of every setting that changes the
+    weights, so a search without --checkpoint trains once and every later search reuses it
+    (an interrupted training resumes at its next epoch).
+    """
+    import hashlib
+    import json
+    from dataclasses import asdict, replace
+
+    settings = {k: v for k, v in asdict(job).items() if k not in ("out", "device", "compile")}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in f"{job.model}-{job.dataset}")
+    Path(cache).mkdir(parents=True, exist_ok=True)
+    return run_train(replace(job, out=str(Path(cache) / f"{safe}-{digest}.pt")), progress)

@@ -242,3 +242,17 @@ def test_bench_train_sweep_times_every_option(capsys):
     assert options[0] == "default" and rows[0]["ratio_to_default"] == 1.0
     assert {"batch=64", "batch=256", "channels_last", "torch.compile"} <= set(options)
     assert all(r["images_per_s"] > 0 for r in rows)
+
+
+def test_cached_base_trains_once_and_is_reused(tmp_path):
+    from evoprune.jobs import TrainJob, cached_base
+
+    job = TrainJob(model="digitsnet", epochs=1)
+    epochs = []
+    first = cached_base(job, tmp_path, progress=lambda r: epochs.append(r["epoch"]))
+    second = cached_base(job, tmp_path, progress=lambda r: epochs.append(r["epoch"]))
+    assert epochs == [1]  # the second call trained nothing
+    assert first["out"] == second["out"] and first["sha256"] == second["sha256"]
+    assert first["out"].startswith(str(tmp_path / "digitsnet-digits-"))
+    other = cached_base(TrainJob(model="digitsnet", epochs=1, seed=1), tmp_path)
+    assert other["out"] != first["out"] and len(list(tmp_path.glob("*.pt"))) == 2
