@@ -256,3 +256,28 @@ def test_cached_base_trains_once_and_is_reused(tmp_path):
     assert first["out"].startswith(str(tmp_path / "digitsnet-digits-"))
     other = cached_base(TrainJob(model="digitsnet", epochs=1, seed=1), tmp_path)
     assert other["out"] != first["out"] and len(list(tmp_path.glob("*.pt"))) == 2
+
+
+def test_sigkilled_training_resumes_at_the_next_epoch(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run.pt"
+    cmd = [sys.executable, "-m", "evoprune", "train", "--model", "digitsnet", "--epochs", "6",
+           "--out", str(out)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    for line in proc.stderr:
+        if line.startswith("epoch   2/6"):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    done = torch.load(out, weights_only=True)["epoch"]
+    assert 2 <= done < 6
+    rerun = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0
+    epochs = [int(line.split()[1].split("/")[0]) for line in rerun.stderr.splitlines()
+              if line.startswith("epoch")]
+    assert epochs == list(range(done + 1, 7))  # the next epoch, nothing redone
+    assert [h["epoch"] for h in json.loads(rerun.stdout)["history"]] == [1, 2, 3, 4, 5, 6]
