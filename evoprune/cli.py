@@ -62,6 +62,71 @@ def _prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _search_args(p: argparse.ArgumentParser) -> None:
+    from evoprune.objective import OBJECTIVES
+    from evoprune.recipes import DEFAULT_STORAGE
+    from evoprune.search import SAMPLERS
+    from evoprune.train import RETRAIN_MODES
+
+    _model_args(p)
+    _space_args(p)
+    p.add_argument("--checkpoint", help="trained base weights (default: train once and cache "
+                                        "under studies/checkpoints/)")
+    p.add_argument("--base-epochs", type=int, default=30,
+                   help="epochs of the cached base training without --checkpoint (default 30)")
+    p.add_argument("--sampler", default="nsga2", choices=SAMPLERS,
+                   help="nsga2 (default), random (i.i.d., for the EDF analysis) or tpe")
+    p.add_argument("--population", type=int, default=16, help="NSGA-II population (default 16)")
+    p.add_argument("--n-trials", type=int, default=32,
+                   help="COMPLETE trials of the study in total, over all runs and workers "
+                        "(default 32)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--proxy-epochs", type=int, default=2, help="proxy fine-tune epochs (default 2)")
+    p.add_argument("--proxy-lr", type=float, default=0.01, help="proxy lr (default 0.01, cosine)")
+    p.add_argument("--proxy-batch-size", type=int,
+                   help="default 32 on digits (45 steps an epoch), 128 elsewhere")
+    p.add_argument("--screen", choices=("adaptive-bn",),
+                   help="cheap pre-screen: recalibrate BN, prune weak trials before the fine-tune")
+    p.add_argument("--screen-keep", type=float, default=0.5,
+                   help="fraction the screen lets through (default 0.5)")
+    p.add_argument("--objectives", default="acc_drop,params",
+                   help=f"comma list from {','.join(OBJECTIVES)}, all minimised "
+                        "(default acc_drop,params)")
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help="sqlite:///FILE.db (default studies/evoprune.db), journal:FILE.log "
+                        "(several workers) or postgresql://… (several machines)")
+    p.add_argument("--study-name", help="default: MODEL-DATASET-SPACE-fC_FLOPS")
+    p.add_argument("--n-workers", type=int, default=1,
+                   help="worker processes on this machine (needs a journal or RDB storage)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:i]")
+    p.add_argument("--top-k", type=int, default=0,
+                   help="then fully retrain the k best trials and the uniform baseline")
+    p.add_argument("--retrain-mode", default="finetune", choices=RETRAIN_MODES,
+                   help="finetune (default), rewind, scratch or scratch-b")
+    p.add_argument("--retrain-epochs", type=int, default=10, help="default 10")
+    p.add_argument("--json", action="store_true", help="print one final JSON object")
+
+
+def _retrain_args(p: argparse.ArgumentParser) -> None:
+    from evoprune.recipes import DEFAULT_STORAGE
+    from evoprune.train import RETRAIN_MODES
+
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help="the study's storage URL")
+    p.add_argument("--study-name", required=True, help="the study to retrain from")
+    p.add_argument("--top-k", type=int, default=3, help="best trials to retrain (default 3)")
+    p.add_argument("--mode", default="finetune", choices=RETRAIN_MODES,
+                   help="finetune (default), rewind, scratch or scratch-b")
+    p.add_argument("--epochs", type=int, default=10, help="default 10")
+    p.add_argument("--lr", type=float, help="default: 0.01 for finetune, 0.1 otherwise")
+    p.add_argument("--batch-size", type=int, default=128, help="default 128")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help="do not retrain the uniform baseline")
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:i]")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--data-root", help="dataset folder, if not the study's")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of every subcommand."""
     parser = _Parser(prog="evoprune", description="Search network pruning spaces of trained CNNs.")
@@ -95,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sample.add_argument("--json", action="store_true",
                         help="one JSON object per recipe on stdout (summary on stderr)")
+    _search_args(sub.add_parser("search", help="search a pruning space with Optuna (NSGA-II); "
+                                               "resumable, scales out over workers"))
+    _retrain_args(sub.add_parser("retrain", help="fully retrain the top-k trials of a study and "
+                                                 "its uniform baseline"))
     bench = sub.add_parser("bench", help="benchmarks (each prints its machine, sizes and ratios)")
     bench_sub = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
     cost = bench_sub.add_parser("cost", help="analytic cost model against FlopCounterMode, and "
@@ -180,6 +249,84 @@ def _print_epoch(epochs: int) -> Any:
     return show
 
 
+def _print_search_event() -> Any:
+    """Progress lines of a search on stderr: base training, trials, best so far, retraining."""
+    best: dict[str, Any] = {}
+
+    def show(e: dict[str, Any]) -> None:
+        event = e.get("event")
+        worker = e.get("worker") or {}
+        tag = f" [w{worker['index']}]" if isinstance(worker, dict) and "index" in worker else ""
+        if event == "base":
+            line = (f"training the base {e['model']} on {e['dataset']} ({e['epochs']} epochs, "
+                    "cached under studies/checkpoints/ for later searches)")
+        elif event in ("base_epoch", "retrain_epoch"):
+            line = (f"  epoch {int(e['epoch'])}  loss {e['loss']:.4f}  test "
+                    f"{100 * e['test_acc']:.2f}%")
+        elif event == "created":
+            u = e["uniform"]
+            line = (f"created study {e['study']} ({e['units']} units); trial 0 is the uniform "
+                    f"baseline: FLOPs {u['flops_ratio']:.4f}, params {u['params_ratio']:.4f}, "
+                    f"mCB {u['mcb']:.3f}")
+        elif event == "reaped":
+            line = (f"trial(s) {', '.join(map(str, e['trials']))} were left RUNNING by a dead "
+                    "process: marked FAIL and queued again (retry_of)")
+        elif event == "start":
+            line = (f"study {e['study']}: {e['complete']}/{e['n_trials']} COMPLETE, base "
+                    f"accuracy {100 * e['base_acc']:.2f}%, {e['workers']} worker(s)")
+        elif event == "retrain":
+            line = (f"retraining trial {e['number']}{' (uniform)' if e['is_uniform'] else ''}: "
+                    f"{e['mode']}, {e['epochs']} epochs, lr {e['lr']:g}")
+        elif "failed" in e:
+            line = f"trial {e['number']:>4}{tag} FAILED: {e['failed']}"
+        elif "acc_drop" in e:
+            if not best or e["acc_drop"] < best["acc_drop"]:
+                best.update(acc_drop=e["acc_drop"], number=e["number"])
+            line = (f"trial {e['number']:>4}{tag}  drop {e['acc_drop']:6.2f} pp  FLOPs "
+                    f"{e['flops_ratio']:.4f}  params {e['params_ratio']:.4f}  mCB {e['mcb']:.3f}  "
+                    f"std {e['recipe_std']:.3f}{'  uniform' if e['is_uniform'] else ''}  "
+                    f"{e['seconds']:.1f} s | best {best['acc_drop']:.2f} pp (#{best['number']})")
+        else:
+            return
+        print(line, file=sys.stderr, flush=True)
+    return show
+
+
+def _format_trials(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [f"{'trial':>5} {'drop pp':>8} {'FLOPs':>7} {'params':>7} {'mCB':>6} {'std':>6} "
+             f"{'retrained drop':>15}"]
+    for r in rows:
+        re = r.get("retrain")
+        retrained = f"{re['acc_drop']:.2f} ({re['mode']} {re['epochs']})" if re else "-"
+        lines.append(f"{r['number']:>5} {r['acc_drop']:>8.2f} {r['flops_ratio']:>7.4f} "
+                     f"{r['params_ratio']:>7.4f} {r['mcb']:>6.3f} {r['recipe_std']:>6.3f} "
+                     f"{retrained:>15}{'  uniform' if r['is_uniform'] else ''}")
+    return lines
+
+
+def _format_search(r: dict[str, Any]) -> str:
+    states = ", ".join(f"{n} {k}" for k, n in sorted(r["states"].items()))
+    lines = [f"study {r['study']} in {r['storage']}: {states}; base accuracy "
+             f"{100 * r['base_acc']:.2f}%; {r['seconds']:.1f} s", "best trials (proxy):"]
+    lines += _format_trials(r["best"])
+    if r["uniform"] is not None and r["uniform"] not in r["best"]:
+        lines += _format_trials([r["uniform"]])[1:]
+    lines.append(f"open the dashboard:  {r['dashboard']}")
+    if r["best"]:
+        lines.append(f"export the best:     evoprune prune --storage {r['storage']} --recipe "
+                     f"study:{r['study']}:{r['best'][0]['number']} --out best.pt")
+    return "\n".join(lines)
+
+
+def _format_retrain(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'trial':>5} {'mode':>9} {'epochs':>6} {'acc':>7} {'drop pp':>8}  model"]
+    for r in rows:
+        lines.append(f"{r['number']:>5} {r['mode']:>9} {r['epochs']:>6} {100 * r['acc']:>6.2f}% "
+                     f"{r['acc_drop']:>8.2f}  {r.get('model_path', '')}"
+                     + ("  (already done)" if r["skipped"] else ""))
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `evoprune` command line; return the exit code."""
     args = build_parser().parse_args(argv)
@@ -210,6 +357,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             job = SampleJob(**{k: getattr(args, k) for k in SampleJob.__dataclass_fields__})
             _print_sample(run_sample(job), args.json)
+        elif args.command == "search":
+            from evoprune.search import config_from, run_search
+
+            fields = ("c_flops", "c_mcb", "mcb_tol", "c_std", "c_params", "delta", "r_max",
+                      "round_to", "residual", "model", "dataset", "data_root", "checkpoint",
+                      "sampler", "population", "n_trials", "seed", "storage", "study_name",
+                      "n_workers", "device", "top_k", "retrain_mode", "retrain_epochs",
+                      "base_epochs", "proxy_epochs", "proxy_lr", "proxy_batch_size", "screen",
+                      "screen_keep")
+            objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
+            config = config_from(**{k: getattr(args, k) for k in fields}, objectives=objectives)
+            try:
+                result = run_search(config, progress=_print_search_event())
+            except KeyboardInterrupt:
+                print("\ninterrupted: the study keeps every COMPLETE trial; rerun the same "
+                      "command to resume", file=sys.stderr)
+                return 130
+            print(json.dumps(result) if args.json else _format_search(result))
+        elif args.command == "retrain":
+            from evoprune.retrain import RetrainConfig, run_retrain
+
+            config = RetrainConfig(**{k: getattr(args, k) for k in (
+                "storage", "study_name", "top_k", "mode", "epochs", "lr", "batch_size",
+                "device", "seed", "data_root", "baseline")})
+            rows = run_retrain(config, progress=_print_search_event())
+            print(json.dumps(rows) if args.json else _format_retrain(rows))
         elif args.command == "bench":
             from evoprune import bench
 

@@ -38,6 +38,8 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
     from evoprune.recipes import parse_recipe_spec
     from evoprune.units import check_recipe, find_units, kept_channels
 
+    if job.recipe.startswith("study:"):  # the trial's architecture: the study's model and units
+        job = _study_defaults(job)
     if job.importance not in IMPORTANCES:
         raise EvopruneError(f"unknown importance {job.importance!r}: choose {', '.join(IMPORTANCES)}")
     if job.round_to < 1:
@@ -81,6 +83,22 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
         export_onnx(pruned, info.in_shape, job.onnx)
         result["onnx"] = str(job.onnx)
     return result
+
+
+def _study_defaults(job: PruneJob) -> PruneJob:
+    """Take model, dataset, residual, rounding and (unless given) checkpoint from the study."""
+    from dataclasses import replace
+
+    from evoprune.recipes import study_trial
+
+    attrs, _ = study_trial(job.recipe, job.storage)
+    if "model" not in attrs:
+        return job
+    return replace(job, model=attrs["model"], dataset=attrs["dataset"],
+                   residual=bool(attrs.get("residual", job.residual)),
+                   round_to=int(attrs.get("space", {}).get("round_to", job.round_to)),
+                   data_root=job.data_root or attrs.get("data_root"),
+                   checkpoint=job.checkpoint or attrs.get("checkpoint", {}).get("path"))
 
 
 @dataclass(frozen=True)

@@ -47,29 +47,31 @@ def _from_json(path: Path) -> list[float] | dict[str, float]:
     raise EvopruneError(f"recipe file {path} must hold a list of ratios or a {{unit: ratio}} map")
 
 
-def _from_study(spec: str, storage: str) -> list[float]:
-    """Read trial TRIAL's `recipe` user_attr from study NAME."""
+def _split_study_spec(spec: str) -> tuple[str, int]:
+    """NAME and TRIAL of `study:NAME:TRIAL`."""
     parts = spec.split(":")
     if len(parts) < 3 or not parts[-1].isdigit():
         raise EvopruneError(f"bad recipe {spec!r}: write study:NAME:TRIAL (TRIAL a trial number)")
-    name, number = ":".join(parts[1:-1]), int(parts[-1])
-    if storage.startswith("sqlite:///"):
-        db = Path(storage[len("sqlite:///"):])
-        if not db.is_file():  # opening would create an empty database: refuse instead
-            raise EvopruneError(f"no study storage at {db}: pass --storage URL")
-    import optuna
+    return ":".join(parts[1:-1]), int(parts[-1])
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        raise EvopruneError(f"no study named {name!r} in {storage}") from None
-    except Exception as exc:
-        raise EvopruneError(f"cannot open storage {storage}: {exc}") from None
+
+def study_trial(spec: str, storage: str) -> tuple[dict[str, Any], Any]:
+    """The study's user_attrs and trial TRIAL of a `study:NAME:TRIAL` spec."""
+    from evoprune.storage import load_study
+
+    name, number = _split_study_spec(spec)
+    study = load_study(storage, name)
     trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
     if trial is None:
         raise EvopruneError(f"study {name!r} has no trial {number}")
+    return dict(study.user_attrs), trial
+
+
+def _from_study(spec: str, storage: str) -> list[float]:
+    """Read trial TRIAL's `recipe` user_attr from study NAME."""
+    _, trial = study_trial(spec, storage)
     recipe = trial.user_attrs.get("recipe")
     if not isinstance(recipe, list):
-        raise EvopruneError(f"trial {number} of study {name!r} records no recipe")
+        raise EvopruneError(f"trial {trial.number} of {spec.rsplit(':', 1)[0]!r} records no recipe "
+                            f"(state {trial.state.name})")
     return [float(v) for v in recipe]

@@ -1,0 +1,259 @@
+"""The search: trials inside the bands, the uniform baseline first, resume, bad input, export."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from evoprune.cli import main
+from evoprune.search import SearchConfig, config_from, derive_seed, prepare, run_search
+
+TRIAL_ATTRS = {"recipe", "channels", "flops", "params", "flops_ratio", "params_ratio", "mcb",
+               "recipe_std", "proxy_acc", "acc_drop", "proxy_seconds", "is_uniform"}
+STUDY_ATTRS = {"model", "dataset", "checkpoint", "base_acc", "base_flops", "base_params", "units",
+               "space", "proxy", "seed", "evoprune_version", "objectives", "sampler"}
+
+
+@pytest.fixture(scope="session")
+def base_ckpt(tmp_path_factory) -> str:
+    """A resnet20 trained 3 epochs on digits (about 2 s): the base of every search test."""
+    from evoprune.jobs import TrainJob, run_train
+
+    out = tmp_path_factory.mktemp("base") / "resnet20-digits.pt"
+    run_train(TrainJob(epochs=3, out=str(out), device="cpu"))
+    return str(out)
+
+
+def search_args(storage: str, ckpt: str, *extra: str) -> list[str]:
+    """A fast search on digits: 1 proxy epoch, a 4-trial NSGA-II population."""
+    return ["search", "--c-flops", "0.25", "--c-mcb", "1.0", "--checkpoint", ckpt,
+            "--storage", storage, "--proxy-epochs", "1", "--population", "4",
+            "--device", "cpu", *extra]
+
+
+def cli(argv: list[str]) -> int:
+    """Run the CLI in-process; argparse's exit code too."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code)
+
+
+def load(storage: str, name: str = "resnet20-digits-mCB-1-f0.25") -> optuna.Study:
+    """Load a study the search wrote."""
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_search_fills_the_study_with_in_band_trials_and_the_uniform_baseline(tmp_path, base_ckpt,
+                                                                             capsys):
+    """6 COMPLETE trials, trial 0 uniform, every recipe inside both bands, every attr stored."""
+    storage = f"sqlite:///{tmp_path}/s.db"
+    assert main(search_args(storage, base_ckpt, "--n-trials", "6")) == 0
+    out = capsys.readouterr()
+    assert "open the dashboard:  optuna-dashboard " + storage in out.out
+    assert "trial    5" in out.err and "best" in out.err
+    study = load(storage)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
+    assert trials[0].user_attrs["is_uniform"] is True
+    assert not any(t.user_attrs["is_uniform"] for t in trials[1:])
+    assert set(study.user_attrs) >= STUDY_ATTRS
+    assert study.metric_names == ["acc_drop", "params"]
+    assert study.user_attrs["space"]["c_mcb"] == 1.0
+    base_acc = study.user_attrs["base_acc"]
+    assert 0.5 < base_acc <= 1.0
+    for t in trials:
+        a = t.user_attrs
+        assert set(a) >= TRIAL_ATTRS, TRIAL_ATTRS - set(a)
+        assert sorted(t.params) == [f"g{i:03d}" for i in range(9)]
+        assert abs(a["flops_ratio"] - 0.25) <= 0.002
+        assert abs(a["mcb"] - 1.0) <= 0.1
+        assert a["flops"] == round(a["flops_ratio"] * study.user_attrs["base_flops"])
+        assert a["acc_drop"] == pytest.approx(100 * (base_acc - a["proxy_acc"]))
+        assert t.values == [a["acc_drop"], a["params_ratio"]]
+        assert all(math.isfinite(v) for v in t.values)
+        assert a["recipe_std"] == pytest.approx(float(np.std(a["recipe"])))
+    # the uniform trial is uniform up to the rounding steps into the band
+    assert trials[0].user_attrs["recipe_std"] < 0.02 < min(t.user_attrs["recipe_std"]
+                                                           for t in trials[1:])
+
+
+def test_rerun_continues_to_n_complete_with_new_genotypes(tmp_path, base_ckpt):
+    """3 trials, then the same command with --n-trials 5: 5 COMPLETE, none repeated."""
+    storage = f"sqlite:///{tmp_path}/s.db"
+    assert main(search_args(storage, base_ckpt, "--n-trials", "3")) == 0
+    first = {t.number: t.values for t in load(storage).get_trials()}
+    assert main(search_args(storage, base_ckpt, "--n-trials", "5")) == 0
+    trials = load(storage).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
+    assert {n: v for n, v in ((t.number, t.values) for t in trials) if n in first} == first
+    genotypes = {tuple(sorted(t.params.items())) for t in trials}
+    assert len(genotypes) == 5
+    assert main(search_args(storage, base_ckpt, "--n-trials", "5")) == 0  # nothing more to do
+    assert len(load(storage).get_trials()) == 5
+
+
+def test_seed_derivation_separates_runs_and_workers():
+    """The sampler seed changes with the trials stored and the worker, not otherwise."""
+    seeds = {derive_seed(0, n, w) for n in (0, 3, 8) for w in (0, 1)}
+    assert len(seeds) == 6
+    assert derive_seed(0, 3, 1) == derive_seed(0, 3, 1)
+
+
+def test_study_name_and_identity_follow_the_space():
+    """The default study name and the resume identity carry model, dataset and space."""
+    c = config_from(c_flops=0.1, c_std=0.05, model="resnet56", dataset="cifar10")
+    assert c.name() == "resnet56-cifar10-STD-0.05-f0.1"
+    assert c.proxy.batch_size == 128 and config_from(c_flops=0.1).proxy.batch_size == 32
+    assert c.identity()["space"]["c_std"] == 0.05
+    assert SearchConfig(c_flops=0.5, residual=True).name() == "resnet20-digits-initial-f0.5-residual"
+
+
+BAD = [
+    (["--c-flops", "1.5"], "c_flops must be in (0, 1]"),
+    (["--c-flops", "0.001"], "reachable"),
+    (["--c-flops", "0.25", "--c-mcb", "1.0", "--c-std", "0.1"], "not several"),
+    (["--c-flops", "0.25", "--sampler", "cmaes"], "invalid choice"),
+    (["--c-flops", "0.25", "--objectives", "acc_drop,speed"], "unknown objective"),
+    (["--c-flops", "0.25", "--model", "resnet21"], "resnet21"),
+    (["--c-flops", "0.25", "--dataset", "mnist"], "mnist"),
+    (["--c-flops", "0.25", "--storage", "foo://nowhere"], "cannot open storage"),
+    (["--c-flops", "0.25", "--n-workers", "2"], "SQLite is not safe for several writers"),
+    (["--c-flops", "0.25", "--population", "1"], "population"),
+    (["--c-flops", "0.25", "--proxy-lr", "-1"], "proxy-lr"),
+    (["--c-flops", "0.25", "--checkpoint", "/nonexistent.pt"], "does not exist"),
+]
+
+
+@pytest.mark.parametrize(("argv", "words"), BAD)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, words):
+    """Each bad flag: exit 2, one line naming the problem, no storage file created."""
+    storage = tmp_path / "s.db"
+    code = cli(["search", "--storage", f"sqlite:///{storage}", "--device", "cpu", *argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert words in err
+    assert len(err.strip().splitlines()) == 1
+    assert not storage.exists()
+
+
+def test_resume_with_another_configuration_or_checkpoint_is_refused(tmp_path, base_ckpt, capsys):
+    """Same study name, another space or checkpoint: exit 2 and the study is unchanged."""
+    storage = f"sqlite:///{tmp_path}/s.db"
+    args = search_args(storage, base_ckpt, "--n-trials", "2", "--study-name", "mine")
+    assert main(args) == 0
+    before = Path(tmp_path / "s.db").read_bytes()
+    capsys.readouterr()
+    other = [a if a != "1.0" else "0.9" for a in args]  # --c-mcb 0.9
+    assert main([*other, "--n-trials", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "exists with another configuration" in err and "c_mcb" in err
+    assert len(err.strip().splitlines()) == 1
+    assert main([*args, "--objectives", "acc_drop,flops"]) == 2
+    # a checkpoint with other weights (and so another sha256)
+    import torch
+
+    from evoprune.checkpoint import load_file
+
+    state = load_file(base_ckpt)
+    state["state_dict"] = {k: v + 1 if v.is_floating_point() else v
+                           for k, v in state["state_dict"].items()}
+    other_ckpt = tmp_path / "other.pt"
+    torch.save(state, other_ckpt)
+    capsys.readouterr()
+    swapped = [str(other_ckpt) if a == base_ckpt else a for a in args]
+    assert main(swapped) == 2
+    assert "another checkpoint" in capsys.readouterr().err
+    assert Path(tmp_path / "s.db").read_bytes() == before
+    assert len(load(storage, "mine").get_trials()) == 2
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path, capsys):
+    """A digitsnet checkpoint given to a resnet20 search: exit 2, one line, nothing written."""
+    from evoprune.jobs import TrainJob, run_train
+
+    ckpt = tmp_path / "dn.pt"
+    run_train(TrainJob(model="digitsnet", epochs=1, out=str(ckpt), device="cpu"))
+    storage = tmp_path / "s.db"
+    assert main(search_args(f"sqlite:///{storage}", str(ckpt))) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "evoprune search: error" in err
+    assert not storage.exists()
+
+
+def test_nan_and_unrepairable_trials_fail_with_reasons_and_the_study_goes_on(tmp_path, base_ckpt,
+                                                                              monkeypatch):
+    """A planted NaN in trial 1 fails it (reason stored, no value); the others complete."""
+    import evoprune.train as train
+    from evoprune.errors import NonFiniteLossError
+
+    real_fit = train.fit
+    calls = {"n": 0}
+
+    def flaky_fit(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise NonFiniteLossError("non-finite loss (nan) at epoch 1, step 3")
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(train, "fit", flaky_fit)
+    storage = f"sqlite:///{tmp_path}/s.db"
+    config = config_from(c_flops=0.25, c_mcb=1.0, checkpoint=base_ckpt, storage=storage,
+                         proxy_epochs=1, population=4, n_trials=3, device="cpu")
+    result = run_search(config)
+    assert result["states"] == {"COMPLETE": 3, "FAIL": 1}
+    failed = [t for t in load(storage).get_trials() if t.state == TrialState.FAIL]
+    assert failed[0].number == 1 and failed[0].values is None
+    assert "non-finite loss" in failed[0].user_attrs["fail_reason"]
+    assert failed[0].user_attrs["flops_ratio"] == pytest.approx(0.25, abs=0.002)
+
+
+def test_screen_prunes_weak_trials_and_keeps_counting_complete_ones(tmp_path, base_ckpt):
+    """With --screen adaptive-bn the study still ends with n COMPLETE; screened trials PRUNED."""
+    storage = f"sqlite:///{tmp_path}/s.db"
+    assert main(search_args(storage, base_ckpt, "--n-trials", "8", "--screen", "adaptive-bn",
+                            "--screen-keep", "0.3", "--sampler", "random")) == 0
+    trials = load(storage).get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert len(complete) == 8
+    assert all("screen_acc" in t.user_attrs for t in trials)
+    assert all(t.user_attrs.get("screened_out") for t in pruned)
+    assert len(pruned) >= 1
+
+
+def test_export_a_winner_with_prune_study_recipe(tmp_path, base_ckpt, capsys):
+    """`evoprune prune --recipe study:NAME:N --out F` rebuilds the trial's exact network."""
+    from evoprune import load_pruned
+    from evoprune.cost import params_of
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    assert main(search_args(storage, base_ckpt, "--n-trials", "2")) == 0
+    trial = load(storage).get_trials()[1]
+    capsys.readouterr()
+    out = tmp_path / "best.pt"
+    assert main(["prune", "--storage", storage, "--recipe",
+                 f"study:resnet20-digits-mCB-1-f0.25:{trial.number}", "--out", str(out),
+                 "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["channels"] == trial.user_attrs["channels"]
+    assert r["params"] == trial.user_attrs["params"] == params_of(load_pruned(out))
+
+
+def test_prepare_records_the_checkpoint_hash(tmp_path, base_ckpt):
+    """Study attrs name the checkpoint file and its sha256."""
+    from evoprune.checkpoint import sha256_of
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    config = config_from(c_flops=0.5, checkpoint=base_ckpt, storage=storage, device="cpu")
+    prepared = prepare(config)
+    attrs = load(storage, prepared["study"]).user_attrs
+    assert attrs["checkpoint"] == {"path": base_ckpt, "sha256": sha256_of(base_ckpt)}
+    assert prepared["complete"] == 0
+    assert next(u["name"] for u in attrs["units"]) == "layer1.0.conv1"
