@@ -137,10 +137,60 @@ def sampler_for(config: SearchConfig, seed: int) -> Any:
     import optuna
 
     if config.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=config.population, seed=seed)
-    if config.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
-    return optuna.samplers.RandomSampler(seed=seed)
+        inner = optuna.samplers.NSGAIISampler(population_size=config.population, seed=seed)
+    elif config.sampler == "tpe":
+        inner = optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    else:
+        inner = optuna.samplers.RandomSampler(seed=seed)
+    return _distinct(inner, seed)
+
+
+def _distinct(inner: Any, seed: int) -> Any:
+    """Wrap a sampler so no trial repeats a stored genotype (retries are enqueued, not sampled).
+
+    NSGA-II copies a parent unchanged when crossover is skipped and no gene mutates (a few % of
+    children with 9 genes): such a copy would spend a trial on a network already measured.
+    """
+    from optuna.samplers import BaseSampler
+
+    class DistinctSampler(BaseSampler):
+        """Delegate to `inner`; redraw a relative sample that repeats a stored genotype."""
+
+        def __init__(self) -> None:
+            self.inner = inner
+            self._rng = np.random.default_rng(seed)
+
+        def infer_relative_search_space(self, study: Any, trial: Any) -> Any:
+            return self.inner.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
+            params = self.inner.sample_relative(study, trial, search_space)
+            if not params:
+                return params
+            seen = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False)
+                    if t.number != trial.number}
+            for _ in range(8):
+                if tuple(sorted(params.items())) not in seen:
+                    return params
+                params = self.inner.sample_relative(study, trial, search_space)
+            params = dict(params)  # still a copy: mutate one gene uniformly
+            gene = sorted(params)[int(self._rng.integers(len(params)))]
+            params[gene] = float(self._rng.random())
+            return params
+
+        def sample_independent(self, study: Any, trial: Any, name: str, dist: Any) -> Any:
+            return self.inner.sample_independent(study, trial, name, dist)
+
+        def before_trial(self, study: Any, trial: Any) -> None:
+            self.inner.before_trial(study, trial)
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            self.inner.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            self.inner.reseed_rng()
+
+    return DistinctSampler()
 
 
 def derive_seed(seed: int, n_stored: int, worker: int) -> int:

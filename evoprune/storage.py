@@ -188,9 +188,10 @@ def reap_dead_trials(study: Any) -> list[int]:
         if not isinstance(tag, dict) or tag.get("host") != host or _alive(int(tag.get("pid", 0))):
             continue
         try:
-            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-            study._storage.set_trial_system_attr(trial._trial_id, "fail_reason",
-                                                 "its worker process died (killed or crashed)")
+            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason",
+                                               "its worker process died (killed or crashed)")
+            if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                continue
         except Exception:  # another process reaped it first
             continue
         retry_trial(study, study._storage.get_trial(trial._trial_id))

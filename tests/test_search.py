@@ -46,8 +46,10 @@ def cli(argv: list[str]) -> int:
 
 
 def load(storage: str, name: str = "resnet20-digits-mCB-1-f0.25") -> optuna.Study:
-    """Load a study the search wrote."""
-    return optuna.load_study(study_name=name, storage=storage)
+    """Load a study the search wrote (any storage kind)."""
+    from evoprune.storage import open_storage
+
+    return optuna.load_study(study_name=name, storage=open_storage(storage))
 
 
 def test_search_fills_the_study_with_in_band_trials_and_the_uniform_baseline(tmp_path, base_ckpt,
@@ -257,3 +259,99 @@ def test_prepare_records_the_checkpoint_hash(tmp_path, base_ckpt):
     assert attrs["checkpoint"] == {"path": base_ckpt, "sha256": sha256_of(base_ckpt)}
     assert prepared["complete"] == 0
     assert next(u["name"] for u in attrs["units"]) == "layer1.0.conv1"
+
+
+def _same_genotype_pairs(trials: list) -> list[tuple[int, int]]:
+    """Pairs of trial numbers with identical genotypes."""
+    seen: dict[tuple, int] = {}
+    pairs = []
+    for t in trials:
+        key = tuple(sorted(t.params.items()))
+        if key in seen:
+            pairs.append((seen[key], t.number))
+        else:
+            seen[key] = t.number
+    return pairs
+
+
+def test_sigkilled_search_resumes_to_exactly_n_complete(tmp_path, base_ckpt):
+    """SIGKILL mid-trial, rerun: n COMPLETE, nothing RUNNING, nothing lost, retries declared."""
+    import signal
+    import subprocess
+    import sys
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    cmd = [sys.executable, "-m", "evoprune",
+           *search_args(storage, base_ckpt, "--n-trials", "6", "--proxy-epochs", "2")]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stderr:
+            if line.startswith("trial    2"):  # trial 3 starts now: kill it mid-fine-tune
+                import time
+
+                time.sleep(0.5)
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    killed = load(storage).get_trials()
+    assert [t.state for t in killed] == [TrialState.COMPLETE] * 3 + [TrialState.RUNNING]
+    done = {t.number: t.values for t in killed if t.state == TrialState.COMPLETE}
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "trial(s) 3 were left RUNNING by a dead process" in rerun.stderr
+    trials = load(storage).get_trials()
+    states = [t.state for t in trials]
+    assert states.count(TrialState.COMPLETE) == 6
+    assert TrialState.RUNNING not in states
+    assert trials[3].state == TrialState.FAIL
+    assert {t.number: t.values for t in trials if t.number in done} == done
+    retry = next(t for t in trials if t.user_attrs.get("retry_of") == 3)
+    assert retry.state == TrialState.COMPLETE and retry.params == trials[3].params
+    assert _same_genotype_pairs(trials) == [(3, retry.number)]
+
+
+def test_two_workers_share_one_journal_storage(tmp_path, base_ckpt):
+    """--n-workers 2 on a journal file: every trial completes, both workers run, no duplicates."""
+    import subprocess
+    import sys
+
+    storage = f"journal:{tmp_path}/s.log"
+    cmd = [sys.executable, "-m", "evoprune",
+           *search_args(storage, base_ckpt, "--n-trials", "8", "--n-workers", "2")]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr and "lock" not in run.stderr.lower()
+    assert "optuna-dashboard " + str(tmp_path / "s.log") in run.stdout
+    trials = load(storage).get_trials()
+    states = [t.state for t in trials]
+    assert 8 <= states.count(TrialState.COMPLETE) <= 9  # a race may start one extra trial
+    assert set(states) == {TrialState.COMPLETE}
+    assert {t.user_attrs["worker"]["index"] for t in trials} == {0, 1}
+    assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 2
+    assert _same_genotype_pairs(trials) == []
+    assert sum(t.user_attrs["is_uniform"] for t in trials) == 1
+
+
+def test_sampler_never_repeats_a_stored_genotype():
+    """NSGA-II alone copies parents unchanged; the wrapped sampler never repeats a genotype."""
+    import optuna
+
+    from evoprune.search import sampler_for
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        g = [trial.suggest_float(f"g{i:03d}", 0.0, 1.0) for i in range(3)]
+        return g[0] + g[1], g[2] - g[1]
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    config = SearchConfig(c_flops=0.5, population=4)
+    counts = []
+    for sampler in (optuna.samplers.NSGAIISampler(population_size=4, seed=1),
+                    sampler_for(config, 1)):
+        study = optuna.create_study(directions=["minimize"] * 2, sampler=sampler)
+        study.optimize(objective, n_trials=60)
+        counts.append(len(_same_genotype_pairs(study.get_trials())))
+    assert counts[0] > 0
+    assert counts[1] == 0
