@@ -52,6 +52,8 @@ class RetrainConfig:
 
 def select_top_k(trials: Sequence[Any], k: int) -> list[Any]:
     """The k best COMPLETE, non-uniform trials by (acc_drop, params_ratio), one per network."""
+    if k <= 0:
+        return []
     seen: set[tuple[int, ...]] = set()
     ranked = sorted((t for t in trials if t.state.name == "COMPLETE"
                      and not t.user_attrs.get("is_uniform")
