@@ -328,3 +328,83 @@ def format_sweep_rows(rows: list[dict[str, Any]]) -> str:
                      f"{rows[0]['epochs']} timed epoch(s) per option; torch.compile is timed after "
                      "its first (compiling) epoch.")
     return "\n".join(lines)
+
+
+SEARCH_CASES: dict[str, tuple[str, str]] = {  # case: (model, dataset)
+    "resnet20-digits": ("resnet20", "digits"),
+    "resnet56-synthetic": ("resnet56", "synthetic:3x32x32:10"),
+}
+
+
+def bench_search(cases: Sequence[str] = tuple(SEARCH_CASES), *, n_trials: int = 6,
+                 n_synthetic: int = 2048, device: str = "auto") -> list[dict[str, Any]]:
+    """Time the search's own work per trial (decode, prune, sampler, storage) against training.
+
+    Each case runs the real worker loop (`search.run_worker`) on a fresh SQLite storage with a
+    1-epoch proxy; the first trial (warm-up) is left out of the medians.
+    """
+    return [_bench_search_one(case, n_trials, n_synthetic, device) for case in cases]
+
+
+def _bench_search_one(case: str, n_trials: int, n_synthetic: int, device_spec: str
+                      ) -> dict[str, Any]:
+    import tempfile
+
+    import torch
+
+    from evoprune.checkpoint import atomic_save
+    from evoprune.cost import CostModel
+    from evoprune.data import batches_for, load_dataset
+    from evoprune.models import build_model
+    from evoprune.search import Context, config_from, prepare, run_worker
+    from evoprune.spaces import Decoder
+    from evoprune.train import resolve_device
+    from evoprune.units import find_units
+
+    model_name, dataset = SEARCH_CASES[case]
+    device = resolve_device(device_spec)
+    data = load_dataset(dataset, synthetic_size=(n_synthetic, 512))
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        base = build_model(model_name, data.info.num_classes, data.info.in_shape)
+        ckpt = f"{tmp}/base.pt"
+        atomic_save(base.state_dict(), ckpt)
+        config = config_from(c_flops=0.25, c_mcb=1.0, model=model_name, dataset=dataset,
+                             checkpoint=ckpt, storage=f"sqlite:///{tmp}/bench.db",
+                             proxy_epochs=1, n_trials=n_trials + 1, population=4,
+                             device=str(device), proxy_batch_size=32 if dataset == "digits" else 128)
+        prepare(config)
+        units = find_units(base, data.info.in_shape)
+        ctx = Context(base.to(device), units, Decoder(config.space(), CostModel(base, units)),
+                      batches_for(data, device), device)
+        timings = run_worker(config, ckpt, context=ctx)["timings"][1:]
+    med = {k: statistics.median(t[k] for t in timings) for k in timings[0]}
+    training = med["train_eval"]
+    rest = med["total"] - training - med["decode"] - med["prune"] - med["suggest"] - med["record"]
+    overhead = med["total"] - training
+    return {"case": case, "model": model_name, "dataset": dataset, "device": str(device),
+            "units": len(units), "n_train": data.train_x.shape[0] if hasattr(data, "train_x")
+            else None, "trials": len(timings), "trial_s": med["total"], "train_eval_s": training,
+            "decode_s": med["decode"], "prune_s": med["prune"], "params_write_s": med["suggest"],
+            "attrs_write_s": med["record"], "ask_tell_s": rest,
+            "overhead_s": overhead, "overhead_pct": 100 * overhead / med["total"],
+            "machine": machine()}
+
+
+def format_search_rows(rows: list[dict[str, Any]]) -> str:
+    """Render bench_search rows as a table with the machine."""
+    lines = [f"machine: {rows[0]['machine']}" if rows else "no rows",
+             "search overhead per trial (medians, ms unless marked; 1-epoch proxy; SQLite, WAL)",
+             f"{'case':<20}{'units':>6}{'n_train':>8}{'trial s':>8}{'train+eval s':>13}"
+             f"{'decode':>7}{'prune':>7}{'params':>7}{'attrs':>6}{'ask/tell':>9}{'overhead':>9}"]
+    for r in rows:
+        lines.append(f"{r['case']:<20}{r['units']:>6}{r['n_train'] or 0:>8}{r['trial_s']:>8.3f}"
+                     f"{r['train_eval_s']:>13.3f}{1000 * r['decode_s']:>7.1f}"
+                     f"{1000 * r['prune_s']:>7.1f}{1000 * r['params_write_s']:>7.1f}"
+                     f"{1000 * r['attrs_write_s']:>6.1f}{1000 * r['ask_tell_s']:>9.1f}"
+                     f"{r['overhead_pct']:>8.1f}%")
+    lines.append("overhead = everything but training and evaluation, as a share of the trial; "
+                 "params = the genotype's writes (one per gene), attrs = the user_attrs (one "
+                 f"transaction), ask/tell = sampler and trial state (device "
+                 f"{rows[0]['device'] if rows else '?'})")
+    return "\n".join(lines)

@@ -193,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="instead: time the engine's options (threads, batch size, "
                             "channels_last, torch.compile) on the first case")
     train.add_argument("--json", action="store_true", help="print one JSON object per case")
+    search = bench_sub.add_parser("search", help="the search's own overhead per trial against "
+                                                 "training time")
+    search.add_argument("--cases", nargs="+", default=["resnet20-digits", "resnet56-synthetic"],
+                        help="resnet20-digits and/or resnet56-synthetic (CIFAR-shaped)")
+    search.add_argument("--n-trials", type=int, default=6, help="timed trials per case (default 6)")
+    search.add_argument("--n-synthetic", type=int, default=2048,
+                        help="training images of the synthetic case (default 2048)")
+    search.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:i]")
+    search.add_argument("--json", action="store_true", help="print one JSON object per case")
     return parser
 
 
@@ -386,6 +395,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "bench":
             from evoprune import bench
 
+            if args.bench == "search":
+                bad = [c for c in args.cases if c not in bench.SEARCH_CASES]
+                if bad or args.n_trials < 1 or args.n_synthetic < 1:
+                    raise EvopruneError(f"bench search takes cases from "
+                                        f"{', '.join(bench.SEARCH_CASES)} and positive sizes")
+                rows = bench.bench_search(args.cases, n_trials=args.n_trials,
+                                          n_synthetic=args.n_synthetic, device=args.device)
+                print("\n".join(json.dumps(r) for r in rows) if args.json
+                      else bench.format_search_rows(rows))
+                return 0
             if args.bench == "train":
                 bad = [c for c in args.cases if c not in bench.TRAIN_CASES]
                 if bad or args.epochs < 1 or args.batch_size < 1 or args.n_synthetic < 1:

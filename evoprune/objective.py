@@ -125,6 +125,7 @@ class Objective:
         if self.worker:
             trial.set_user_attr("worker", self.worker)
         genes = self.genes(trial)
+        t_genes = time.perf_counter()
         uniform = bool(trial.user_attrs.get("is_uniform", False))
         try:
             d = self.decoder.uniform() if uniform else self.decoder.decode(genes[None])
@@ -177,7 +178,7 @@ class Objective:
             self._fail(trial, f"non-finite objective values {values}")
         self._write(trial, attrs)
         t4 = time.perf_counter()
-        self.timing = {"decode": t1 - t0, "prune": t2 - t1, "screen": screen_s,
+        self.timing = {"suggest": t_genes - t0, "decode": t1 - t_genes, "prune": t2 - t1, "screen": screen_s,
                        "train_eval": t3 - t2 - screen_s, "record": t4 - t3}
         if self.progress is not None:
             self.progress({"number": trial.number, **attrs, "values": values,
@@ -200,8 +201,9 @@ class Objective:
 
     @staticmethod
     def _write(trial: Any, attrs: dict[str, Any]) -> None:
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
+        from evoprune.storage import set_user_attrs
+
+        set_user_attrs(trial, attrs)
 
     def _fail(self, trial: Any, reason: str) -> None:
         trial.set_user_attr("fail_reason", reason)

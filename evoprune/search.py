@@ -354,8 +354,12 @@ def worker_device(device: str, worker: int) -> str:
 
 
 def run_worker(config: SearchConfig, checkpoint: str, worker: int = 0,
-               progress: Progress | None = None) -> dict[str, Any]:
-    """Run trials of the prepared study until `n_trials` are COMPLETE; return what this worker did."""
+               progress: Progress | None = None, *, context: Context | None = None
+               ) -> dict[str, Any]:
+    """Run trials of the prepared study until `n_trials` are COMPLETE; return what this worker did.
+
+    `context` replaces the model and data the worker would load (benchmarks pass their own).
+    """
     import optuna
     import torch
     from optuna.trial import TrialState
@@ -370,7 +374,7 @@ def run_worker(config: SearchConfig, checkpoint: str, worker: int = 0,
     study = optuna.load_study(study_name=config.name(), storage=storage)
     n_stored = len(study.get_trials(deepcopy=False))
     study.sampler = sampler_for(config, derive_seed(config.seed, n_stored, worker))
-    ctx = load_context(config, checkpoint, worker_device(config.device, worker))
+    ctx = context or load_context(config, checkpoint, worker_device(config.device, worker))
     objective = Objective(base=ctx.base, units=ctx.units, decoder=ctx.decoder, data=ctx.data,
                           base_acc=study.user_attrs["base_acc"], proxy=config.proxy,
                           objectives=config.objectives, seed=config.seed + worker,
@@ -389,10 +393,11 @@ def run_worker(config: SearchConfig, checkpoint: str, worker: int = 0,
             optuna.storages.fail_stale_trials(study)
             time.sleep(0.5)  # another worker finishes the last trials (or fails and we retry)
             continue
+        tic = time.perf_counter()
         study.optimize(objective, n_trials=1, catch=(TrialFailure,), gc_after_trial=False)
         ran += 1
-        if objective.timing:
-            timings.append(objective.timing)
+        if objective.timing:  # a COMPLETE trial: its stages and its whole wall time
+            timings.append({**objective.timing, "total": time.perf_counter() - tic})
             objective.timing = {}
     return {"worker": worker, "trials_run": ran, "timings": timings}
 

@@ -33,8 +33,8 @@ from evoprune.cost import CostModel
 from evoprune.errors import EvopruneError
 from evoprune.units import kept_channels
 
-BISECT_INNER = 34  # halvings of the common offset: 2^-34 of its range
-BISECT_OUTER = 26  # halvings of the second offset (s or σ)
+BISECT_INNER = 26  # halvings of the common offset: 2^-26 of its range (~1e-8)
+BISECT_OUTER = 20  # halvings of the second offset (s or σ): 2^-20 of its range
 BLENDS = (1.0, 0.75, 0.5, 0.25, 0.0)  # fallbacks toward the neutral genotype
 
 

@@ -355,3 +355,18 @@ def test_sampler_never_repeats_a_stored_genotype():
         counts.append(len(_same_genotype_pairs(study.get_trials())))
     assert counts[0] > 0
     assert counts[1] == 0
+
+
+def test_bench_search_splits_a_trial_into_training_and_overhead(capsys):
+    """The benchmark's stages add up to the trial and its table states the machine."""
+    assert main(["bench", "search", "--cases", "resnet20-digits", "--n-trials", "2",
+                 "--device", "cpu", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    parts = (row["train_eval_s"] + row["decode_s"] + row["prune_s"] + row["params_write_s"]
+             + row["attrs_write_s"] + row["ask_tell_s"])
+    assert parts == pytest.approx(row["trial_s"], rel=1e-9)
+    assert 0 < row["overhead_pct"] < 100 and row["units"] == 9 and row["n_train"] == 1437
+    assert "cores" in row["machine"]
+    from evoprune.bench import format_search_rows
+
+    assert "resnet20-digits" in format_search_rows([row])
