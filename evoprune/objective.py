@@ -107,6 +107,7 @@ class Objective:
         self.worker = worker or {}
         self.progress = progress
         self.timing: dict[str, float] = {}  # seconds of the last trial, per stage
+        self.last_failure: str | None = None  # the reason the last trial failed, if it did
 
     def genes(self, trial: Any) -> np.ndarray:
         """Suggest the genotype g000… (uniform in [0, 1]) and return it."""
@@ -122,6 +123,7 @@ class Objective:
         from evoprune.train import Schedule, adaptive_bn, evaluate, fit
 
         t0 = time.perf_counter()
+        self.last_failure = None
         if self.worker:
             trial.set_user_attr("worker", self.worker)
         genes = self.genes(trial)
@@ -206,6 +208,7 @@ class Objective:
         set_user_attrs(trial, attrs)
 
     def _fail(self, trial: Any, reason: str) -> None:
+        self.last_failure = reason
         trial.set_user_attr("fail_reason", reason)
         if self.progress is not None:
             self.progress({"number": trial.number, "failed": reason, "worker": self.worker})

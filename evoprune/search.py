@@ -25,6 +25,7 @@ from evoprune.objective import ProxyConfig, check_objectives
 from evoprune.recipes import DEFAULT_STORAGE
 
 SAMPLERS = ("nsga2", "random", "tpe")
+MAX_FAILS_IN_A_ROW = 10  # a worker whose trials keep failing stops instead of looping forever
 Progress = Callable[[dict[str, Any]], None]
 
 
@@ -379,7 +380,7 @@ def run_worker(config: SearchConfig, checkpoint: str, worker: int = 0,
                           base_acc=study.user_attrs["base_acc"], proxy=config.proxy,
                           objectives=config.objectives, seed=config.seed + worker,
                           worker={**worker_tag(), "index": worker}, progress=progress)
-    ran = 0
+    ran = fails = 0
     timings: list[dict[str, float]] = []
     while True:
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
@@ -399,6 +400,13 @@ def run_worker(config: SearchConfig, checkpoint: str, worker: int = 0,
         if objective.timing:  # a COMPLETE trial: its stages and its whole wall time
             timings.append({**objective.timing, "total": time.perf_counter() - tic})
             objective.timing = {}
+        if objective.last_failure is None:
+            fails = 0
+            continue
+        fails += 1
+        if fails >= MAX_FAILS_IN_A_ROW:
+            raise EvopruneError(f"{fails} trials in a row failed (last: {objective.last_failure}); "
+                                "fix the cause (e.g. a lower --proxy-lr) and rerun to resume")
     return {"worker": worker, "trials_run": ran, "timings": timings}
 
 

@@ -370,3 +370,22 @@ def test_bench_search_splits_a_trial_into_training_and_overhead(capsys):
     from evoprune.bench import format_search_rows
 
     assert "resnet20-digits" in format_search_rows([row])
+
+
+def test_a_search_whose_trials_all_fail_stops_with_one_line(tmp_path, base_ckpt, monkeypatch,
+                                                            capsys):
+    """Every fine-tune diverges: after MAX_FAILS_IN_A_ROW failures, exit 2 with the reason."""
+    import evoprune.search as search
+    import evoprune.train as train
+    from evoprune.errors import NonFiniteLossError
+
+    def diverge(*args, **kwargs):
+        raise NonFiniteLossError("non-finite loss (inf) at epoch 1, step 1")
+
+    monkeypatch.setattr(train, "fit", diverge)
+    monkeypatch.setattr(search, "MAX_FAILS_IN_A_ROW", 3)
+    storage = f"sqlite:///{tmp_path}/s.db"
+    assert main(search_args(storage, base_ckpt, "--n-trials", "4")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("evoprune search: error: 3 trials in a row failed (last: non-finite")
+    assert [t.state for t in load(storage).get_trials()] == [TrialState.FAIL] * 3
