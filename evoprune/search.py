@@ -366,7 +366,7 @@ def run_worker(config: SearchConfig, checkpoint: str, worker: int = 0,
     from optuna.trial import TrialState
 
     from evoprune.objective import Objective, TrialFailure
-    from evoprune.storage import open_storage, worker_tag
+    from evoprune.storage import open_storage, reap_dead_trials, worker_tag
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if config.n_workers > 1:
@@ -391,7 +391,10 @@ def run_worker(config: SearchConfig, checkpoint: str, worker: int = 0,
         if complete >= config.n_trials:
             break
         if complete + running >= config.n_trials and not waiting:
-            optuna.storages.fail_stale_trials(study)
+            reap_dead_trials(study)  # a worker on this host that died: retry its trial now
+            with warnings.catch_warnings():  # experimental in Optuna since 2.9
+                warnings.simplefilter("ignore")
+                optuna.storages.fail_stale_trials(study)  # another machine's: after grace period
             time.sleep(0.5)  # another worker finishes the last trials (or fails and we retry)
             continue
         tic = time.perf_counter()

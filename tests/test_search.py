@@ -389,3 +389,31 @@ def test_a_search_whose_trials_all_fail_stops_with_one_line(tmp_path, base_ckpt,
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("evoprune search: error: 3 trials in a row failed (last: non-finite")
     assert [t.state for t in load(storage).get_trials()] == [TrialState.FAIL] * 3
+
+
+def test_waiting_worker_retries_the_trial_of_a_worker_that_died(tmp_path, base_ckpt):
+    """Last trial held by a dead worker: a live worker fails and retries it instead of waiting."""
+    import socket
+    import subprocess
+    import sys
+
+    from evoprune.search import run_worker
+
+    storage = f"journal:{tmp_path}/s.log"
+    config = config_from(c_flops=0.25, c_mcb=1.0, checkpoint=base_ckpt, storage=storage,
+                         proxy_epochs=1, population=4, n_trials=1, device="cpu", n_workers=2)
+    prepare(config)
+    study = load(storage)
+    held = study.ask()  # the uniform trial, now RUNNING for a process that is gone
+    genes = [held.suggest_float(f"g{i:03d}", 0.0, 1.0) for i in range(9)]
+    assert genes == [0.5] * 9
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    held.set_user_attr("worker", {"host": socket.gethostname(), "pid": int(dead), "index": 1})
+    result = run_worker(config, base_ckpt, 0)
+    trials = load(storage).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert result["trials_run"] == 1
+    assert trials[1].user_attrs["retry_of"] == 0 and trials[1].user_attrs["is_uniform"] is True
+    assert trials[1].params == trials[0].params
+    assert "worker process died" in trials[0].user_attrs["fail_reason"]
