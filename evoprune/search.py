@@ -120,11 +120,10 @@ def validate(config: SearchConfig) -> None:
     if not config.name() or "/" in config.name():
         raise EvopruneError(f"bad study name {config.name()!r}")
     resolve_device(config.device)
-    dataset_info(config.dataset, config.data_root)
+    info = dataset_info(config.dataset, config.data_root)
     check_storage(config.storage, n_workers=config.n_workers)
     from evoprune.models import build_model
 
-    info = dataset_info(config.dataset, config.data_root)
     try:
         build_model(config.model, info.num_classes, info.in_shape)  # unknown names fail here
     except EvopruneError:
