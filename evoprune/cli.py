@@ -332,6 +332,7 @@ def _format_retrain(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         lines.append(f"{r['number']:>5} {r['mode']:>9} {r['epochs']:>6} {100 * r['acc']:>6.2f}% "
                      f"{r['acc_drop']:>8.2f}  {r.get('model_path', '')}"
+                     + ("  (uniform baseline)" if r["is_uniform"] else "")
                      + ("  (already done)" if r["skipped"] else ""))
     return "\n".join(lines)
 

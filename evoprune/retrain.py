@@ -116,10 +116,10 @@ def run_retrain(config: RetrainConfig,
         raise EvopruneError(f"study {config.study_name!r} has no COMPLETE trial to retrain")
     done = retrain_results(study)
     todo = [t for t in chosen if not _same(done.get(t.number), settings)]
-    records = [{"number": t.number, "skipped": True, **done[t.number]}
-               for t in chosen if t not in todo]
+    records = [{"number": t.number, "is_uniform": bool(t.user_attrs.get("is_uniform")),
+                "skipped": True, **done[t.number]} for t in chosen if t not in todo]
     if not todo:
-        return records
+        return sorted(records, key=lambda r: r["number"])
     base, units, data = _load_base(config, attrs)
     for t in todo:
         say({"event": "retrain", "number": t.number, "is_uniform": bool(t.user_attrs.get("is_uniform")),
@@ -127,7 +127,8 @@ def run_retrain(config: RetrainConfig,
         result = _retrain_one(config, settings, study, t, base, units, data, attrs, say)
         study.set_user_attr(f"retrain:{t.number}", result)
         set_finished_attr(study, t, "retrain", result)
-        records.append({"number": t.number, "skipped": False, **result})
+        records.append({"number": t.number, "is_uniform": bool(t.user_attrs.get("is_uniform")),
+                        "skipped": False, **result})
     return sorted(records, key=lambda r: r["number"])
 
 

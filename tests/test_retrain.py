@@ -79,6 +79,7 @@ def test_search_top_k_retrains_winners_and_baseline_and_skips_done_work(tmp_path
                  "--epochs", "1", "--device", "cpu", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["skipped"] for r in rows] == [True, True, True]
+    assert [r["is_uniform"] for r in rows] == [True, False, False]  # sorted: trial 0 first
     assert main(["retrain", "--storage", storage, "--study-name", NAME, "--top-k", "1",
                  "--epochs", "2", "--mode", "rewind", "--no-baseline", "--device", "cpu",
                  "--json"]) == 0
