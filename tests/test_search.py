@@ -281,17 +281,23 @@ def test_sigkilled_search_resumes_to_exactly_n_complete(tmp_path, base_ckpt):
     import sys
 
     storage = f"sqlite:///{tmp_path}/s.db"
+    import time
+
     cmd = [sys.executable, "-m", "evoprune",
-           *search_args(storage, base_ckpt, "--n-trials", "6", "--proxy-epochs", "2")]
+           *search_args(storage, base_ckpt, "--n-trials", "6", "--proxy-epochs", "3")]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
         for line in proc.stderr:
-            if line.startswith("trial    2"):  # trial 3 starts now: kill it mid-fine-tune
-                import time
-
-                time.sleep(0.5)
-                proc.send_signal(signal.SIGKILL)
+            if line.startswith("trial    2"):  # trial 3 starts next: kill it mid-fine-tune
                 break
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            trials = load(storage).get_trials()
+            if len(trials) == 4 and trials[3].state == TrialState.RUNNING:
+                break
+            time.sleep(0.02)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     finally:
         proc.kill()
