@@ -127,6 +127,32 @@ def _retrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _analyze_args(p: argparse.ArgumentParser) -> None:
+    from evoprune.recipes import DEFAULT_STORAGE
+
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help="the studies' storage URL")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--study-name", nargs="+", metavar="NAME", help="studies to analyse")
+    which.add_argument("--all", action="store_true", help="every study of the storage")
+    p.add_argument("--out", default="studies/analysis",
+                   help="folder for report.md, summary.json and the figures "
+                        "(default studies/analysis)")
+    p.add_argument("--best", type=int, default=40, help="best subnetworks per regime (default 40)")
+    p.add_argument("--winners", type=int, help="winners defining the optimal mCB: the best N …")
+    p.add_argument("--winner-fraction", type=float, default=0.1,
+                   help="… or this fraction of each regime (default 0.1)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap draws (default 1000)")
+    p.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--predict", type=float, nargs="+", default=[], metavar="C_FLOPS",
+                   help="predict the best drop of these regimes from the fitted laws")
+    p.add_argument("--attach", action="store_true",
+                   help="also store the figures in the studies as Optuna artifacts")
+    p.add_argument("--artifact-dir", default="studies/artifacts",
+                   help="where --attach keeps artifact files (default studies/artifacts)")
+    p.add_argument("--json", action="store_true", help="print summary.json's object")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of every subcommand."""
     parser = _Parser(prog="evoprune", description="Search network pruning spaces of trained CNNs.")
@@ -164,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                "resumable, scales out over workers"))
     _retrain_args(sub.add_parser("retrain", help="fully retrain the top-k trials of a study and "
                                                  "its uniform baseline"))
+    _analyze_args(sub.add_parser("analyze", help="EDFs, optimal mCB and the drop-limit law "
+                                                 "from study storages: figures and a report"))
     bench = sub.add_parser("bench", help="benchmarks (each prints its machine, sizes and ratios)")
     bench_sub = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
     cost = bench_sub.add_parser("cost", help="analytic cost model against FlopCounterMode, and "
@@ -337,6 +365,30 @@ def _format_retrain(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _format_analysis(d: dict[str, Any], config: Any) -> str:
+    lines = [f"{len(d['studies'])} studies, {len(d['regimes'])} regimes analysed in "
+             f"{d['seconds']:.1f} s"]
+    for r in d["regimes"]:
+        o = r["optimal_mcb"]
+        c = o["center"]
+        lines.append(f"  c_{r['regime']} = {r['target']:g}: optimal mCB {c['estimate']:.3f} "
+                     f"[{c['lo']:.3f}, {c['hi']:.3f}], best drop {o['best_drop']['estimate']:.2f} pp"
+                     + "".join(f"; {s['label']} beats uniform {100 * s['beats_uniform']:.0f}%"
+                               for s in r["spaces"] if s["beats_uniform"] is not None))
+    for key, title in (("mcb_curve", "optimal-mCB curve"), ("law", "drop-limit law")):
+        fit = d[key]
+        lines.append(f"{title}: " + (f"{fit['form']}, R² {fit['r2']:.3f}" if "form" in fit
+                                     else f"not fitted ({fit['error']})"))
+    for p in d["predictions"]:
+        lines.append(f"predicted best drop at c_flops {p['c_flops']:g}: {p['drop']['estimate']:.2f}"
+                     f" pp [{p['drop']['lo']:.2f}, {p['drop']['hi']:.2f}]")
+    lines.append(f"wrote {d['out']}/report.md, summary.json and {len(d['figures'])} figures")
+    if "attached" in d:
+        lines.append(f"attached {d['attached']} artifacts; view them with: optuna-dashboard "
+                     f"{d['storage']} --artifact-dir {config.artifact_dir}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `evoprune` command line; return the exit code."""
     args = build_parser().parse_args(argv)
@@ -393,6 +445,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "device", "seed", "data_root", "baseline")})
             rows = run_retrain(config, progress=_print_search_event())
             print(json.dumps(rows) if args.json else _format_retrain(rows))
+        elif args.command == "analyze":
+            from evoprune.analysis.report import AnalyzeConfig, run_analysis
+
+            config = AnalyzeConfig(
+                storage=args.storage, study_names=tuple(args.study_name or ()), out=args.out,
+                best=args.best, winners=args.winners, winner_fraction=args.winner_fraction,
+                n_boot=args.n_boot, level=args.level, seed=args.seed,
+                predict=tuple(args.predict), attach=args.attach, artifact_dir=args.artifact_dir)
+            data = run_analysis(config)
+            for w in data["warnings"]:
+                print(f"warning: {w}", file=sys.stderr)
+            print(json.dumps(data) if args.json else _format_analysis(data, config))
         elif args.command == "bench":
             from evoprune import bench
 

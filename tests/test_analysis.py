@@ -1,0 +1,247 @@
+"""Analysis on synthetic studies written straight into a storage: exact EDFs, scipy's KS,
+recovered laws with covering intervals, and the analyze command's outputs and refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from scipy.stats import kendalltau, ks_2samp
+
+from evoprune.analysis.edf import edf, regime_edfs
+from evoprune.analysis.fit import fidelity, fit_law, optimal_mcb, predict
+from evoprune.analysis.load import load_studies
+from evoprune.analysis.report import AnalyzeConfig, compute
+from evoprune.cli import main
+
+PROXY = {"epochs": 1, "lr": 0.01, "batch_size": 32, "augment": True, "importance": "l2"}
+
+
+def add_study(storage: str, name: str, space: dict, drops, mcb, *, uniform: int | None = 0,
+              proxy: dict | None = None, retrained: dict[int, float] | None = None,
+              seed: int = 0) -> None:
+    """Write a study the way evoprune search does, with given drops and mCBs."""
+    rng = np.random.default_rng(seed)
+    study = optuna.create_study(study_name=name, storage=storage, directions=["minimize"] * 2)
+    c = space.get("c_flops") or 0.5
+    attrs = {"model": "resnet20", "dataset": "digits", "residual": True,
+             "space": {"kind": "std", "c_flops": None, "c_params": None, "c_mcb": None,
+                       "c_std": None, "delta": 0.002, "r_max": 0.95, **space},
+             "proxy": proxy or PROXY, "sampler": {"name": "random", "population": 16},
+             "base_acc": 0.98, "units": [{"name": f"u{i}", "channels": 16} for i in range(3)]}
+    for k, v in attrs.items():
+        study.set_user_attr(k, v)
+    for i, (d, m) in enumerate(zip(drops, mcb)):
+        recipe = list(rng.uniform(0, 0.9, 3))
+        study.add_trial(optuna.create_trial(
+            state=optuna.trial.TrialState.COMPLETE, values=[float(d), c / m],
+            params={"g000": float(rng.random())}, distributions={"g000": FloatDistribution(0, 1)},
+            user_attrs={"acc_drop": float(d), "mcb": float(m), "flops_ratio": c,
+                        "params_ratio": c / float(m), "recipe_std": float(np.std(recipe)),
+                        "recipe": recipe, "channels": [8, 8, 8], "proxy_acc": 0.98 - d / 100,
+                        "is_uniform": i == uniform}))
+    for n, d in (retrained or {}).items():
+        study.set_user_attr(f"retrain:{n}", {"mode": "finetune", "epochs": 10, "lr": 0.01,
+                                             "acc": 0.98 - d / 100, "acc_drop": d})
+
+
+def test_edf_is_the_fraction_strictly_below():
+    """F(e) = (1/n) Σ 1[e_i < e] at chosen points, ties excluded."""
+    v = [1.0, 2.0, 2.0, 3.0]
+    assert list(edf(v, [0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 10.0])) == [0, 0, 0.25, 0.25, 0.75, 0.75, 1]
+
+
+def test_regime_edfs_ks_and_beats_uniform_from_the_storage(tmp_path):
+    """EDF values on the grid, KS equal to scipy's, share beating the uniform recipe exact."""
+    storage = f"sqlite:///{tmp_path}/a.db"
+    a = [5.0, 1.0, 2.0, 3.0, 4.0, 6.0]  # trial 0 (5.0) is the uniform baseline
+    b = [5.0, 0.5, 0.7, 1.5, 2.5, 0.2]
+    add_study(storage, "A", {"c_flops": 0.25, "c_std": 0.1}, a, [1.0] * 6)
+    add_study(storage, "B", {"c_flops": 0.25, "c_std": 0.01}, b, [1.0] * 6)
+    studies, warnings = load_studies(storage)
+    assert warnings == [] and [s.label for s in studies] == ["STD-0.1", "STD-0.01"]
+    r = regime_edfs(studies, n_boot=200)
+    assert r.regime == ("flops", 0.25) and r.uniform_drop == 5.0
+    pa, pb = np.array(a[1:]), np.array(b[1:])
+    for sp, pop in zip(r.spaces, (pa, pb)):
+        assert sp.n == 5
+        assert np.array_equal(sp.F, [np.mean(pop < g) for g in sp.grid])
+        assert np.all(sp.lo <= sp.F + 1e-12) and np.all(sp.hi + 1e-12 >= sp.F)
+    assert r.spaces[0].beats_uniform == pytest.approx(4 / 5)
+    assert r.spaces[1].beats_uniform == 1.0
+    ref = ks_2samp(pa, pb)
+    assert r.ks[0].statistic == pytest.approx(ref.statistic)
+    assert r.ks[0].pvalue == pytest.approx(ref.pvalue)
+
+
+@pytest.mark.parametrize(("form", "law", "truth"), [
+    ("power", lambda x: 2.0 * x ** 1.5, (2.0, 1.5)),
+    ("exponential", lambda x: 0.5 * np.exp(1.2 * x), (0.5, 1.2)),
+])
+def test_law_parameters_are_recovered_and_covered(form, law, truth):
+    """Noisy points of a known law: its form is chosen, parameters within 5%, intervals cover."""
+    rng = np.random.default_rng(3)
+    x = np.linspace(0.8, 2.0, 8)
+    y = law(x) * (1 + 0.01 * rng.standard_normal(len(x)))
+    fit = fit_law(x, y, n_boot=400, seed=1)
+    assert fit.form == form
+    assert fit.r2 > 0.99
+    for p, t in zip(fit.params, truth):
+        assert p.estimate == pytest.approx(t, rel=0.05)
+        assert p.lo <= t <= p.hi
+
+
+def test_law_intervals_cover_the_truth_in_most_repetitions():
+    """Over 30 noise draws the 95% interval of the exponent covers the true 1.5 at least 80%."""
+    x = np.linspace(0.8, 2.0, 8)
+    covered = 0
+    for seed in range(30):
+        y = 2.0 * x ** 1.5 + 0.05 * np.random.default_rng(seed).standard_normal(len(x))
+        b = fit_law(x, y, forms=("power",), n_boot=200, seed=seed).params[1]
+        covered += b.lo <= 1.5 <= b.hi
+    assert covered >= 24
+
+
+def test_too_few_regimes_say_how_many_are_needed():
+    """Three regimes cannot fit a two-parameter law with AICc: the message says 4."""
+    from evoprune.errors import EvopruneError
+
+    with pytest.raises(EvopruneError, match="needs at least 4 regimes"):
+        fit_law([1.0, 1.1, 1.2], [0.1, 0.2, 0.4])
+
+
+def test_optimal_mcb_finds_the_winners_mcb():
+    """Drops rising with the distance to mCB 1.1: the winners' median is 1.1 within 0.03."""
+    rng = np.random.default_rng(0)
+    mcb = rng.uniform(0.7, 1.5, 400)
+    drops = 20 * (mcb - 1.1) ** 2 + 0.05 * rng.standard_normal(400)
+    o = optimal_mcb(mcb, drops, best=40, n_boot=300, uniform_mcb=0.98)
+    assert o.n == 400 and o.n_winners == 40
+    assert o.center.estimate == pytest.approx(1.1, abs=0.03)
+    assert o.center.lo <= 1.1 <= o.center.hi
+    assert o.winners_range[0] < 1.1 < o.winners_range[1]
+    assert o.best_drop.estimate == pytest.approx(drops.min())
+
+
+def test_fidelity_matches_scipy():
+    """Kendall τ of proxy against retrained drops equals scipy's."""
+    proxy, retrained = [1.0, 2.0, 3.0, 4.0, 5.0], [1.2, 1.9, 3.5, 3.1, 5.5]
+    f = fidelity(proxy, retrained)
+    assert f.n == 5
+    assert f.kendall_tau == pytest.approx(kendalltau(proxy, retrained).statistic)
+
+
+def synthetic_regimes(storage: str, cs=(0.5, 0.25, 0.1, 0.05, 0.02), n: int = 60) -> None:
+    """Studies at several regimes whose winners sit at mCB*(c) and whose best drops follow a law.
+
+    mCB*(x) = 0.9 + 0.3·x² (x = 1 − c) and best drop = 0.2·exp(2·mCB*).
+    """
+    for k, c in enumerate(cs):
+        rng = np.random.default_rng(k)
+        opt = 0.9 + 0.3 * (1 - c) ** 2
+        floor = 0.2 * math.exp(2 * opt)
+        mcb = rng.uniform(opt - 0.3, opt + 0.3, n)
+        drops = floor + 40 * (mcb - opt) ** 2
+        add_study(storage, f"r{c}", {"c_flops": c, "c_mcb": 1.0, "kind": "mcb"}, drops, mcb,
+                  uniform=None, seed=k, retrained={0: float(drops[0]) * 0.5,
+                                                   1: float(drops[1]) * 0.5,
+                                                   2: float(drops[2]) * 0.6})
+
+
+def test_compute_recovers_the_laws_of_synthetic_regimes_and_predicts(tmp_path):
+    """Five regimes from known curves: optimal mCB, law and a held-out prediction all cover."""
+    storage = f"sqlite:///{tmp_path}/a.db"
+    synthetic_regimes(storage)
+    studies, _ = load_studies(storage)
+    a = compute(studies, AnalyzeConfig(storage=storage, winners=5, n_boot=300, predict=(0.15,)))
+    assert [o.regime for o in a.optimal] == [("flops", c) for c in (0.5, 0.25, 0.1, 0.05, 0.02)]
+    for o in a.optimal:
+        truth = 0.9 + 0.3 * (1 - o.regime[1]) ** 2
+        assert o.center.estimate == pytest.approx(truth, abs=0.05)
+    assert a.law is not None and a.mcb_curve is not None
+    assert a.law.form == "exponential"
+    assert a.law.params[1].estimate == pytest.approx(2.0, rel=0.15)
+    p = a.predictions[0]
+    true_m = 0.9 + 0.3 * 0.85 ** 2
+    assert p.mcb.lo <= true_m <= p.mcb.hi
+    assert p.drop.lo <= 0.2 * math.exp(2 * true_m) <= p.drop.hi
+    assert a.fidelity is not None and a.fidelity.n == 15
+    assert a.retrained_law is not None
+
+
+def test_analyze_all_writes_report_summary_and_figures(tmp_path, capsys):
+    """`evoprune analyze --all`: report.md embeds the figures, summary.json holds their data."""
+    storage = f"sqlite:///{tmp_path}/a.db"
+    synthetic_regimes(storage, n=30)
+    add_study(storage, "std", {"c_flops": 0.25, "c_std": 0.1}, np.linspace(0.5, 3, 20),
+              np.linspace(0.8, 1.2, 20), proxy={**PROXY, "epochs": 3})
+    out = tmp_path / "out"
+    assert main(["analyze", "--storage", storage, "--all", "--out", str(out), "--n-boot", "100",
+                 "--predict", "0.15"]) == 0
+    captured = capsys.readouterr()
+    assert "different proxy budgets" in captured.err
+    assert "drop-limit law: exponential" in captured.out
+    data = json.loads((out / "summary.json").read_text())
+    assert set(data) >= {"studies", "regimes", "mcb_curve", "law", "retrained_law", "predictions",
+                         "fidelity", "figures", "warnings", "settings"}
+    r25 = next(r for r in data["regimes"] if r["target"] == 0.25)
+    assert {s["label"] for s in r25["spaces"]} == {"mCB-1", "STD-0.1"}
+    assert len(r25["ks"]) == 1 and 0 <= r25["ks"][0]["pvalue"] <= 1
+    assert len(r25["best"]) == 40
+    report = (out / "report.md").read_text()
+    for name in data["figures"].values():
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+        assert f"]({name})" in report
+    assert "Kendall τ" in report
+
+
+def test_analyze_bad_inputs(tmp_path, capsys):
+    """Missing storage, empty storage, unknown study, no COMPLETE trials: exit 2, one line."""
+    db = tmp_path / "a.db"
+    out = str(tmp_path / "out")
+    assert main(["analyze", "--storage", f"sqlite:///{db}", "--all", "--out", out]) == 2
+    assert "no study storage" in capsys.readouterr().err and not db.exists()
+    optuna.create_study(storage=f"sqlite:///{db}")  # storage schema, no evoprune study
+    optuna.delete_study(study_name=optuna.get_all_study_names(f"sqlite:///{db}")[0],
+                        storage=f"sqlite:///{db}")
+    assert main(["analyze", "--storage", f"sqlite:///{db}", "--all", "--out", out]) == 2
+    assert "holds no studies" in capsys.readouterr().err
+    optuna.create_study(study_name="empty", storage=f"sqlite:///{db}")
+    optuna.load_study(study_name="empty", storage=f"sqlite:///{db}").set_user_attr(
+        "space", {"c_flops": 0.5})
+    assert main(["analyze", "--storage", f"sqlite:///{db}", "--study-name", "nope",
+                 "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "no study named 'nope'" in err and len(err.strip().splitlines()) == 1
+    assert main(["analyze", "--storage", f"sqlite:///{db}", "--all", "--out", out]) == 2
+    assert "no study with COMPLETE trials" in capsys.readouterr().err
+
+
+def test_too_few_regimes_still_write_a_report(tmp_path, capsys):
+    """One regime: EDFs and optimal mCB are written; the laws say how many regimes they need."""
+    storage = f"sqlite:///{tmp_path}/a.db"
+    add_study(storage, "one", {"c_flops": 0.25, "c_mcb": 1.0}, np.linspace(0.5, 3, 10),
+              np.linspace(0.9, 1.1, 10))
+    out = tmp_path / "out"
+    assert main(["analyze", "--storage", storage, "--study-name", "one", "--out", str(out),
+                 "--n-boot", "50", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert "needs at least 4 regimes" in data["law"]["error"]
+    assert "needs at least 4 regimes" in (out / "report.md").read_text()
+    assert data["regimes"][0]["optimal_mcb"]["n_winners"] == 1
+
+
+def test_predict_needs_c_flops_in_range():
+    """A prediction outside (0, 1] is refused by the config."""
+    from evoprune.errors import EvopruneError
+
+    with pytest.raises(EvopruneError, match="--predict"):
+        AnalyzeConfig(storage="sqlite:///x.db", predict=(1.5,))
+    x = np.linspace(0.5, 1.0, 5)
+    fit = fit_law(x, 1 + x, forms=("linear",), n_boot=20)
+    with pytest.raises(EvopruneError, match="c_flops"):
+        predict(fit, fit, 0.0)
