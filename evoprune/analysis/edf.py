@@ -76,6 +76,8 @@ class RegimeEDFs(NamedTuple):
 def regime_edfs(studies: list[StudyData], *, points: int = 200, n_boot: int = 1000,
                 level: float = 0.95, seed: int = 0) -> RegimeEDFs:
     """EDFs on a common grid for the studies of one regime, KS tests between every pair."""
+    if not studies or len({s.regime for s in studies}) != 1:
+        raise ValueError("regime_edfs takes the studies of exactly one regime")
     pops = [s.acc_drop[s.searched] if s.searched.any() else s.acc_drop for s in studies]
     allv = np.concatenate(pops)
     span = max(float(allv.max() - allv.min()), 1e-9)
@@ -136,13 +138,20 @@ def _winner(s: StudyData, i: int) -> Winner:
                   float(s.recipe_std[i]), [float(r) for r in s.recipes[i]])
 
 
+def population(study: StudyData) -> np.ndarray:
+    """Indices of a space's population: its trials but the uniform baseline (all if only that)."""
+    idx = np.flatnonzero(study.searched)
+    return idx if len(idx) else np.arange(len(study.acc_drop))
+
+
 def winning_recipe(study: StudyData) -> Winner:
-    """The best subnetwork of a space (lowest proxy drop; the paper's last figure row)."""
-    return _winner(study, int(np.argmin(study.acc_drop)))
+    """The best subnetwork of a space's population (the paper's last figure row)."""
+    idx = population(study)
+    return _winner(study, int(idx[np.argmin(study.acc_drop[idx])]))
 
 
 def best_subnetworks(studies: list[StudyData], k: int = 40) -> list[Winner]:
     """The k best subnetworks across the spaces of one regime (Fig. 3), best first."""
-    rows = [(float(s.acc_drop[i]), s.name, i, s) for s in studies for i in range(len(s.acc_drop))]
+    rows = [(float(s.acc_drop[i]), s.name, int(i), s) for s in studies for i in population(s)]
     rows.sort(key=lambda r: (r[0], r[1], r[2]))
     return [_winner(s, i) for _, _, i, s in rows[:k]]

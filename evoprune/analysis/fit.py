@@ -31,7 +31,8 @@ class OptimalMCB(NamedTuple):
     n_winners: int
     center: Interval  # median mCB of the winners, bootstrap interval
     winners_range: tuple[float, float]  # min and max mCB of the winners
-    best_drop: Interval  # the regime's best drop, bootstrap interval
+    best_drop: Interval  # the regime's best drop; one-sided bootstrap: lo = estimate, hi = how
+    # much worse the best of a replicate population of the same size could be
     uniform_mcb: float | None
 
 
@@ -160,9 +161,10 @@ def _fit_form(form: str, x: np.ndarray, y: np.ndarray, p0: list[float] | None = 
 def _aicc(rss: float, n: int, k: int) -> float:
     """Small-sample AIC of a least-squares fit with k parameters (and the noise variance)."""
     kk = k + 1
-    if n - kk - 1 <= 0:
-        return math.inf
-    return n * math.log(max(rss, 1e-300) / n) + 2 * kk + 2 * kk * (kk + 1) / (n - kk - 1)
+    aic = n * math.log(max(rss, 1e-300) / n) + 2 * kk
+    if n - kk - 1 <= 0:  # too few points for the small-sample term: plain AIC
+        return aic
+    return aic + 2 * kk * (kk + 1) / (n - kk - 1)
 
 
 def fit_law(x: Sequence[float], y: Sequence[float], *, forms: Sequence[str] = LAW_FORMS,
@@ -182,8 +184,8 @@ def fit_law(x: Sequence[float], y: Sequence[float], *, forms: Sequence[str] = LA
         pred = FORMS[form][0](x, *p)
         rss = float(np.sum((y - pred) ** 2))
         tss = float(np.sum((y - y.mean()) ** 2))
-        candidates.append(Candidate(form, p, _aicc(rss, len(x), len(p)),
-                                    1 - rss / tss if tss > 0 else 1.0))
+        r2 = 1 - rss / tss if tss > 0 else (1.0 if rss < 1e-12 else 0.0)
+        candidates.append(Candidate(form, p, _aicc(rss, len(x), len(p)), r2))
     if not candidates:
         raise EvopruneError(f"no functional form fits {what} to these {len(x)} points")
     best = min(candidates, key=lambda c: c.aicc)

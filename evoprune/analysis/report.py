@@ -19,6 +19,7 @@ from evoprune.analysis.edf import (
     Winner,
     best_subnetworks,
     distributions,
+    population,
     regime_edfs,
     winning_recipe,
 )
@@ -104,8 +105,8 @@ def compute(studies: list[StudyData], config: AnalyzeConfig, warnings: list[str]
     best = {r: best_subnetworks(g, config.best) for r, g in groups.items()}
     optimal = []
     for r, g in groups.items():
-        mcb = np.concatenate([s.mcb for s in g])
-        drops = np.concatenate([s.acc_drop for s in g])
+        mcb = np.concatenate([s.mcb[population(s)] for s in g])  # the spaces' populations
+        drops = np.concatenate([s.acc_drop[population(s)] for s in g])
         uniform = [s.uniform_mcb for s in g if s.uniform_mcb is not None]
         optimal.append(optimal_mcb(mcb, drops, regime=r, best=config.winners,
                                    fraction=config.winner_fraction, n_boot=config.n_boot,
