@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -192,6 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "its uniform baseline"))
     _analyze_args(sub.add_parser("analyze", help="EDFs, optimal mCB and the drop-limit law "
                                                  "from study storages: figures and a report"))
+    rep = sub.add_parser("reproduce", help="run a study set (studies/*.toml) end to end and "
+                                           "test the paper's observations")
+    rep.add_argument("--config", default="studies/digits.toml",
+                     help="the study set (default studies/digits.toml)")
+    rep.add_argument("--quick", action="store_true",
+                     help="the set's [quick] table: a few minutes, for tests and a first look")
+    rep.add_argument("--storage", help="the studies' storage URL (default: the set's)")
+    rep.add_argument("--out", help="folder for report.md, summary.json and figures "
+                                   "(default: the set's)")
+    rep.add_argument("--device", help="auto, cpu or cuda[:i] (default: the set's)")
+    rep.add_argument("--json", action="store_true", help="print summary.json's object")
     bench = sub.add_parser("bench", help="benchmarks (each prints its machine, sizes and ratios)")
     bench_sub = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
     cost = bench_sub.add_parser("cost", help="analytic cost model against FlopCounterMode, and "
@@ -457,6 +469,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             for w in data["warnings"]:
                 print(f"warning: {w}", file=sys.stderr)
             print(json.dumps(data) if args.json else _format_analysis(data, config))
+        elif args.command == "reproduce":
+            from evoprune.reproduce import load_config, run_reproduce
+
+            config = load_config(args.config, quick=args.quick, storage=args.storage,
+                                 out=args.out, device=args.device)
+            raw = list(argv) if argv is not None else sys.argv[1:]
+            command = shlex.join(["python", "scripts/reproduce.py",
+                                  *raw[raw.index("reproduce") + 1:]])
+            try:
+                data = run_reproduce(config, command=command,
+                                     progress=lambda line: print(line, flush=True))
+            except KeyboardInterrupt:
+                print("\ninterrupted: the storage keeps every COMPLETE trial; rerun the same "
+                      "command to resume", file=sys.stderr)
+                return 130
+            if args.json:
+                print(json.dumps(data))
         elif args.command == "bench":
             from evoprune import bench
 

@@ -1,0 +1,456 @@
+"""Reproduce the paper's observations at small scale: a TOML study set → searches → retraining →
+analysis → a report that says, with tests, whether each observation holds.
+
+`load_config` reads a study set (studies/*.toml); `plan` lists its searches; `run_reproduce`
+runs them (resuming whatever the storage already holds), retrains the winners and the uniform
+recipes, analyses the STD spaces with `analysis.report`, tests observations (a)–(f) with
+`analysis.observations` and writes report.md, summary.json and the figures to `out`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from evoprune.errors import EvopruneError
+
+Progress = Callable[[str], None]
+TABLES = {"proxy": "proxy_", "compare": "compare_", "retrain": "retrain_", "spaces": "",
+          "analysis": ""}
+
+
+@dataclass(frozen=True)
+class ReproduceConfig:
+    """One study set: the network, the spaces and regimes, the sampler race, the retraining."""
+
+    name: str = "digits"
+    model: str = "resnet20"
+    dataset: str = "digits"
+    residual: bool = True
+    seed: int = 0
+    base_epochs: int = 30
+    storage: str = "sqlite:///studies/digits.db"
+    out: str = "studies/digits"
+    device: str = "auto"
+    proxy_epochs: int = 2
+    proxy_lr: float = 0.01
+    proxy_batch_size: int = 32
+    regimes: tuple[float, ...] = (0.25, 0.1, 0.05, 0.02)  # c_flops, mildest first
+    moderate: tuple[float, ...] = (0.25,)  # the regimes observation (a) calls moderate
+    held_out: float | None = 0.035  # searched, left out of the fits, predicted
+    stds: tuple[float, ...] = (0.1, 0.05, 0.01)
+    mcb: float = 1.0
+    n_trials: int = 48  # per space and regime
+    compare_regime: float = 0.05
+    compare_seeds: tuple[int, ...] = (1, 2, 3, 4)
+    compare_trials: int = 48
+    compare_population: int = 8
+    retrain_top_k: int = 3
+    retrain_epochs: int = 10
+    retrain_mode: str = "finetune"
+    retrain_batch_size: int = 32  # digits: 1,437 images, 45 steps an epoch at 32
+    n_boot: int = 1000
+    winner_fraction: float = 0.1
+    level: float = 0.95
+    alpha: float = 0.05
+
+    def __post_init__(self) -> None:
+        """Refuse a study set that cannot test the observations."""
+        def check(ok: bool, msg: str) -> None:
+            if not ok:
+                raise EvopruneError(msg)
+
+        check(len(self.regimes) >= 4, f"regimes: the law needs at least 4, got {list(self.regimes)}")
+        check(all(0 < c < 1 for c in self.regimes), f"regimes must be in (0, 1), got "
+              f"{list(self.regimes)}")
+        check(len(set(self.regimes)) == len(self.regimes), "regimes must differ")
+        check(set(self.moderate) <= set(self.regimes), "moderate must be some of the regimes")
+        check(self.held_out is None or (0 < self.held_out < 1 and self.held_out not in self.regimes),
+              "held_out must be in (0, 1) and not one of the regimes")
+        check(self.compare_regime in self.regimes, "compare.regime must be one of the regimes")
+        check(len(self.stds) >= 2 and all(0 < s < 0.5 for s in self.stds),
+              "stds: at least two STD constraints in (0, 0.5)")
+        check(self.n_trials >= 4 and self.compare_trials >= 4, "n_trials: at least 4 per study")
+        check(len(self.compare_seeds) >= 2, "compare.seeds: at least two seeds per sampler")
+        check(self.compare_population >= 2, "compare.population must be at least 2")
+        check(self.retrain_top_k >= 1 and self.retrain_epochs >= 1,
+              "retrain.top_k and retrain.epochs must be at least 1")
+        check(self.proxy_epochs >= 1 and self.base_epochs >= 1, "epochs must be at least 1")
+
+
+def load_config(path: str | Path, *, quick: bool = False, **overrides: Any) -> ReproduceConfig:
+    """Read a study set from TOML; `quick` applies its [quick] table; overrides win (None: kept)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvopruneError(f"study set {path} does not exist (see studies/*.toml)")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise EvopruneError(f"{path} is not valid TOML: {exc}") from None
+    quick_table = raw.pop("quick", {})
+    flat = _flatten(raw, path)
+    if quick:
+        if not quick_table:
+            raise EvopruneError(f"{path} has no [quick] table for --quick")
+        flat.update(_flatten(quick_table, path))
+    flat.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name: f for f in fields(ReproduceConfig)}
+    unknown = sorted(set(flat) - set(known))
+    if unknown:
+        raise EvopruneError(f"{path}: unknown keys {', '.join(unknown)}")
+    for key, value in list(flat.items()):
+        if isinstance(value, list):
+            flat[key] = tuple(value)
+    try:
+        return ReproduceConfig(**flat)
+    except TypeError as exc:
+        raise EvopruneError(f"{path}: {exc}") from None
+
+
+def _flatten(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """[proxy] epochs → proxy_epochs, [spaces] regimes → regimes, top-level keys as they are."""
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            if key not in TABLES:
+                raise EvopruneError(f"{path}: unknown table [{key}] (tables: "
+                                    f"{', '.join(TABLES)}, quick)")
+            flat.update({TABLES[key] + k: v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One search of the study set and its role."""
+
+    role: str  # "space", "held_out" or "compare"
+    search: Any  # SearchConfig
+
+
+def _search(config: ReproduceConfig, c_flops: float, **space: Any) -> Any:
+    from evoprune.objective import ProxyConfig
+    from evoprune.search import SearchConfig
+
+    return SearchConfig(
+        c_flops=c_flops, residual=config.residual, model=config.model, dataset=config.dataset,
+        sampler="random", n_trials=config.n_trials, seed=config.seed,
+        proxy=ProxyConfig(epochs=config.proxy_epochs, lr=config.proxy_lr,
+                          batch_size=config.proxy_batch_size),
+        objectives=("acc_drop",), storage=config.storage, device=config.device,
+        base_epochs=config.base_epochs, **space)
+
+
+def plan(config: ReproduceConfig) -> list[Planned]:
+    """Every search: each space at each regime (and the held-out one), then the sampler race."""
+    out = []
+    regimes = [(c, "space") for c in config.regimes]
+    if config.held_out is not None:
+        regimes.append((config.held_out, "held_out"))
+    for c, role in regimes:
+        for std in config.stds:
+            out.append(Planned(role, _search(config, c, c_std=std)))
+        out.append(Planned(role, _search(config, c, c_mcb=config.mcb)))
+    for seed in config.compare_seeds:
+        for sampler in ("nsga2", "random"):
+            base = _search(config, config.compare_regime, c_mcb=config.mcb)
+            out.append(Planned("compare", replace(
+                base, sampler=sampler, seed=seed, n_trials=config.compare_trials,
+                population=config.compare_population,
+                study_name=f"{base.name()}-{sampler}-seed{seed}")))
+    seen = set()
+    for i, p in enumerate(out):  # distinct seeds for the space studies, stable across runs
+        if p.role != "compare":
+            out[i] = replace(p, search=replace(p.search, seed=config.seed * 1000 + i))
+        if p.search.name() in seen:
+            raise EvopruneError(f"two searches of the study set share the name {p.search.name()}")
+        seen.add(p.search.name())
+    return out
+
+
+def _validate(planned: list[Planned], storage: str) -> None:
+    """Check every search before anything runs; make the storage's folder, not left on failure."""
+    from evoprune.search import validate
+    from evoprune.storage import _journal_path, storage_kind
+
+    kind = storage_kind(storage)
+    folder = None
+    if kind in ("sqlite", "journal"):
+        path = Path(storage[len("sqlite:///"):]) if kind == "sqlite" else _journal_path(storage)
+        if not path.resolve().parent.exists():
+            folder = path.resolve().parent
+            folder.mkdir(parents=True)
+    try:
+        for p in planned:
+            validate(p.search)
+    except BaseException:
+        if folder is not None and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
+def _mcb_study(planned: list[Planned], c: float) -> str:
+    return next(p.search.name() for p in planned if p.role != "compare"
+                and p.search.c_flops == c and p.search.c_mcb is not None)
+
+
+def run_searches(config: ReproduceConfig, planned: list[Planned], say: Progress) -> list[dict]:
+    """Run (or resume) every search; one line per study with an estimate of the time left."""
+    from evoprune.search import run_search
+
+    rows, tic = [], time.perf_counter()
+    total = sum(p.search.n_trials for p in planned)
+    done = 0
+    for i, p in enumerate(planned, 1):
+        t0 = time.perf_counter()
+        result = run_search(p.search)
+        done += p.search.n_trials
+        spent = time.perf_counter() - tic
+        best = result["best"][0]["acc_drop"] if result["best"] else math.nan
+        rows.append({"study": p.search.name(), "role": p.role, "seconds": time.perf_counter() - t0,
+                     "states": result["states"]})
+        left = spent / done * (total - done)
+        say(f"[{i:2d}/{len(planned)}] {p.search.name()}: {result['states'].get('COMPLETE', 0)} "
+            f"COMPLETE, best {best:.2f} pp, {time.perf_counter() - t0:.0f} s "
+            f"({spent / 60:.1f} min in all, about {left / 60:.1f} min left)")
+    return rows
+
+
+def run_retraining(config: ReproduceConfig, planned: list[Planned], say: Progress
+                   ) -> list[dict[str, Any]]:
+    """Retrain the top-k of each regime's mCB space and its uniform recipe, same budget."""
+    from evoprune.retrain import RetrainConfig, run_retrain
+
+    regimes = list(config.regimes) + ([config.held_out] if config.held_out is not None else [])
+    out = []
+    for c in regimes:
+        name = _mcb_study(planned, c)
+        t0 = time.perf_counter()
+        records = run_retrain(RetrainConfig(
+            storage=config.storage, study_name=name, top_k=config.retrain_top_k,
+            mode=config.retrain_mode, epochs=config.retrain_epochs,
+            batch_size=config.retrain_batch_size, device=config.device, seed=config.seed))
+        out.append({"c_flops": c, "study": name, "records": records})
+        text = ", ".join(f"#{r['number']}{' (uniform)' if r['is_uniform'] else ''} "
+                         f"{r['acc_drop']:.2f} pp" for r in records)
+        say(f"retrained c_flops {c:g} ({config.retrain_epochs} epochs {config.retrain_mode}, "
+            f"{time.perf_counter() - t0:.0f} s): {text}")
+    return out
+
+
+def _winner_pairs(retrained: list[dict[str, Any]], proxy: dict[str, dict[int, float]]
+                  ) -> list[tuple[float, float, float]]:
+    """(c_flops, retrained drop of the best-by-proxy trial, retrained drop of the uniform)."""
+    pairs = []
+    for r in retrained:
+        searched = [x for x in r["records"] if not x["is_uniform"]]
+        uniform = [x for x in r["records"] if x["is_uniform"]]
+        if not searched or not uniform:
+            continue
+        by_proxy = proxy[r["study"]]
+        top = min(searched, key=lambda x: (by_proxy.get(x["number"], math.inf), x["number"]))
+        pairs.append((r["c_flops"], float(top["acc_drop"]), float(uniform[0]["acc_drop"])))
+    return pairs
+
+
+def run_reproduce(config: ReproduceConfig, *, command: str = "",
+                  progress: Progress | None = None) -> dict[str, Any]:
+    """Run the study set end to end; write report.md, summary.json and figures to config.out."""
+    import numpy as np
+
+    from evoprune.analysis import observations as obs
+    from evoprune.analysis.edf import population, regime_edfs
+    from evoprune.analysis.fit import optimal_mcb
+    from evoprune.analysis.load import by_regime, load_studies
+    from evoprune.analysis.report import AnalyzeConfig, compute, write
+    from evoprune.bench import machine
+
+    say = progress or (lambda _s: None)
+    tic = time.perf_counter()
+    planned = plan(config)
+    _validate(planned, config.storage)
+    out = Path(config.out)
+    say(f"study set {config.name}: {len(planned)} searches, "
+        f"{sum(p.search.n_trials for p in planned)} trials, storage {config.storage}")
+    searches = run_searches(config, planned, say)
+    retrained = run_retraining(config, planned, say)
+    search_seconds = time.perf_counter() - tic
+
+    say("analysing")
+    names = [p.search.name() for p in planned]
+    studies, warnings = load_studies(config.storage, names)
+    by_name = {s.name: s for s in studies}
+    role = {p.search.name(): p for p in planned}
+    std_fit = [s for s in studies if role[s.name].role == "space" and s.space.get("c_std")]
+    std_held = [s for s in studies if role[s.name].role == "held_out" and s.space.get("c_std")]
+    analyze = AnalyzeConfig(storage=config.storage, study_names=tuple(s.name for s in std_fit),
+                            out=str(out / "analysis"), n_boot=config.n_boot,
+                            winner_fraction=config.winner_fraction, level=config.level,
+                            seed=config.seed,
+                            predict=(config.held_out,) if config.held_out is not None else ())
+    t0 = time.perf_counter()
+    analysis = compute(std_fit, analyze, warnings)
+    analysis_summary = write(analysis, analyze, time.perf_counter() - t0)
+    held = None
+    if std_held:
+        mcb = np.concatenate([s.mcb[population(s)] for s in std_held])
+        drops = np.concatenate([s.acc_drop[population(s)] for s in std_held])
+        held = optimal_mcb(mcb, drops, regime=("flops", float(config.held_out)),
+                           fraction=config.winner_fraction, n_boot=config.n_boot,
+                           level=config.level, seed=config.seed)
+    space_groups = by_regime([s for s in studies if role[s.name].role == "space"])
+    compare = [s for s in studies if role[s.name].role == "compare"]
+    proxy = {s.name: dict(zip(map(int, s.numbers), map(float, s.acc_drop))) for s in studies}
+    base_acc = studies[0].base_acc
+    resolution = 100.0 / _test_size(config)
+    found = [
+        obs.std_spaces(by_regime(std_fit), config.moderate, alpha=config.alpha),
+        obs.winners_concentrate(by_regime(std_fit), fraction=config.winner_fraction,
+                                alpha=config.alpha, seed=config.seed),
+        obs.optimal_mcb_trend(analysis.optimal, config.moderate),
+        obs.law_prediction(analysis.law, analysis.mcb_curve,
+                           analysis.predictions[0] if analysis.predictions else None, held,
+                           note=analysis.notes.get("law") or analysis.notes.get("mcb_curve")),
+        obs.sampler_efficiency([s for s in compare if s.sampler == "nsga2"],
+                               [s for s in compare if s.sampler == "random"], alpha=config.alpha),
+        obs.retrained_vs_uniform(_winner_pairs(retrained, proxy), alpha=config.alpha,
+                                 resolution=resolution),
+    ]
+    figures = _figures(space_groups, compare, out, regime_edfs, config)
+    wall = time.perf_counter() - tic
+    meta = {"command": command, "config": asdict(config), "machine": machine(),
+            "wall_seconds": wall, "search_seconds": search_seconds,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "python": sys.version.split()[0],
+            "platform": platform.platform(), "base_acc": base_acc,
+            "trials": sum(len(s.numbers) for s in studies), "studies": len(studies)}
+    summary = {**meta, "observations": [o._asdict() for o in found], "searches": searches,
+               "retrained": retrained, "figures": figures,
+               "held_out": held._asdict() if held is not None else None,
+               "analysis": {"report": "analysis/report.md", "summary": "analysis/summary.json"},
+               "warnings": warnings}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
+    (out / "report.md").write_text(markdown(config, found, meta, retrained, proxy, figures,
+                                            analysis_summary, by_name))
+    say(f"wrote {out / 'report.md'} and {out / 'summary.json'} ({wall / 60:.1f} min in all)")
+    for o in found:
+        say(f"({o.key}) {o.verdict:13s} {o.claim}")
+    return summary
+
+
+def _test_size(config: ReproduceConfig) -> int:
+    from evoprune.data import load_dataset
+
+    return len(load_dataset(config.dataset, None).test_y)
+
+
+def _figures(groups: dict, compare: list, out: Path, regime_edfs: Callable, config: ReproduceConfig
+             ) -> dict[str, str]:
+    """EDFs of every space (STD and mCB) per regime, and the sampler race."""
+    from evoprune.analysis import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    edfs = [regime_edfs(g, n_boot=config.n_boot, level=config.level, seed=config.seed)
+            for g in groups.values()]
+    return {"edfs_all_spaces": Path(plots.plot_edfs(edfs, out / "edfs_all_spaces.png")).name,
+            "sampler_race": Path(plots.plot_sampler_race(compare, out / "sampler_race.png")).name}
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe: numpy scalars and arrays to Python, NaN/inf to None, tuples to lists."""
+    import numpy as np
+
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return _clean(v.tolist())
+    if isinstance(v, (np.floating, float)):
+        return float(v) if math.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def markdown(config: ReproduceConfig, found: list, meta: dict[str, Any],
+             retrained: list[dict[str, Any]], proxy: dict[str, dict[int, float]],
+             figures: dict[str, str], analysis_summary: dict[str, Any], studies: dict) -> str:
+    """The reproduction report: how it was made, each observation's verdict and evidence."""
+    c = config
+    lines = [
+        f"# Network Pruning Spaces on {c.dataset}: the paper's observations, reproduced",
+        "",
+        f"{c.model} on {c.dataset} (base test accuracy {100 * meta['base_acc']:.2f}%), "
+        f"{'block-internal and residual' if c.residual else 'block-internal'} units. "
+        f"Spaces STD-{', STD-'.join(f'{s:g}' for s in c.stds)} and mCB-{c.mcb:g} (± 0.1), "
+        f"{c.n_trials} random recipes each, at c_flops {', '.join(f'{x:g}' for x in c.regimes)}"
+        + (f" and the held-out {c.held_out:g}" if c.held_out is not None else "")
+        + f". Proxy: {c.proxy_epochs}-epoch fine-tune, lr {c.proxy_lr:g} cosine, batch "
+        f"{c.proxy_batch_size}. Drops are percentage points of test accuracy "
+        f"(one test image = {100 / _test_size(c):.2f} pp).",
+        "",
+        f"- command: `{meta['command']}`",
+        f"- seed: {c.seed}; machine: {meta['machine']}",
+        f"- wall time: {meta['wall_seconds'] / 60:.1f} min ({meta['search_seconds'] / 60:.1f} min of "
+        f"searching and retraining); {meta['studies']} studies, {meta['trials']} COMPLETE trials; "
+        f"{meta['date']}",
+        "- the STD spaces' full analysis (EDFs, distributions, winners, optimal mCB, laws): "
+        "[analysis/report.md](analysis/report.md)",
+        "",
+        "## Verdicts",
+        "",
+        "| | observation (paper) | here |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| ({o.key}) | {o.claim} | **{o.verdict}** |" for o in found]
+    lines += ["", "*holds*: the claimed direction, significant at "
+              f"α = {c.alpha:g}; *not shown*: the claimed direction without significance (or a "
+              "weak fit); *does not hold*: the opposite direction, or outside the predicted "
+              "interval. Intervals are bootstrap "
+              f"{100 * c.level:g}% intervals ({c.n_boot} resamples).", ""]
+    for o in found:
+        lines += [f"## ({o.key}) {o.claim}: {o.verdict}", ""]
+        lines += [f"- {e}" for e in o.evidence]
+        lines.append("")
+        if o.key == "a":
+            lines += [f"![EDFs of every space]({figures['edfs_all_spaces']})", "",
+                      "STD spaces' EDFs with bands and KS tests: "
+                      "[analysis/report.md](analysis/report.md).", ""]
+        if o.key in ("b", "c", "d"):
+            fig = {"b": "distributions", "c": "mcb_curve", "d": "law"}[o.key]
+            path = analysis_summary.get("figures", {}).get(fig)
+            if path:
+                lines += [f"![{fig}](analysis/{Path(path).name})", ""]
+        if o.key == "e":
+            lines += [f"NSGA-II (population {c.compare_population}) and random sampling in the "
+                      f"mCB-{c.mcb:g} space at c_flops {c.compare_regime:g}, {c.compare_trials} "
+                      f"trials a run, seeds {list(c.compare_seeds)}.", "",
+                      f"![sampler race]({figures['sampler_race']})", ""]
+        if o.key == "f":
+            lines += [f"Top-{c.retrain_top_k} by proxy of each regime's mCB-{c.mcb:g} space and "
+                      f"its uniform recipe, each retrained {c.retrain_epochs} epochs "
+                      f"({c.retrain_mode}, batch {c.retrain_batch_size}, the same lr for all). The winner is the best by proxy.", "",
+                      "| c_flops | trial | proxy drop (pp) | retrained drop (pp) |",
+                      "| --- | --- | --- | --- |"]
+            for r in retrained:
+                for x in r["records"]:
+                    label = f"#{x['number']}" + (" uniform" if x["is_uniform"] else "")
+                    p = proxy[r["study"]].get(x["number"], math.nan)
+                    lines.append(f"| {r['c_flops']:g} | {label} | {p:.2f} | {x['acc_drop']:.2f} |")
+            lines.append("")
+    lines += ["## How to rerun", "",
+              "```bash", f"python scripts/reproduce.py --config studies/{c.name}.toml", "```", "",
+              "The storage keeps every trial; a rerun resumes the searches and retrainings it "
+              "holds and redoes only the analysis.", ""]
+    return "\n".join(lines)
