@@ -198,6 +198,13 @@ def derive_seed(seed: int, n_stored: int, worker: int) -> int:
     return int(np.random.SeedSequence([seed, n_stored, worker]).generate_state(1)[0])
 
 
+def _created(study: Any) -> bool:
+    """Whether the study's creation finished (attrs, metric names, uniform trial), or an older one."""
+    attrs = study.user_attrs
+    return bool(attrs.get("created")) or ("space" in attrs and any(
+        t.user_attrs.get("is_uniform") for t in study.get_trials(deepcopy=False)))
+
+
 def _diff(stored: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """Keys whose stored and current values differ, with both values."""
     return [f"{k}: stored {stored.get(k)!r}, now {now[k]!r}" for k in now if stored.get(k) != now[k]]
@@ -253,9 +260,13 @@ def prepare(config: SearchConfig, progress: Progress | None = None) -> dict[str,
     validate(config)
     name = config.name()
     existing = find_study(config.storage, name)
+    created = existing is not None and _created(existing)
     if existing is not None:
         stored = existing.user_attrs
-        diff = _diff(stored, config.identity())
+        now = config.identity()
+        if not created:  # a creation cut short (killed): compare what it wrote, finish it below
+            now = {k: v for k, v in now.items() if k in stored}
+        diff = _diff(stored, now)
         if diff:
             raise EvopruneError(f"study {name!r} exists with another configuration ("
                                 f"{'; '.join(diff)}): pass the same flags to resume it, or "
@@ -271,19 +282,20 @@ def prepare(config: SearchConfig, progress: Progress | None = None) -> dict[str,
     if checkpoint is None:
         checkpoint = _cached_checkpoint(config, existing, say)
     sha = sha256_of(checkpoint)
-    if existing is not None and existing.user_attrs.get("checkpoint", {}).get("sha256") != sha:
+    if existing is not None and "checkpoint" in existing.user_attrs and \
+            existing.user_attrs["checkpoint"].get("sha256") != sha:
         raise EvopruneError(f"study {name!r} was searched from another checkpoint (sha256 "
                             f"{existing.user_attrs.get('checkpoint', {}).get('sha256', '?')[:12]}…,"
                             f" this one {sha[:12]}…): pass that checkpoint or another "
                             "--study-name")
-    if existing is None:
+    if not created:
         load_weights(base, checkpoint)
         base_acc = _base_accuracy(config, base)
         storage = open_storage(config.storage, heartbeat=True)
         study = optuna.create_study(
             study_name=name, storage=storage, directions=["minimize"] * len(config.objectives),
             sampler=sampler_for(config, derive_seed(config.seed, 0, 0)), load_if_exists=True)
-        if not study.user_attrs:  # another process may have created it a moment ago
+        if not _created(study):  # another process may have created it a moment ago
             attrs = {
                 **config.identity(), "checkpoint": {"path": str(checkpoint), "sha256": sha},
                 "base_acc": base_acc, "base_flops": cost.base_flops,
@@ -296,14 +308,17 @@ def prepare(config: SearchConfig, progress: Progress | None = None) -> dict[str,
                 warnings.simplefilter("ignore")
                 study.set_metric_names(list(config.objectives))
             uniform = decoder.uniform()
-            study.enqueue_trial({f"g{i:03d}": 0.5 for i in range(len(units))},
-                                user_attrs={"is_uniform": True})
+            if not any(t.user_attrs.get("is_uniform") for t in study.get_trials(deepcopy=False)):
+                study.enqueue_trial({f"g{i:03d}": 0.5 for i in range(len(units))},
+                                    user_attrs={"is_uniform": True})
+            study.set_user_attr("created", True)  # written last: the study is whole
             say({"event": "created", "study": name, "units": len(units),
                  "uniform": {"flops_ratio": float(uniform.flops_ratio[0]),
                              "params_ratio": float(uniform.params_ratio[0]),
                              "mcb": float(uniform.mcb[0])}})
         existing = study
     else:
+        assert existing is not None
         existing = optuna.load_study(study_name=name,
                                      storage=open_storage(config.storage, heartbeat=True))
         reaped = reap_dead_trials(existing)
@@ -381,6 +396,16 @@ def run_worker(config: SearchConfig, checkpoint: str, worker: int = 0,
                           worker={**worker_tag(), "index": worker}, progress=progress)
     ran = fails = 0
     timings: list[dict[str, float]] = []
+
+    def guarded(trial: Any) -> Any:
+        """Run the trial unless n trials numbered before it are COMPLETE or RUNNING (a race of
+        workers near the end): then it is PRUNED as surplus, so the study holds exactly n."""
+        ahead = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        if sum(t.number < trial.number for t in ahead) >= config.n_trials:
+            trial.set_user_attr("surplus", True)
+            raise optuna.TrialPruned(f"{config.n_trials} trials were already complete or running")
+        return objective(trial)
+
     while True:
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
                                                           TrialState.WAITING))
@@ -397,7 +422,7 @@ def run_worker(config: SearchConfig, checkpoint: str, worker: int = 0,
             time.sleep(0.5)  # another worker finishes the last trials (or fails and we retry)
             continue
         tic = time.perf_counter()
-        study.optimize(objective, n_trials=1, catch=(TrialFailure,), gc_after_trial=False)
+        study.optimize(guarded, n_trials=1, catch=(TrialFailure,), gc_after_trial=False)
         ran += 1
         if objective.timing:  # a COMPLETE trial: its stages and its whole wall time
             timings.append({**objective.timing, "total": time.perf_counter() - tic})

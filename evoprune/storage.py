@@ -9,6 +9,7 @@ left RUNNING by a dead machine is failed and retried.
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 from pathlib import Path
@@ -18,6 +19,7 @@ from evoprune.errors import EvopruneError
 
 HEARTBEAT_S = 30  # RDB heartbeats: a trial silent for GRACE_S is failed and retried
 GRACE_S = 120
+TAGLESS_GRACE_S = 10  # a RUNNING trial without a worker tag this old was killed at birth
 
 
 def storage_kind(url: str) -> str:
@@ -177,15 +179,21 @@ def reap_dead_trials(study: Any) -> list[int]:
     """Fail and retry RUNNING trials whose worker on this host is gone; return their numbers.
 
     A process killed mid-trial leaves its trial RUNNING. On this host its pid tells whether it
-    died; elsewhere RDB heartbeats do the same after a grace period.
+    died; elsewhere RDB heartbeats do the same after a grace period. A trial with no worker tag
+    (killed between its start and the tag's write) is dead once TAGLESS_GRACE_S old.
     """
     from optuna.trial import TrialState
 
     host = socket.gethostname()
+    now = datetime.datetime.now()
     reaped = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         tag = trial.user_attrs.get("worker")
-        if not isinstance(tag, dict) or tag.get("host") != host or _alive(int(tag.get("pid", 0))):
+        if not isinstance(tag, dict):  # killed between the trial's start and its tag (which a
+            start = trial.datetime_start  # live worker writes within milliseconds)
+            if start is None or (now - start).total_seconds() < TAGLESS_GRACE_S:
+                continue
+        elif tag.get("host") != host or _alive(int(tag.get("pid", 0))):
             continue
         try:
             study._storage.set_trial_user_attr(trial._trial_id, "fail_reason",
