@@ -117,34 +117,6 @@ def test_study_name_and_identity_follow_the_space():
     assert SearchConfig(c_flops=0.5, residual=True).name() == "resnet20-digits-initial-f0.5-residual"
 
 
-BAD = [
-    (["--c-flops", "1.5"], "c_flops must be in (0, 1]"),
-    (["--c-flops", "0.001"], "reachable"),
-    (["--c-flops", "0.25", "--c-mcb", "1.0", "--c-std", "0.1"], "not several"),
-    (["--c-flops", "0.25", "--sampler", "cmaes"], "invalid choice"),
-    (["--c-flops", "0.25", "--objectives", "acc_drop,speed"], "unknown objective"),
-    (["--c-flops", "0.25", "--model", "resnet21"], "resnet21"),
-    (["--c-flops", "0.25", "--dataset", "mnist"], "mnist"),
-    (["--c-flops", "0.25", "--storage", "foo://nowhere"], "cannot open storage"),
-    (["--c-flops", "0.25", "--n-workers", "2"], "SQLite is not safe for several writers"),
-    (["--c-flops", "0.25", "--population", "1"], "population"),
-    (["--c-flops", "0.25", "--proxy-lr", "-1"], "proxy-lr"),
-    (["--c-flops", "0.25", "--checkpoint", "/nonexistent.pt"], "does not exist"),
-]
-
-
-@pytest.mark.parametrize(("argv", "words"), BAD)
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, words):
-    """Each bad flag: exit 2, one line naming the problem, no storage file created."""
-    storage = tmp_path / "s.db"
-    code = cli(["search", "--storage", f"sqlite:///{storage}", "--device", "cpu", *argv])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert words in err
-    assert len(err.strip().splitlines()) == 1
-    assert not storage.exists()
-
-
 def test_resume_with_another_configuration_or_checkpoint_is_refused(tmp_path, base_ckpt, capsys):
     """Same study name, another space or checkpoint: exit 2 and the study is unchanged."""
     storage = f"sqlite:///{tmp_path}/s.db"
@@ -272,73 +244,6 @@ def _same_genotype_pairs(trials: list) -> list[tuple[int, int]]:
         else:
             seen[key] = t.number
     return pairs
-
-
-def test_sigkilled_search_resumes_to_exactly_n_complete(tmp_path, base_ckpt):
-    """SIGKILL mid-trial, rerun: n COMPLETE, nothing RUNNING, nothing lost, retries declared."""
-    import signal
-    import subprocess
-    import sys
-
-    storage = f"sqlite:///{tmp_path}/s.db"
-    import time
-
-    cmd = [sys.executable, "-m", "evoprune",
-           *search_args(storage, base_ckpt, "--n-trials", "6", "--proxy-epochs", "3")]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    try:
-        for line in proc.stderr:
-            if line.startswith("trial    2"):  # trial 3 starts next: kill it mid-fine-tune
-                break
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            trials = load(storage).get_trials()
-            if len(trials) == 4 and trials[3].state == TrialState.RUNNING:
-                break
-            time.sleep(0.02)
-        time.sleep(0.2)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == -signal.SIGKILL
-    killed = load(storage).get_trials()
-    assert [t.state for t in killed] == [TrialState.COMPLETE] * 3 + [TrialState.RUNNING]
-    done = {t.number: t.values for t in killed if t.state == TrialState.COMPLETE}
-    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr
-    assert "trial(s) 3 were left RUNNING by a dead process" in rerun.stderr
-    trials = load(storage).get_trials()
-    states = [t.state for t in trials]
-    assert states.count(TrialState.COMPLETE) == 6
-    assert TrialState.RUNNING not in states
-    assert trials[3].state == TrialState.FAIL
-    assert {t.number: t.values for t in trials if t.number in done} == done
-    retry = next(t for t in trials if t.user_attrs.get("retry_of") == 3)
-    assert retry.state == TrialState.COMPLETE and retry.params == trials[3].params
-    assert _same_genotype_pairs(trials) == [(3, retry.number)]
-
-
-def test_two_workers_share_one_journal_storage(tmp_path, base_ckpt):
-    """--n-workers 2 on a journal file: every trial completes, both workers run, no duplicates."""
-    import subprocess
-    import sys
-
-    storage = f"journal:{tmp_path}/s.log"
-    cmd = [sys.executable, "-m", "evoprune",
-           *search_args(storage, base_ckpt, "--n-trials", "8", "--n-workers", "2")]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    assert "Traceback" not in run.stderr and "lock" not in run.stderr.lower()
-    assert "optuna-dashboard " + str(tmp_path / "s.log") in run.stdout
-    trials = load(storage).get_trials()
-    states = [t.state for t in trials]
-    assert 8 <= states.count(TrialState.COMPLETE) <= 9  # a race may start one extra trial
-    assert set(states) == {TrialState.COMPLETE}
-    assert {t.user_attrs["worker"]["index"] for t in trials} == {0, 1}
-    assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 2
-    assert _same_genotype_pairs(trials) == []
-    assert sum(t.user_attrs["is_uniform"] for t in trials) == 1
 
 
 def test_sampler_never_repeats_a_stored_genotype():

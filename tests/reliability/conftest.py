@@ -18,7 +18,7 @@ def pytest_collection_modifyitems(items: list) -> None:
             item.add_marker(pytest.mark.reliability)
 
 
-def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
+def pytest_terminal_summary(terminalreporter) -> None:
     """Print the suite's figures: kills survived, trials lost, duplicates, bad inputs."""
     if not FIGURES:
         return

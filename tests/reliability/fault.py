@@ -34,7 +34,7 @@ def plant(point: str, k: int) -> None:
         writes = [0]
 
         @event.listens_for(Engine, "before_cursor_execute")
-        def _before(conn, cursor, statement, params, context, executemany):  # noqa: ANN001, ARG001
+        def _before(conn, cursor, statement, params, context, executemany):
             if statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
                 writes[0] += 1
                 if writes[0] == k:
@@ -46,7 +46,7 @@ def plant(point: str, k: int) -> None:
         real = torch.optim.SGD.step
         steps = [0]
 
-        def step(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        def step(self, *args, **kwargs):
             steps[0] += 1
             if point == "step" and steps[0] == k:
                 _die()
