@@ -1,0 +1,107 @@
+"""The study set runner: TOML configs, the plan, and `scripts/reproduce.py --quick` end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from evoprune.analysis import observations as obs
+from evoprune.errors import EvopruneError
+from evoprune.reproduce import ReproduceConfig, load_config, plan
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "studies" / "digits.toml"
+VERDICTS = {obs.HOLDS, obs.NOT_SHOWN, obs.FAILS, obs.UNTESTED}
+
+
+def test_the_committed_study_set_plans_the_papers_design():
+    """studies/digits.toml: 3 STD spaces + mCB-1 at 4 regimes and the held-out one (20 studies of
+    48 trials), then NSGA-II and random at 0.05 over 4 seeds each (8 studies)."""
+    config = load_config(CONFIG)
+    assert config.regimes == (0.25, 0.1, 0.05, 0.02) and config.held_out == 0.035
+    planned = plan(config)
+    roles = [p.role for p in planned]
+    assert roles.count("space") == 16 and roles.count("held_out") == 4
+    assert roles.count("compare") == 8
+    compare = [p.search for p in planned if p.role == "compare"]
+    assert sorted({s.sampler for s in compare}) == ["nsga2", "random"]
+    assert {s.c_flops for s in compare} == {0.05} and {s.n_trials for s in compare} == {48}
+    assert len({p.search.name() for p in planned}) == 28
+    assert len({p.search.seed for p in planned if p.role != "compare"}) == 20
+    assert all(p.search.proxy.epochs == 2 and p.search.proxy.batch_size == 32 for p in planned)
+
+
+def test_quick_overrides_nested_tables():
+    """--quick applies [quick], dotted keys included (proxy.epochs → proxy_epochs)."""
+    quick = load_config(CONFIG, quick=True, out="elsewhere")
+    assert quick.proxy_epochs == 1 and quick.n_trials == 6 and quick.compare_seeds == (1, 2)
+    assert quick.stds == (0.1, 0.01) and quick.n_boot == 100 and quick.out == "elsewhere"
+    assert len(plan(quick)) == 5 * 3 + 4
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [
+    ({"regimes": (0.25, 0.1, 0.05)}, "at least 4"),
+    ({"held_out": 0.25}, "held_out"),
+    ({"compare_regime": 0.3}, "compare.regime"),
+    ({"moderate": (0.3,)}, "moderate"),
+    ({"compare_seeds": (1,)}, "two seeds"),
+])
+def test_a_study_set_that_cannot_test_the_observations_is_refused(kwargs, words):
+    """Each impossible setting raises one EvopruneError naming the key."""
+    with pytest.raises(EvopruneError, match=words):
+        ReproduceConfig(**kwargs)
+
+
+def test_reproduce_quick_runs_end_to_end_and_resumes(tmp_path):
+    """`python scripts/reproduce.py --quick`: every study complete, six verdicts with evidence,
+    report and figures written; (e)'s numbers match the storage; a rerun adds no trial."""
+    import optuna
+
+    from evoprune.analysis.load import load_studies
+
+    db, out = tmp_path / "q.db", tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "scripts" / "reproduce.py"), "--config", str(CONFIG),
+           "--quick", "--storage", f"sqlite:///{db}", "--out", str(out), "--device", "cpu"]
+    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [o["key"] for o in summary["observations"]] == list("abcdef")
+    assert all(o["verdict"] in VERDICTS and o["evidence"] for o in summary["observations"])
+    assert summary["command"].startswith("python scripts/reproduce.py --config")
+    assert summary["machine"] and summary["wall_seconds"] > 0
+    report = (out / "report.md").read_text()
+    assert all(f"## ({k})" in report for k in "abcdef")
+    for name in ("edfs_all_spaces.png", "sampler_race.png", "analysis/report.md",
+                 "analysis/law.png", "analysis/mcb_curve.png"):
+        assert (out / name).is_file(), name
+
+    config = load_config(CONFIG, quick=True)
+    planned = plan(config)
+    storage = f"sqlite:///{db}"
+    counts = {}
+    for p in planned:
+        study = optuna.load_study(study_name=p.search.name(), storage=storage)
+        states = [t.state.name for t in study.get_trials()]
+        counts[p.search.name()] = states.count("COMPLETE")
+        assert states.count("COMPLETE") == p.search.n_trials, (p.search.name(), states)
+        assert "RUNNING" not in states
+    studies, _ = load_studies(storage, [p.search.name() for p in planned if p.role == "compare"])
+    e = next(o for o in summary["observations"] if o["key"] == "e")
+    race = obs.sampler_efficiency([s for s in studies if s.sampler == "nsga2"],
+                                  [s for s in studies if s.sampler == "random"])
+    assert race.numbers["nsga2"] == e["numbers"]["nsga2"]
+    assert race.numbers["random"] == e["numbers"]["random"]
+    f = next(o for o in summary["observations"] if o["key"] == "f")
+    assert len(f["numbers"]["pairs"]) == 5  # one retrained winner and uniform per regime
+
+    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for p in planned:
+        study = optuna.load_study(study_name=p.search.name(), storage=storage)
+        assert [t.state.name for t in study.get_trials()].count("COMPLETE") == counts[
+            p.search.name()]
