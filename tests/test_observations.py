@@ -82,11 +82,11 @@ def test_optimal_mcb_trend_needs_near_one_at_moderate_and_a_separated_rise():
     rising = [_optimal(0.25, 1.0, 0.95, 1.05), _optimal(0.1, 1.05, 0.98, 1.1),
               _optimal(0.02, 1.3, 1.2, 1.4)]
     assert obs.optimal_mcb_trend(rising, [0.25]).verdict == obs.HOLDS
-    overlap = rising[:2] + [_optimal(0.02, 1.1, 1.0, 1.2)]
+    overlap = [*rising[:2], _optimal(0.02, 1.1, 1.0, 1.2)]
     assert obs.optimal_mcb_trend(overlap, [0.25]).verdict == obs.NOT_SHOWN
     away = [_optimal(0.25, 0.7, 0.65, 0.75), *rising[1:]]
     assert obs.optimal_mcb_trend(away, [0.25]).verdict == obs.FAILS
-    falling = rising[:2] + [_optimal(0.02, 0.9, 0.85, 0.95)]
+    falling = [*rising[:2], _optimal(0.02, 0.9, 0.85, 0.95)]
     got = obs.optimal_mcb_trend(falling, [0.25])
     assert got.verdict == obs.FAILS and got.numbers["rises"] is False
 
@@ -112,6 +112,10 @@ def test_law_prediction_holds_inside_the_interval_and_fails_outside():
     off = held._replace(best_drop=Interval(held.best_drop.estimate + 10, 0, 0))
     assert obs.law_prediction(law, curve, pred, off).verdict == obs.FAILS
     assert obs.law_prediction(None, curve, pred, held, note="needs 4").verdict == obs.UNTESTED
+    away = held._replace(center=Interval(true_mcb + 0.3, 0, 0))  # the mCB curve misses
+    assert obs.law_prediction(law, curve, pred, away).verdict == obs.FAILS
+    wide = obs.law_prediction(law, curve, pred, held, max_width=0.01)
+    assert wide.verdict == obs.NOT_SHOWN and "too wide" in wide.evidence[-1]
 
 
 def test_trials_to_reach_counts_in_trial_order():
@@ -161,3 +165,12 @@ def test_optimal_mcb_from_pooled_std_spaces_feeds_the_trend():
     m = rng.uniform(0.8, 1.6, 300)
     o = optimal_mcb(m, 10 * (m - 1.2) ** 2, regime=("flops", 0.02), fraction=0.1, n_boot=200)
     assert abs(o.center.estimate - 1.2) < 0.05
+
+
+def test_within_regime_fidelity_ranks_inside_each_regime():
+    """Regime 1 ranked perfectly (τ 1, best kept), regime 2 reversed (τ −1, best lost)."""
+    tau, same = obs.within_regime_fidelity([([1, 2, 3], [0.1, 0.2, 0.3]),
+                                            ([1, 2, 3], [0.3, 0.2, 0.1])])
+    assert tau == pytest.approx(0.0) and same == 1
+    got = obs.retrained_vs_uniform([(0.25, 1.0, 2.0)], fidelity=[([1, 2, 3], [0.1, 0.2, 0.3])])
+    assert got.numbers["within_regime_kendall_tau"] == pytest.approx(1.0)
