@@ -213,6 +213,12 @@ def run_searches(config: ReproduceConfig, planned: list[Planned], say: Progress)
     done = 0
     for i, p in enumerate(planned, 1):
         t0 = time.perf_counter()
+        if _complete(p.search):  # nothing to resume: skip the set-up of a search
+            done += p.search.n_trials
+            rows.append({"study": p.search.name(), "role": p.role, "seconds": 0.0,
+                         "states": {"COMPLETE": p.search.n_trials}})
+            say(f"[{i:2d}/{len(planned)}] {p.search.name()}: complete")
+            continue
         result = run_search(p.search)
         done += p.search.n_trials
         spent = time.perf_counter() - tic
@@ -224,6 +230,18 @@ def run_searches(config: ReproduceConfig, planned: list[Planned], say: Progress)
             f"COMPLETE, best {best:.2f} pp, {time.perf_counter() - t0:.0f} s "
             f"({spent / 60:.1f} min in all, about {left / 60:.1f} min left)")
     return rows
+
+
+def _complete(search: Any) -> bool:
+    """Whether the study exists with this configuration, n COMPLETE trials and none RUNNING."""
+    from evoprune.search import _created, _diff
+    from evoprune.storage import find_study
+
+    study = find_study(search.storage, search.name())
+    if study is None or not _created(study) or _diff(study.user_attrs, search.identity()):
+        return False
+    states = [t.state.name for t in study.get_trials(deepcopy=False)]
+    return states.count("COMPLETE") >= search.n_trials and "RUNNING" not in states
 
 
 def run_retraining(config: ReproduceConfig, planned: list[Planned], say: Progress

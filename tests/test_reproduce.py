@@ -38,7 +38,7 @@ def test_the_committed_study_set_plans_the_papers_design():
 def test_quick_overrides_nested_tables():
     """--quick applies [quick], dotted keys included (proxy.epochs → proxy_epochs)."""
     quick = load_config(CONFIG, quick=True, out="elsewhere")
-    assert quick.proxy_epochs == 1 and quick.n_trials == 6 and quick.compare_seeds == (1, 2)
+    assert quick.proxy_epochs == 1 and quick.n_trials == 4 and quick.compare_seeds == (1, 2)
     assert quick.stds == (0.1, 0.01) and quick.n_boot == 100 and quick.out == "elsewhere"
     assert len(plan(quick)) == 5 * 3 + 4
 
