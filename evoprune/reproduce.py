@@ -35,6 +35,7 @@ class ReproduceConfig:
     name: str = "digits"
     model: str = "resnet20"
     dataset: str = "digits"
+    data_root: str | None = None  # CIFAR / ImageFolder data (digits needs none)
     residual: bool = True
     seed: int = 0
     base_epochs: int = 30
@@ -144,6 +145,7 @@ def _search(config: ReproduceConfig, c_flops: float, **space: Any) -> Any:
 
     return SearchConfig(
         c_flops=c_flops, residual=config.residual, model=config.model, dataset=config.dataset,
+        data_root=config.data_root,
         sampler="random", n_trials=config.n_trials, seed=config.seed,
         proxy=ProxyConfig(epochs=config.proxy_epochs, lr=config.proxy_lr,
                           batch_size=config.proxy_batch_size),
@@ -257,7 +259,8 @@ def run_retraining(config: ReproduceConfig, planned: list[Planned], say: Progres
         records = run_retrain(RetrainConfig(
             storage=config.storage, study_name=name, top_k=config.retrain_top_k,
             mode=config.retrain_mode, epochs=config.retrain_epochs,
-            batch_size=config.retrain_batch_size, device=config.device, seed=config.seed))
+            batch_size=config.retrain_batch_size, device=config.device, seed=config.seed,
+            data_root=config.data_root))
         out.append({"c_flops": c, "study": name, "records": records})
         text = ", ".join(f"#{r['number']}{' (uniform)' if r['is_uniform'] else ''} "
                          f"{r['acc_drop']:.2f} pp" for r in records)
@@ -397,7 +400,7 @@ def _timeline(storage: str, names: list[str], retrained: list[dict[str, Any]]
 def _test_size(config: ReproduceConfig) -> int:
     from evoprune.data import load_dataset
 
-    return len(load_dataset(config.dataset, None).test_y)
+    return len(load_dataset(config.dataset, config.data_root).test_y)
 
 
 def _figures(groups: dict, compare: list, out: Path, regime_edfs: Callable, config: ReproduceConfig
