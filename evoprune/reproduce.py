@@ -290,7 +290,7 @@ def run_reproduce(config: ReproduceConfig, *, command: str = "",
     import numpy as np
 
     from evoprune.analysis import observations as obs
-    from evoprune.analysis.edf import population, regime_edfs
+    from evoprune.analysis.edf import population
     from evoprune.analysis.fit import optimal_mcb
     from evoprune.analysis.load import by_regime, load_studies
     from evoprune.analysis.report import AnalyzeConfig, compute, write
@@ -350,7 +350,7 @@ def run_reproduce(config: ReproduceConfig, *, command: str = "",
                                       [x["acc_drop"] for x in r["records"]])
                                      for r in retrained]),
     ]
-    figures = _figures(space_groups, compare, out, regime_edfs, config)
+    figures = _figures(space_groups, compare, out, config)
     wall = time.perf_counter() - tic
     meta = {"command": command, "config": asdict(config), "machine": machine(),
             "wall_seconds": wall, "this_run_seconds": search_seconds,
@@ -403,10 +403,10 @@ def _test_size(config: ReproduceConfig) -> int:
     return len(load_dataset(config.dataset, config.data_root).test_y)
 
 
-def _figures(groups: dict, compare: list, out: Path, regime_edfs: Callable, config: ReproduceConfig
-             ) -> dict[str, str]:
+def _figures(groups: dict, compare: list, out: Path, config: ReproduceConfig) -> dict[str, str]:
     """EDFs of every space (STD and mCB) per regime, and the sampler race."""
     from evoprune.analysis import plots
+    from evoprune.analysis.edf import regime_edfs
 
     out.mkdir(parents=True, exist_ok=True)
     edfs = [regime_edfs(g, n_boot=config.n_boot, level=config.level, seed=config.seed)
