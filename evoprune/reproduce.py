@@ -23,6 +23,11 @@ import tomllib
 
 from evoprune.errors import EvopruneError
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
 Progress = Callable[[str], None]
 TABLES = {"proxy": "proxy_", "compare": "compare_", "retrain": "retrain_", "spaces": "",
           "analysis": ""}
