@@ -315,7 +315,6 @@ def run_reproduce(config: ReproduceConfig, *, command: str = "",
     say("analysing")
     names = [p.search.name() for p in planned]
     studies, warnings = load_studies(config.storage, names)
-    by_name = {s.name: s for s in studies}
     role = {p.search.name(): p for p in planned}
     std_fit = [s for s in studies if role[s.name].role == "space" and s.space.get("c_std")]
     std_held = [s for s in studies if role[s.name].role == "held_out" and s.space.get("c_std")]
@@ -371,7 +370,7 @@ def run_reproduce(config: ReproduceConfig, *, command: str = "",
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
     (out / "report.md").write_text(markdown(config, found, meta, retrained, proxy, figures,
-                                            analysis_summary, by_name))
+                                            analysis_summary))
     say(f"wrote {out / 'report.md'} and {out / 'summary.json'} ({wall / 60:.1f} min in all)")
     for o in found:
         say(f"({o.key}) {o.verdict:13s} {o.claim}")
@@ -439,7 +438,7 @@ def _clean(v: Any) -> Any:
 
 def markdown(config: ReproduceConfig, found: list, meta: dict[str, Any],
              retrained: list[dict[str, Any]], proxy: dict[str, dict[int, float]],
-             figures: dict[str, str], analysis_summary: dict[str, Any], studies: dict) -> str:
+             figures: dict[str, str], analysis_summary: dict[str, Any]) -> str:
     """The reproduction report: how it was made, each observation's verdict and evidence."""
     c = config
     lines = [
