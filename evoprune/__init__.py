@@ -1,27 +1,32 @@
-"""evoprune: evolutionary search of network pruning spaces (He et al., arXiv 2304.09453)."""
+"""evoprune: evolutionary search of network pruning spaces (He et al., arXiv 2304.09453).
+
+The Python API (`evoprune.api`): `search`, `prune`, `analyze`, with `PruningSpace` and
+`SamplerConfig` to configure them; `load_pruned`/`save_pruned` for pruned models. Everything is
+imported on first use, so `import evoprune` stays light (no torch until needed).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from evoprune.errors import EvopruneError
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "EvopruneError",
-    "__version__",
-    "build_model",
-    "load_pruned",
-    "save_pruned",
-]
+_LAZY = {
+    "search": "evoprune.api", "prune": "evoprune.api", "analyze": "evoprune.api",
+    "fingerprint": "evoprune.api", "PruningSpace": "evoprune.spaces",
+    "SamplerConfig": "evoprune.searching.config", "build_model": "evoprune.models",
+    "load_pruned": "evoprune.pruning", "save_pruned": "evoprune.pruning",
+}
+
+__all__ = ["EvopruneError", "__version__", *_LAZY]
 
 
-def __getattr__(name: str):  # lazy: keep `import evoprune` light (no torch until needed)
-    if name == "build_model":
-        from evoprune.models import build_model
+def __getattr__(name: str) -> Any:
+    """Import the public names on first use."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'evoprune' has no attribute {name!r}")
+    import importlib
 
-        return build_model
-    if name in ("load_pruned", "save_pruned"):  # the function prune lives in evoprune.prune
-        from evoprune.prune import load_pruned, save_pruned
-
-        return load_pruned if name == "load_pruned" else save_pruned
-    raise AttributeError(f"module 'evoprune' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)

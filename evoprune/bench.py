@@ -7,9 +7,12 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from evoprune.spaces import Decoded, Decoder
 
 # (model, input shape, classes): resnet56 at CIFAR size, resnet50 at ImageNet size (the paper's)
 COST_CASES: dict[str, tuple[tuple[int, int, int], int]] = {
@@ -58,7 +61,7 @@ def bench_cost(models: Sequence[str] = ("resnet56", "resnet50"), *, repeats: int
 def _bench_cost_one(name: str, repeats: int, rng: np.random.Generator) -> dict[str, Any]:
     from evoprune.cost import CostModel, flops_of, params_of
     from evoprune.models import build_model
-    from evoprune.prune import prune_channels
+    from evoprune.pruning import prune_channels
     from evoprune.units import find_units
 
     shape, classes = COST_CASES[name]
@@ -107,6 +110,28 @@ def format_cost_rows(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def reject_sample(decoder: Decoder, n: int, seed: int = 0, max_draws: int = 10_000_000,
+                  batch: int = 4096) -> tuple[Decoded, int]:
+    """The paper's/EagleEye's sampler, the reference bench_space races: returns (accepted, draws).
+
+    Uniform ratios in [0, r_max], `batch` at a time, kept when the rounded recipe is inside every
+    band, until n are kept or at least max_draws are drawn.
+    """
+    from evoprune.units import kept_channels
+
+    rng = np.random.default_rng(seed)
+    accepted: list[np.ndarray] = []
+    kept_n = draws = 0
+    while kept_n < n and draws < max_draws:
+        r = rng.uniform(0.0, decoder.space.r_max, (batch, decoder.n))
+        draws += batch
+        kept = kept_channels(decoder.cost.channels, r, decoder.space.round_to)
+        accepted.append(r[decoder.violation(kept, r) == 0])
+        kept_n += len(accepted[-1])
+    recipes = np.concatenate(accepted)[:n] if accepted else np.empty((0, decoder.n))
+    return decoder.describe(recipes), draws
+
+
 def bench_space(models: Sequence[str] = ("resnet56", "resnet50"), *, c_flops: float = 0.25,
                 n: int = 2000, seconds: float = 5.0, seed: int = 0) -> list[dict[str, Any]]:
     """Valid recipes per second: batch `decode` against rejection sampling, per unit set."""
@@ -136,7 +161,7 @@ def _bench_space_one(name: str, residual: bool, c_flops: float, n: int, seconds:
     accepted = draws = 0
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
-        got, made = decoder.reject_sample(10**9, seed=seed + draws, max_draws=4096)
+        got, made = reject_sample(decoder, 10**9, seed=seed + draws, max_draws=4096)
         accepted += len(got.recipes)
         draws += made
     reject_s = time.perf_counter() - start
@@ -356,7 +381,7 @@ def _bench_search_one(case: str, n_trials: int, n_synthetic: int, device_spec: s
     from evoprune.cost import CostModel
     from evoprune.data import batches_for, load_dataset
     from evoprune.models import build_model
-    from evoprune.search import Context, config_from, prepare, run_worker
+    from evoprune.searching import Context, config_from, prepare, run_worker
     from evoprune.spaces import Decoder
     from evoprune.train import resolve_device
     from evoprune.units import find_units

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,8 +239,10 @@ def _load_synthetic(info: DatasetInfo, n_train: int, n_test: int, seed: int) -> 
 class DeviceBatches:
     """An in-memory dataset resident on one device: index-drawn, device-augmented batches.
 
-    The uint8 images live on `device` once (padded for random crops); each batch is gathered by
-    index, cropped, flipped (where the dataset allows) and normalised there: no per-sample Python.
+    The uint8 images live on `device` once (padded for random crops when built to augment); each
+    batch is gathered by index, cropped, flipped (where the dataset allows) and normalised there:
+    no per-sample Python. `augment` is only the default of `train_batches`, which takes it per
+    call; without augmentation a batch holds the original (centre) images.
     """
 
     def __init__(self, data: TensorData, device: torch.device | str = "cpu", *,
@@ -251,7 +254,8 @@ class DeviceBatches:
         self.pad = (4 if data.info.in_shape[1] >= 32 else 1) if pad is None else pad
         self.channels_last = channels_last
         x = data.train_x.to(self.device)
-        p = self.pad if augment else 0
+        self.stored_pad = self.pad if augment else 0  # the border train_x is stored with
+        p = self.stored_pad
         self.train_x = torch.nn.functional.pad(x, (p, p, p, p)) if p else x
         self.train_y = data.train_y.to(self.device)
         self.test_x = data.test_x.to(self.device)
@@ -270,22 +274,29 @@ class DeviceBatches:
         x = (x.float() - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def train_batches(self, batch_size: int, generator: torch.Generator):
-        """Yield one epoch of augmented (images, labels) batches in a random order."""
+    def train_batches(self, batch_size: int, generator: torch.Generator,
+                      augment: bool | None = None):
+        """Yield one epoch of (images, labels) batches in a random order; augment=None: the default."""
+        augment = self.augment if augment is None else augment
         n = self.n_train
         order = torch.randperm(n, generator=generator).to(self.device)
         h, w = self.info.in_shape[1:]
+        s, pad = self.stored_pad, self.pad
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
             x = self.train_x[idx]
-            if self.augment and self.pad:
+            if augment and pad:
+                if not s:  # stored un-padded: pad this batch only
+                    x = torch.nn.functional.pad(x, (pad, pad, pad, pad))
                 b = len(idx)
-                off = torch.randint(0, 2 * self.pad + 1, (b, 2), generator=generator).to(self.device)
+                off = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator).to(self.device)
                 rows = (off[:, 0:1] + torch.arange(h, device=self.device))[:, :, None]
                 cols = (off[:, 1:2] + torch.arange(w, device=self.device))[:, None, :]
                 x = x[torch.arange(b, device=self.device)[:, None, None], :, rows, cols]
                 x = x.permute(0, 3, 1, 2)
-            if self.augment and self.info.flip:
+            elif s:  # no augmentation: the centre crop is the original image
+                x = x[:, :, s:s + h, s:s + w]
+            if augment and self.info.flip:
                 flip = (torch.rand(len(idx), generator=generator) < 0.5).to(self.device)
                 x = torch.where(flip[:, None, None, None], x.flip(3), x)
             yield self.normalise(x), self.train_y[idx]
@@ -328,9 +339,14 @@ class FolderBatches:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y.to(self.device, non_blocking=True)
 
-    def train_batches(self, batch_size: int, generator: torch.Generator):
-        """Yield one shuffled epoch of transformed (images, labels) batches."""
-        for x, y in self._loader(self.data.train, batch_size, generator):
+    def train_batches(self, batch_size: int, generator: torch.Generator,
+                      augment: bool | None = None):
+        """Yield one shuffled epoch of batches; without augmentation, through the test transform."""
+        train = self.data.train
+        if not (self.augment if augment is None else augment):
+            train = copy.copy(train)  # a shallow copy: the shared dataset keeps its transform
+            train.transform = self.data.test.transform
+        for x, y in self._loader(train, batch_size, generator):
             yield self._move(x, y)
 
     def test_batches(self, batch_size: int = 256):

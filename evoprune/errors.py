@@ -9,3 +9,7 @@ class EvopruneError(ValueError):
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or inf: the run stopped (a search records a failed trial)."""
+
+
+class NonFiniteOutputError(RuntimeError):
+    """The model produced non-finite outputs at evaluation (a broken network, not the lr)."""

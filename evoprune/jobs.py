@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from evoprune.errors import EvopruneError
-from evoprune.recipes import DEFAULT_STORAGE
+from evoprune.searching.config import BaseConfig
+from evoprune.spaces import PruningSpace
+from evoprune.storage import DEFAULT_STORAGE
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
     from evoprune.cost import CostModel
     from evoprune.data import dataset_info
     from evoprune.models import build_model
-    from evoprune.prune import IMPORTANCES, PrunedSpec, export_onnx, prune_channels, save_pruned
+    from evoprune.pruning import IMPORTANCES, PrunedSpec, export_onnx, prune_channels, save_pruned
     from evoprune.recipes import parse_recipe_spec
     from evoprune.units import check_recipe, find_units, kept_channels
 
@@ -90,34 +92,24 @@ def _study_defaults(job: PruneJob) -> PruneJob:
     from dataclasses import replace
 
     from evoprune.recipes import study_trial
+    from evoprune.schema import StudyRecord
 
     attrs, _ = study_trial(job.recipe, job.storage)
-    if "model" not in attrs:
+    if "config" not in attrs and "model" not in attrs:  # not an evoprune study: flags as given
         return job
-    return replace(job, model=attrs["model"], dataset=attrs["dataset"],
-                   residual=bool(attrs.get("residual", job.residual)),
-                   round_to=int(attrs.get("space", {}).get("round_to", job.round_to)),
-                   data_root=job.data_root or attrs.get("data_root"),
-                   checkpoint=job.checkpoint or attrs.get("checkpoint", {}).get("path"))
+    r = StudyRecord.from_attrs(attrs, job.recipe)
+    return replace(job, model=r.model, dataset=r.dataset, residual=r.residual,
+                   round_to=r.round_to, data_root=job.data_root or r.data_root,
+                   checkpoint=job.checkpoint or r.checkpoint.path)
 
 
 @dataclass(frozen=True)
 class SampleJob:
     """What `evoprune sample` does: draw i.i.d. recipes from a pruning space of one model."""
 
-    model: str = "resnet20"
-    dataset: str = "digits"
-    data_root: str | None = None
-    residual: bool = False
-    c_flops: float | None = None
-    c_params: float | None = None
-    c_mcb: float | None = None
-    mcb_tol: float = 0.1
-    c_std: float | None = None
-    delta: float = 0.002
-    r_max: float = 0.95
-    round_to: int = 1
-    n: int = 10
+    space: PruningSpace
+    base: BaseConfig = field(default_factory=BaseConfig)
+    n: int = 10  # recipes to draw
     seed: int = 0
 
 
@@ -128,24 +120,22 @@ def run_sample(job: SampleJob) -> dict[str, Any]:
     from evoprune.cost import CostModel
     from evoprune.data import dataset_info
     from evoprune.models import build_model
-    from evoprune.spaces import Decoder, PruningSpace
+    from evoprune.spaces import Decoder
     from evoprune.units import find_units
 
     if job.n < 1:
         raise EvopruneError(f"--n must be at least 1, got {job.n}")
-    space = PruningSpace(c_flops=job.c_flops, c_params=job.c_params, c_mcb=job.c_mcb,
-                         mcb_tol=job.mcb_tol, c_std=job.c_std, delta=job.delta,
-                         r_max=job.r_max, round_to=job.round_to)
-    info = dataset_info(job.dataset, job.data_root)
-    base = build_model(job.model, info.num_classes, info.in_shape)
-    units = find_units(base, info.in_shape, residual=job.residual)
+    space, b = job.space, job.base
+    info = dataset_info(b.dataset, b.data_root)
+    base = build_model(b.model, info.num_classes, info.in_shape)
+    units = find_units(base, info.in_shape, residual=b.residual)
     decoder = Decoder(space, CostModel(base, units))
     start = time.perf_counter()
     out = decoder.sample(job.n, job.seed)
     seconds = time.perf_counter() - start
     uniform = decoder.uniform()
     return {
-        "model": job.model, "dataset": job.dataset, "space": space.to_dict(),
+        "model": b.model, "dataset": b.dataset, "space": space.to_dict(),
         "label": space.label, "bands": space.bands(), "units": units.names,
         "recipes": _rows(out), "uniform": _rows(uniform)[0],
         "summary": {"n": job.n, "inside": int(out.inside.sum()),

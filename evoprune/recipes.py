@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from evoprune.errors import EvopruneError
-
-DEFAULT_STORAGE = "sqlite:///studies/evoprune.db"
+from evoprune.storage import DEFAULT_STORAGE  # re-exported: it moved to storage.py
 
 
 def parse_recipe_spec(spec: str, n_units: int, storage: str = DEFAULT_STORAGE) -> list[float] | dict[str, float]:

@@ -19,8 +19,6 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from evoprune.errors import EvopruneError
 
 if sys.version_info >= (3, 11):
@@ -146,20 +144,23 @@ class Planned:
 
 def _search(config: ReproduceConfig, c_flops: float, **space: Any) -> Any:
     from evoprune.objective import ProxyConfig
-    from evoprune.search import SearchConfig
+    from evoprune.searching import BaseConfig, SamplerConfig, SearchConfig
+    from evoprune.spaces import PruningSpace
 
     return SearchConfig(
-        c_flops=c_flops, residual=config.residual, model=config.model, dataset=config.dataset,
-        data_root=config.data_root,
-        sampler="random", n_trials=config.n_trials, seed=config.seed,
+        space=PruningSpace(c_flops=c_flops, **space),
+        base=BaseConfig(model=config.model, dataset=config.dataset, data_root=config.data_root,
+                        residual=config.residual, epochs=config.base_epochs),
         proxy=ProxyConfig(epochs=config.proxy_epochs, lr=config.proxy_lr,
                           batch_size=config.proxy_batch_size),
-        objectives=("acc_drop",), storage=config.storage, device=config.device,
-        base_epochs=config.base_epochs, **space)
+        sampler=SamplerConfig(name="random"), objectives=("acc_drop",),
+        n_trials=config.n_trials, seed=config.seed, storage=config.storage, device=config.device)
 
 
 def plan(config: ReproduceConfig) -> list[Planned]:
     """Every search: each space at each regime (and the held-out one), then the sampler race."""
+    from evoprune.searching import SamplerConfig
+
     out = []
     regimes = [(c, "space") for c in config.regimes]
     if config.held_out is not None:
@@ -172,8 +173,8 @@ def plan(config: ReproduceConfig) -> list[Planned]:
         for sampler in ("nsga2", "random"):
             base = _search(config, config.compare_regime, c_mcb=config.mcb)
             out.append(Planned("compare", replace(
-                base, sampler=sampler, seed=seed, n_trials=config.compare_trials,
-                population=config.compare_population,
+                base, sampler=SamplerConfig(name=sampler, population=config.compare_population),
+                seed=seed, n_trials=config.compare_trials,
                 study_name=f"{base.name()}-{sampler}-seed{seed}")))
     seen = set()
     for i, p in enumerate(out):  # distinct seeds for the space studies, stable across runs
@@ -187,13 +188,13 @@ def plan(config: ReproduceConfig) -> list[Planned]:
 
 def _validate(planned: list[Planned], storage: str) -> None:
     """Check every search before anything runs; make the storage's folder, not left on failure."""
-    from evoprune.search import validate
-    from evoprune.storage import _journal_path, storage_kind
+    from evoprune.searching import validate
+    from evoprune.storage import journal_path, sqlite_path, storage_kind
 
     kind = storage_kind(storage)
     folder = None
     if kind in ("sqlite", "journal"):
-        path = Path(storage[len("sqlite:///"):]) if kind == "sqlite" else _journal_path(storage)
+        path = sqlite_path(storage) if kind == "sqlite" else journal_path(storage)
         if not path.resolve().parent.exists():
             folder = path.resolve().parent
             folder.mkdir(parents=True)
@@ -208,12 +209,12 @@ def _validate(planned: list[Planned], storage: str) -> None:
 
 def _mcb_study(planned: list[Planned], c: float) -> str:
     return next(p.search.name() for p in planned if p.role != "compare"
-                and p.search.c_flops == c and p.search.c_mcb is not None)
+                and p.search.space.c_flops == c and p.search.space.c_mcb is not None)
 
 
 def run_searches(config: ReproduceConfig, planned: list[Planned], say: Progress) -> list[dict]:
     """Run (or resume) every search; one line per study with an estimate of the time left."""
-    from evoprune.search import run_search
+    from evoprune.searching import run_search
 
     rows, tic = [], time.perf_counter()
     total = sum(p.search.n_trials for p in planned)
@@ -241,31 +242,27 @@ def run_searches(config: ReproduceConfig, planned: list[Planned], say: Progress)
 
 def _complete(search: Any) -> bool:
     """Whether the study exists with this configuration, n COMPLETE trials and none RUNNING."""
-    from evoprune.search import _created, _diff
-    from evoprune.storage import find_study
+    from evoprune.searching.study import is_complete
 
-    study = find_study(search.storage, search.name())
-    if study is None or not _created(study) or _diff(study.user_attrs, search.identity()):
-        return False
-    states = [t.state.name for t in study.get_trials(deepcopy=False)]
-    return states.count("COMPLETE") >= search.n_trials and "RUNNING" not in states
+    return is_complete(search.storage, search.name(), search.identity(), search.n_trials)
 
 
 def run_retraining(config: ReproduceConfig, planned: list[Planned], say: Progress
                    ) -> list[dict[str, Any]]:
     """Retrain the top-k of each regime's mCB space and its uniform recipe, same budget."""
-    from evoprune.retrain import RetrainConfig, run_retrain
+    from evoprune.retrain import RetrainConfig, RetrainSettings, run_retrain
 
     regimes = list(config.regimes) + ([config.held_out] if config.held_out is not None else [])
     out = []
     for c in regimes:
         name = _mcb_study(planned, c)
         t0 = time.perf_counter()
+        settings = RetrainSettings(top_k=config.retrain_top_k, mode=config.retrain_mode,
+                                   epochs=config.retrain_epochs,
+                                   batch_size=config.retrain_batch_size)
         records = run_retrain(RetrainConfig(
-            storage=config.storage, study_name=name, top_k=config.retrain_top_k,
-            mode=config.retrain_mode, epochs=config.retrain_epochs,
-            batch_size=config.retrain_batch_size, device=config.device, seed=config.seed,
-            data_root=config.data_root))
+            study_name=name, storage=config.storage, settings=settings, device=config.device,
+            seed=config.seed, data_root=config.data_root))
         out.append({"c_flops": c, "study": name, "records": records})
         text = ", ".join(f"#{r['number']}{' (uniform)' if r['is_uniform'] else ''} "
                          f"{r['acc_drop']:.2f} pp" for r in records)
@@ -299,7 +296,7 @@ def run_reproduce(config: ReproduceConfig, *, command: str = "",
     from evoprune.analysis.fit import optimal_mcb
     from evoprune.analysis.load import by_regime, load_studies
     from evoprune.analysis.report import AnalyzeConfig, compute, write
-    from evoprune.bench import machine
+    from evoprune.machine import machine
 
     say = progress or (lambda _s: None)
     tic = time.perf_counter()

@@ -17,9 +17,12 @@ from typing import Any
 
 from evoprune.errors import EvopruneError
 
+DEFAULT_STORAGE = "sqlite:///studies/evoprune.db"
 HEARTBEAT_S = 30  # RDB heartbeats: a trial silent for GRACE_S is failed and retried
 GRACE_S = 120
 TAGLESS_GRACE_S = 10  # a RUNNING trial without a worker tag this old was killed at birth
+RETRY_INHERITS = ("is_uniform",)  # the only user_attrs a retried trial keeps (see retry_trial)
+DIED = "its worker process died (killed or crashed)"  # the fail_reason of a reaped trial
 
 
 def storage_kind(url: str) -> str:
@@ -35,15 +38,26 @@ def storage_kind(url: str) -> str:
                         "or an RDB URL such as postgresql://user@host/db")
 
 
-def _journal_path(url: str) -> Path:
+def sqlite_path(url: str) -> Path:
+    """The database file of a `sqlite:///PATH` URL (four slashes for an absolute PATH)."""
+    if not url.startswith("sqlite:///"):
+        raise EvopruneError(f"not a SQLite URL: {url!r} (use sqlite:///FILE.db)")
+    return Path(url[len("sqlite:///"):].split("?", 1)[0])  # a ?query is the driver's options
+
+
+def journal_path(url: str) -> Path:
+    """The log file of a journal URL: `journal:PATH`, or a bare path ending in `.log`."""
     return Path(url[len("journal:"):] if url.startswith("journal:") else url)
+
+
+_journal_path = journal_path  # the former private name, still imported by other modules
 
 
 def check_storage(url: str, *, n_workers: int = 1, must_exist: bool = False) -> str:
     """Check that `url` can be opened for this use without writing anything; return its kind."""
     kind = storage_kind(url)
     if kind == "sqlite":
-        path = Path(url[len("sqlite:///"):])
+        path = sqlite_path(url)
         if n_workers > 1:
             raise EvopruneError("SQLite is not safe for several writers: with --n-workers > 1 use "
                                 "--storage journal:studies/NAME.log or postgresql://…")
@@ -53,7 +67,7 @@ def check_storage(url: str, *, n_workers: int = 1, must_exist: bool = False) -> 
             raise EvopruneError(f"folder {path.resolve().parent} of the storage does not exist: "
                                 "create it or choose another --storage")
     elif kind == "journal":
-        path = _journal_path(url)
+        path = journal_path(url)
         if must_exist and not path.is_file():
             raise EvopruneError(f"no journal storage at {path}: pass --storage URL")
         if not path.resolve().parent.is_dir():
@@ -82,11 +96,11 @@ def open_storage(url: str, *, heartbeat: bool = False, wal: bool = True) -> Any:
     if kind == "journal":
         from optuna.storages.journal import JournalFileBackend
 
-        return optuna.storages.JournalStorage(JournalFileBackend(str(_journal_path(url))))
+        return optuna.storages.JournalStorage(JournalFileBackend(str(journal_path(url))))
     extra: dict[str, Any] = {}
     if heartbeat and kind == "rdb":
         extra = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S,
-                 "heartbeat_stale_trial_callback": retry_trial}
+                 "heartbeat_stale_trial_callback": retry_trial}  # Optuna's retry
     try:
         storage = optuna.storages.RDBStorage(url, **extra)
     except Exception as exc:
@@ -135,9 +149,9 @@ def study_names(url: str) -> list[str]:
 def find_study(url: str, name: str) -> Any | None:
     """The study named `name` if the storage exists and holds it, else None; creates nothing."""
     kind = storage_kind(url)
-    if kind == "sqlite" and not Path(url[len("sqlite:///"):]).is_file():
+    if kind == "sqlite" and not sqlite_path(url).is_file():
         return None
-    if kind == "journal" and not _journal_path(url).is_file():
+    if kind == "journal" and not journal_path(url).is_file():
         return None
     import optuna
 
@@ -148,16 +162,48 @@ def find_study(url: str, name: str) -> Any | None:
 
 
 def retry_trial(study: Any, trial: Any) -> None:
-    """Enqueue a failed trial's genotype again, declared a retry (`retry_of`, `failed_trial`)."""
+    """Queue a failed trial again through Optuna's RetryHeartbeatStaleTrialCallback.
+
+    The one retry of both paths: the RDB heartbeat's `heartbeat_stale_trial_callback` (a trial of
+    a dead machine) and `reap_dead_trials` (a dead process on this host). Optuna's callback adds a
+    WAITING trial with the same params and distributions, the failed trial's system_attrs plus
+    `failed_trial` (the first trial of the chain) and `retry_history` (read by `retried_from`),
+    and a copy of every user_attr. It is handed a copy of the failed trial whose user_attrs keep
+    only RETRY_INHERITS: an inherited `worker` would carry a dead pid into the retry's RUNNING
+    state until the objective re-tags it, and `reap_dead_trials` would fail it in that window; an
+    inherited `fail_reason` or result would stay on a retry that completes (Optuna cannot delete a
+    user_attr). So the objective needs nothing special for retries.
+    """
+    import copy
+    import warnings
+
     import optuna
 
-    system = {"failed_trial": trial.number, "retry_history": [], **trial.system_attrs}
-    system["retry_history"] = [*system["retry_history"], trial.number]
-    user = {k: v for k, v in trial.user_attrs.items() if k in ("is_uniform",)}
-    user["retry_of"] = trial.number
-    study.add_trial(optuna.create_trial(
-        state=optuna.trial.TrialState.WAITING, params=trial.params,
-        distributions=trial.distributions, user_attrs=user, system_attrs=system))
+    failed = copy.deepcopy(trial)  # the callback appends to the trial's retry_history in place
+    failed.user_attrs = {k: v for k, v in trial.user_attrs.items() if k in RETRY_INHERITS}
+    with warnings.catch_warnings():  # experimental since Optuna 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        callback = optuna.storages.RetryHeartbeatStaleTrialCallback()
+    callback(study, failed)
+
+
+def retried_from(trial: Any) -> int | None:
+    """The number of the original trial that `trial` retries, or None where it is no retry.
+
+    Optuna's `failed_trial` system_attr (`RetryHeartbeatStaleTrialCallback.retried_trial_number`:
+    the first trial of a chain of retries; `retry_history` lists the whole chain). Studies written
+    before evoprune used Optuna's callback also carry the legacy user_attr `retry_of`.
+    """
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():  # experimental since Optuna 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        number = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+    if number is None:
+        number = trial.user_attrs.get("retry_of")
+    return None if number is None else int(number)
 
 
 def worker_tag() -> dict[str, Any]:
@@ -180,7 +226,9 @@ def reap_dead_trials(study: Any) -> list[int]:
 
     A process killed mid-trial leaves its trial RUNNING. On this host its pid tells whether it
     died; elsewhere RDB heartbeats do the same after a grace period. A trial with no worker tag
-    (killed between its start and the tag's write) is dead once TAGLESS_GRACE_S old.
+    (killed between its start and the tag's write) is dead once TAGLESS_GRACE_S old. A trial that
+    another process finishes meanwhile (another worker reaping it) is skipped; any other storage
+    error propagates.
     """
     from optuna.trial import TrialState
 
@@ -195,16 +243,37 @@ def reap_dead_trials(study: Any) -> list[int]:
                 continue
         elif tag.get("host") != host or _alive(int(tag.get("pid", 0))):
             continue
-        try:
-            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason",
-                                               "its worker process died (killed or crashed)")
-            if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                continue
-        except Exception:  # another process reaped it first
-            continue
-        retry_trial(study, study._storage.get_trial(trial._trial_id))
-        reaped.append(trial.number)
+        failed = _fail_dead(study, trial)
+        if failed is not None:
+            retry_trial(study, failed)
+            reaped.append(trial.number)
     return reaped
+
+
+def _fail_dead(study: Any, trial: Any) -> Any | None:
+    """FAIL a dead worker's RUNNING trial with its reason; the failed trial, None if we lost a race.
+
+    Losing to another process that finished the trial first shows as Optuna's
+    UpdateFinishedTrialError (the storage refuses the write: RDB and journal alike) or as
+    `Study.tell`'s ValueError for a trial it reads finished. `tell(skip_if_finished=True)` would
+    hide the race, but also whether this process or the other one failed the trial, so both
+    would queue a retry.
+    """
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    from evoprune.optuna_compat import set_running_trial_user_attr
+
+    try:
+        set_running_trial_user_attr(study, trial, "fail_reason", DIED)
+        return study.tell(trial.number, state=TrialState.FAIL)
+    except UpdateFinishedTrialError:
+        return None
+    except ValueError:
+        fresh = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+        if fresh.state.is_finished():
+            return None
+        raise
 
 
 def set_finished_attr(study: Any, trial: Any, key: str, value: Any) -> bool:
@@ -213,40 +282,15 @@ def set_finished_attr(study: Any, trial: Any, key: str, value: Any) -> bool:
     SQL storages are written directly; a journal cannot change a finished trial, so callers also
     keep the value in the study's user_attrs (see `retrain.py`).
     """
-    from optuna.storages import RDBStorage
+    from evoprune.optuna_compat import set_finished_trial_user_attr
 
-    storage = study._storage
-    rdb = getattr(storage, "_backend", storage)
-    if not isinstance(rdb, RDBStorage):
-        return False
-    rdb.check_trial_is_updatable = lambda *_: None  # instance shadow, removed below
-    try:
-        rdb.set_trial_user_attr(trial._trial_id, key, value)
-    finally:
-        del rdb.check_trial_is_updatable
-    return True
+    return set_finished_trial_user_attr(study, trial, key, value)
 
 
 def set_user_attrs(trial: Any, attrs: dict[str, Any]) -> None:
-    """Write a trial's user_attrs; on SQL storages in one transaction instead of one per key.
+    """Write a running trial's user_attrs: in one transaction on SQL storages, else key by key."""
+    from evoprune.optuna_compat import set_trial_user_attrs_at_once
 
-    The bulk path uses Optuna's RDB internals (measured: 13 attrs in ~1 transaction instead of
-    13); where they are missing, it falls back to the public per-key calls.
-    """
-    storage = trial.study._storage
-    rdb = getattr(storage, "_backend", storage)
-    try:
-        from optuna.storages import RDBStorage
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        if isinstance(rdb, RDBStorage) and hasattr(rdb, "_set_trial_attr_without_commit"):
-            with _create_scoped_session(rdb.scoped_session, True) as session:
-                for key, value in attrs.items():
-                    rdb._set_trial_attr_without_commit(session, models.TrialUserAttributeModel,
-                                                       trial._trial_id, key, value)
-            return
-    except ImportError:
-        pass
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
+    if not set_trial_user_attrs_at_once(trial, attrs):
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)

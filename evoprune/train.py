@@ -2,9 +2,10 @@
 
 `fit` is SGD (momentum, Nesterov, weight decay) on a per-step cosine schedule with optional
 linear warm-up and label smoothing. The paper's proxy is `fit` with lr 0.01 for t epochs
-(Sec. 2.2, "Fine-tuning"). A non-finite loss stops the run with `NonFiniteLossError`; no non-finite
-number is ever returned as an accuracy. With `checkpoint`, the state is written atomically
-after every epoch and a rerun resumes at the next epoch.
+(Sec. 2.2, "Fine-tuning"). A non-finite loss stops the run with `NonFiniteLossError`, non-finite
+outputs at evaluation with `NonFiniteOutputError`; no non-finite number is ever returned as an
+accuracy. With `checkpoint`, the state is written atomically after every epoch and a rerun
+resumes at the next epoch.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import nn
 
 from evoprune.checkpoint import atomic_save, load_file
 from evoprune.data import DeviceBatches
-from evoprune.errors import EvopruneError, NonFiniteLossError
+from evoprune.errors import EvopruneError, NonFiniteLossError, NonFiniteOutputError
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def evaluate(model: nn.Module, data: DeviceBatches, batch_size: int = 1024) -> A
         for x, y in data.test_batches(batch_size):
             logits = model(x).float()
             if not torch.isfinite(logits).all():
-                raise NonFiniteLossError("the model produced non-finite logits on the test set")
+                raise NonFiniteOutputError("the model produced non-finite outputs on the test set")
             top1 += int((logits.argmax(1) == y).sum())
             if data.info.num_classes > 10:
                 top5 += int((logits.topk(5, 1).indices == y[:, None]).any(1).sum())
@@ -187,14 +188,15 @@ def fit(
     start_epoch, history = 0, []
     if checkpoint is not None and Path(checkpoint).is_file():
         start_epoch, history = _resume(checkpoint, model, opt, gen, schedule)
-    data.augment = schedule.augment and data.augment
+    augment = schedule.augment and data.augment  # per call: the shared data is not changed
     seen, seconds, loss_sum = 0, 0.0, 0.0
     model.train()
     for epoch in range(start_epoch, schedule.epochs):
         tic = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        for i, (x, y) in enumerate(data.train_batches(schedule.batch_size, gen)):
+        batches = data.train_batches(schedule.batch_size, gen, augment=augment)
+        for i, (x, y) in enumerate(batches):
             for group in opt.param_groups:
                 group["lr"] = schedule.lr_at(epoch * steps_per_epoch + i, steps_per_epoch)
             with _autocast(device):

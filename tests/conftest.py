@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny models and their units, built once per session."""
+"""Shared fixtures: tiny models, their units and a trained base checkpoint, built once per session."""
 
 from __future__ import annotations
 
@@ -35,3 +35,14 @@ def resnet20_units(resnet20):
 def resnet20_cost(resnet20, resnet20_units):
     """The cost model of the resnet20 fixture."""
     return CostModel(resnet20, resnet20_units)
+
+
+@pytest.fixture(scope="session")
+def base_ckpt(tmp_path_factory) -> str:
+    """A resnet20 trained 3 epochs on digits (about 2 s): the base of every search, retraining
+    and reliability test, trained once a session (the tests only read it)."""
+    from evoprune.jobs import TrainJob, run_train
+
+    out = tmp_path_factory.mktemp("base") / "resnet20-digits.pt"
+    run_train(TrainJob(epochs=3, out=str(out), device="cpu"))
+    return str(out)

@@ -264,3 +264,15 @@ def test_attach_stores_the_figures_as_study_artifacts(tmp_path, capsys):
     names = sorted(m.filename for m in get_all_artifact_meta(study))
     assert "edfs.png" in names and "report.md" in names and "summary.json" in names
     assert len(list(art.iterdir())) == len(names)
+
+
+def test_regime_name_is_one_function_for_report_and_plots():
+    """report and plots name a regime with the one helper beside the Regime type in load."""
+    from evoprune.analysis import load, plots, report
+
+    name = getattr(load, "regime_name", None)
+    assert name is not None, "evoprune.analysis.load has no regime_name"
+    assert name(("flops", 0.25)) == "c_flops = 0.25"
+    assert name(("params", np.float64(0.1))) == "c_params = 0.1"
+    assert report.regime_name is name and plots.regime_name is name
+    assert not hasattr(plots, "_regime_title")

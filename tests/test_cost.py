@@ -6,7 +6,7 @@ import torch
 
 from evoprune.cost import CostModel, flops_of, params_of
 from evoprune.models import build_model
-from evoprune.prune import prune_channels
+from evoprune.pruning import prune_channels
 from evoprune.units import find_units, kept_channels
 
 CASES = {  # model: input shape of the exactness check

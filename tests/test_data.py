@@ -109,3 +109,73 @@ def test_synthetic_shapes_and_classes():
 def test_unknown_datasets_are_refused(name):
     with pytest.raises(EvopruneError, match="dataset"):
         dataset_info(name)
+
+
+def _crops_of(original: torch.Tensor, pad: int) -> torch.Tensor:
+    """Every random crop (and its flip) of one zero-padded image: (2·(2·pad+1)², C, H, W)."""
+    h, w = original.shape[-2:]
+    padded = torch.nn.functional.pad(original, (pad,) * 4)
+    crops = [padded[:, i:i + h, j:j + w] for i in range(2 * pad + 1) for j in range(2 * pad + 1)]
+    return torch.stack(crops + [c.flip(2) for c in crops])
+
+
+def test_device_batches_augment_per_call_and_crop_the_centre_when_off():
+    """augment=False yields the un-padded originals; augment=True crops and flips; no call
+    changes the object's default, and padding stored or drawn per batch gives the same batches."""
+    from evoprune.data import DeviceBatches
+
+    data = load_dataset("synthetic:3x32x32", synthetic_size=(40, 8))
+    padded = DeviceBatches(data)
+    assert padded.pad == 4 and padded.train_x.shape == (40, 3, 40, 40)
+
+    def raw(batches) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = next(batches)
+        return torch.round(x * padded.std + padded.mean).to(torch.uint8), y
+
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(1))
+    x, y = raw(padded.train_batches(64, torch.Generator().manual_seed(1), augment=False))
+    assert x.shape == (40, 3, 32, 32) and torch.equal(x, data.train_x[order])
+    assert torch.equal(y, data.train_y[order]) and padded.augment is True
+
+    x, _ = raw(padded.train_batches(64, torch.Generator().manual_seed(1)))  # the default: augment
+    assert x.shape == (40, 3, 32, 32)
+    assert sum(torch.equal(a, b) for a, b in zip(x, data.train_x[order])) < 10
+    assert all((_crops_of(orig, 4) == aug).flatten(1).all(1).any()
+               for orig, aug in zip(data.train_x[order], x))
+
+    plain = DeviceBatches(data, augment=False)  # stored un-padded
+    assert plain.train_x.shape == (40, 3, 32, 32)
+    xp, _ = next(plain.train_batches(64, torch.Generator().manual_seed(1), augment=True))
+    xa, _ = next(padded.train_batches(64, torch.Generator().manual_seed(1), augment=True))
+    assert torch.equal(xp, xa) and plain.augment is False
+    xn, _ = next(plain.train_batches(64, torch.Generator().manual_seed(1)))
+    assert torch.equal(xn, padded.normalise(data.train_x[order]))
+
+
+def test_folder_batches_without_augmentation_use_the_test_transform(tmp_path):
+    """FolderBatches(augment=False) resize-and-centre-crops the train images; the default augments."""
+    from PIL import Image
+    from torchvision.datasets.folder import default_loader
+
+    from evoprune.data import FolderBatches
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(3):
+                img = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+                Image.fromarray(img).save(tmp_path / split / cls / f"{i}.png")
+    data = load_dataset("imagefolder", tmp_path, image_size=16)
+    ref = torch.stack([data.test.transform(default_loader(p)) for p, _ in data.train.samples])
+    batches = FolderBatches(data, workers=0)
+
+    def matches(x: torch.Tensor) -> list[int]:
+        return [int(torch.isclose(ref, xi).flatten(1).all(1).sum()) for xi in x]
+
+    x, y = next(batches.train_batches(8, torch.Generator().manual_seed(0), augment=False))
+    assert x.shape == (6, 3, 16, 16) and matches(x) == [1] * 6
+    assert sorted(y.tolist()) == [0, 0, 0, 1, 1, 1]
+    x, _ = next(batches.train_batches(8, torch.Generator().manual_seed(0)))
+    assert x.shape == (6, 3, 16, 16) and sum(matches(x)) < 6
+    assert data.train.transform is not data.test.transform  # the shared dataset is unchanged

@@ -15,16 +15,6 @@ from evoprune.storage import open_storage
 NAME = "resnet20-digits-mCB-1-f0.25"
 
 
-@pytest.fixture(scope="module")
-def base_ckpt(tmp_path_factory) -> str:
-    """A resnet20 trained 3 epochs on digits."""
-    from evoprune.jobs import TrainJob, run_train
-
-    out = tmp_path_factory.mktemp("base") / "resnet20-digits.pt"
-    run_train(TrainJob(epochs=3, out=str(out), device="cpu"))
-    return str(out)
-
-
 def fake(number: int, drop: float, params: float, *, uniform: bool = False,
          channels: list[int] | None = None, state: str = "COMPLETE") -> optuna.trial.FrozenTrial:
     """A finished trial with the attrs selection reads."""

@@ -12,22 +12,12 @@ import pytest
 from optuna.trial import TrialState
 
 from evoprune.cli import main
-from evoprune.search import SearchConfig, config_from, derive_seed, prepare, run_search
+from evoprune.searching import SearchConfig, config_from, derive_seed, prepare, run_search
 
 TRIAL_ATTRS = {"recipe", "channels", "flops", "params", "flops_ratio", "params_ratio", "mcb",
                "recipe_std", "proxy_acc", "acc_drop", "proxy_seconds", "is_uniform"}
 STUDY_ATTRS = {"model", "dataset", "checkpoint", "base_acc", "base_flops", "base_params", "units",
                "space", "proxy", "seed", "evoprune_version", "objectives", "sampler"}
-
-
-@pytest.fixture(scope="session")
-def base_ckpt(tmp_path_factory) -> str:
-    """A resnet20 trained 3 epochs on digits (about 2 s): the base of every search test."""
-    from evoprune.jobs import TrainJob, run_train
-
-    out = tmp_path_factory.mktemp("base") / "resnet20-digits.pt"
-    run_train(TrainJob(epochs=3, out=str(out), device="cpu"))
-    return str(out)
 
 
 def search_args(storage: str, ckpt: str, *extra: str) -> list[str]:
@@ -250,7 +240,7 @@ def test_sampler_never_repeats_a_stored_genotype():
     """NSGA-II alone copies parents unchanged; the wrapped sampler never repeats a genotype."""
     import optuna
 
-    from evoprune.search import sampler_for
+    from evoprune.searching import sampler_for
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         g = [trial.suggest_float(f"g{i:03d}", 0.0, 1.0) for i in range(3)]
@@ -286,7 +276,7 @@ def test_bench_search_splits_a_trial_into_training_and_overhead(capsys):
 def test_a_search_whose_trials_all_fail_stops_with_one_line(tmp_path, base_ckpt, monkeypatch,
                                                             capsys):
     """Every fine-tune diverges: after MAX_FAILS_IN_A_ROW failures, exit 2 with the reason."""
-    import evoprune.search as search
+    import evoprune.searching as search
     import evoprune.train as train
     from evoprune.errors import NonFiniteLossError
 
@@ -308,7 +298,7 @@ def test_waiting_worker_retries_the_trial_of_a_worker_that_died(tmp_path, base_c
     import subprocess
     import sys
 
-    from evoprune.search import run_worker
+    from evoprune.searching import run_worker
 
     storage = f"journal:{tmp_path}/s.log"
     config = config_from(c_flops=0.25, c_mcb=1.0, checkpoint=base_ckpt, storage=storage,

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +12,20 @@ from hypothesis import strategies as st
 from evoprune.cost import CostModel
 from evoprune.errors import EvopruneError
 from evoprune.models import build_model
+from evoprune.bench import reject_sample
 from evoprune.spaces import Decoder, PruningSpace
+from evoprune.spaces.bands import bind, primary
+from evoprune.spaces.repair import ratios_for, repair
+from evoprune.spaces.solvers import (
+    BISECT_INNER,
+    BISECT_OUTER,
+    continuous,
+    perturbation,
+    relaxed,
+    solve_offset,
+    solve_std,
+    solve_two,
+)
 from evoprune.units import find_units, kept_channels
 
 SHAPES = {"resnet20": (3, 32, 32), "resnet56": (3, 32, 32), "vgg16": (3, 32, 32),
@@ -159,6 +174,115 @@ def test_uniform_recipe_is_the_band_baseline():
 def test_rejection_sampler_is_the_slow_reference():
     cost = cost_model("resnet20", True)
     decoder = Decoder(PruningSpace(c_flops=0.25), cost)
-    accepted, draws = decoder.reject_sample(5, seed=0, max_draws=400_000)
-    assert draws >= 4096 and len(accepted.recipes) == 5 and accepted.inside.all()
+    accepted, draws = reject_sample(decoder, 5, seed=0, max_draws=400_000)
+    assert draws >= 4096 and draws % 4096 == 0 and len(accepted.recipes) == 5
+    assert accepted.inside.all()
     assert_inside(decoder.space, cost, accepted.recipes)
+
+
+def test_rejection_sampler_counts_its_draws_and_keeps_exactly_the_in_band_ones():
+    cost = cost_model("resnet20", True)
+    space = PruningSpace(c_flops=0.5, delta=0.05)
+    decoder = Decoder(space, cost)
+    accepted, draws = reject_sample(decoder, 10**6, seed=3, max_draws=250, batch=100)
+    assert draws == 300  # whole batches until max_draws is reached
+    rng = np.random.default_rng(3)  # the same draws, judged one by one on the exact cost
+    drawn = rng.uniform(0.0, space.r_max, (300, len(cost.channels)))
+    flops = np.array([cost.of_channels(kept_channels(cost.channels, r)).flops_ratio for r in drawn])
+    inside = np.abs(flops - 0.5) <= 0.05
+    assert 0 < inside.sum() < 300
+    assert np.array_equal(accepted.recipes, drawn[inside]) and accepted.inside.all()
+    first, draws = reject_sample(decoder, 2, seed=3, max_draws=10**6, batch=100)
+    assert draws == 100 and np.array_equal(first.recipes, drawn[inside][:2])  # stops at n
+
+
+# ------------------------------------------------------------------- the decoder's parts
+def test_importing_the_space_does_not_import_torch():
+    code = "import sys; from evoprune.spaces import PruningSpace; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_bind_constants():
+    cost = cost_model("resnet56", True)
+    b = bind(PruningSpace(c_params=0.1, r_max=0.9, round_to=8), cost)
+    assert b.n == len(cost.channels) and (b.target, b.use_params, b.s_max) == (0.1, True, 7.2)
+    assert np.array_equal(b.kmin, kept_channels(cost.channels, np.full(b.n, 0.9), 8))
+    for v in (b.d, b.z_neutral):
+        assert abs(v.mean()) < 1e-12 and abs(v.std() - 1) < 1e-12
+    assert primary(PruningSpace(c_flops=0.3, c_mcb=1.0)) == (0.3, False)
+
+
+def test_violation_counts_each_overshoot_in_half_widths():
+    cost = cost_model("resnet56", True)
+    b = bind(PruningSpace(c_flops=0.25, c_std=0.1), cost)
+    full = np.zeros((1, b.n))  # FLOPs ratio 1 and std 0: both bands missed
+    v = b.violation(kept_channels(cost.channels, full), full)
+    assert v[0] == pytest.approx((1 - 0.25 - 0.002) / 0.002 + (0.1 - 0.005) / 0.005)
+    mcb = bind(PruningSpace(c_flops=1.0, c_mcb=2.0, mcb_tol=0.5), cost)
+    assert mcb.violation(cost.channels[None], full)[0] == pytest.approx((2 - 1 - 0.5) / 0.5)
+
+
+def test_solve_offset_hits_the_relaxed_target_within_its_bisection_width():
+    cost = cost_model("resnet56", True)
+    base = 0.95 * np.random.default_rng(0).random((64, len(cost.channels)))
+    for space, target in ((PruningSpace(c_flops=0.25), 0.25), (PruningSpace(c_params=0.1), 0.1)):
+        b = bind(space, cost)
+        t = solve_offset(b, base, target, b.use_params)
+        f, p = relaxed(b, np.clip(base + t[:, None], 0.0, 0.95))
+        width = 0.95 - base.min(1) + base.max(1)  # the bracket of t
+        # |t - root| <= width / 2^(steps+1); the relaxed ratios move at most 2 per unit of t
+        assert (np.abs((p if b.use_params else f) - target)
+                <= 2 * width / 2.0 ** (BISECT_INNER + 1)).all()
+
+
+def test_solve_two_meets_both_relaxed_targets():
+    cost = cost_model("resnet56", True)
+    r0 = 0.95 * np.random.default_rng(1).random((64, len(cost.channels)))
+    for space in (PruningSpace(c_flops=0.25, c_mcb=1.0), PruningSpace(c_flops=0.3, c_params=0.2)):
+        b = bind(space, cost)
+        r = solve_two(b, r0)
+        f, p = relaxed(b, r)
+        second = f / p - 1.0 if space.c_mcb is not None else p - 0.2
+        assert np.abs(f - space.c_flops).max() < 1e-7
+        assert np.abs(second).max() < 1e-3  # 1% of the mCB tolerance, half the params band
+        assert ((r >= 0) & (r <= 0.95)).all()
+
+
+def test_solve_std_spreads_to_c_std_within_the_scale_bisection():
+    cost = cost_model("resnet56", True)
+    b = bind(PruningSpace(c_flops=0.05, c_std=0.1), cost)
+    z = perturbation(b, np.random.default_rng(2).random((64, b.n)), 1.0)
+    assert np.abs(z.mean(1)).max() < 1e-12 and np.abs(z.std(1) - 1).max() < 1e-12
+    r = solve_std(b, z)
+    f, _ = relaxed(b, r)
+    assert np.abs(f - 0.05).max() < 1e-7
+    clipped = np.clip(0.1 * z - (0.1 * z).min(1, keepdims=True), 0, 0.95).std(1) < 0.1 - 1e-9
+    assert clipped.any()  # at c_flops 0.05 clipping eats spread: σ grows past c_std there
+    sigma_width = 0.1 * 8.0 + 0.95 - 0.1  # σ's bracket; std(clip(u + σz)) moves at most 1 per σ
+    assert np.abs(r.std(1) - 0.1).max() <= sigma_width / 2.0 ** (BISECT_OUTER + 1)
+
+
+def test_repair_ends_inside_every_band_and_leaves_inside_rows_alone():
+    cost = cost_model("resnet56", True)
+    for space in (PruningSpace(c_flops=0.25, round_to=8), PruningSpace(c_flops=0.1, c_std=0.05),
+                  PruningSpace(c_flops=0.25, c_mcb=1.0)):
+        b = bind(space, cost)
+        start = continuous(b, np.random.default_rng(4).random((32, b.n)), 1.0)
+        before = b.violation(kept_channels(cost.channels, start, space.round_to), start)
+        r, ok = repair(b, start)
+        assert ok.all() and (before > 0).any()
+        assert (b.violation(kept_channels(cost.channels, r, space.round_to), r) == 0).all()
+        assert_inside(space, cost, r)
+        assert np.array_equal(r[before == 0], start[before == 0])
+
+
+def test_ratios_for_keeps_the_asked_channels():
+    cost = cost_model("resnet56", True)
+    rng = np.random.default_rng(5)
+    for round_to in (1, 8):
+        b = bind(PruningSpace(c_flops=0.25, round_to=round_to), cost)
+        kept = kept_channels(cost.channels, 0.95 * rng.random((200, b.n)), round_to)
+        r = ratios_for(b, kept, rng.random((200, b.n)))
+        assert ((r >= 0) & (r <= 0.95)).all()
+        assert np.array_equal(kept_channels(cost.channels, r, round_to), kept)

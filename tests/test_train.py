@@ -173,7 +173,7 @@ def test_retraining_schedules_follow_the_paper():
 
 @pytest.mark.parametrize("mode", ["finetune", "rewind", "scratch", "scratch-b"])
 def test_each_retraining_mode_runs_and_records_its_settings(digits, mode):
-    from evoprune.prune import prune
+    from evoprune.pruning import prune
 
     base = tiny_model()
     fit(base, DeviceBatches(digits), Schedule(epochs=1, lr=0.05), seed=0)
@@ -281,3 +281,62 @@ def test_sigkilled_training_resumes_at_the_next_epoch(tmp_path):
               if line.startswith("epoch")]
     assert epochs == list(range(done + 1, 7))  # the next epoch, nothing redone
     assert [h["epoch"] for h in json.loads(rerun.stdout)["history"]] == [1, 2, 3, 4, 5, 6]
+
+
+class _Recorder(torch.nn.Module):
+    """A linear classifier over the mean image that records every training input it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(1, 10)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.seen.append(x.detach().clone())
+        return self.fc(x.mean(dim=(1, 2, 3))[:, None])
+
+
+def test_fit_without_augmentation_leaves_the_data_augmenting(digits):
+    """fit(augment=False) does not switch augmentation off for a later fit on the same data."""
+    shared = DeviceBatches(digits)
+    fit(tiny_model(), shared, Schedule(epochs=1, lr=0.05, augment=False), seed=3)
+    later, fresh = tiny_model(), tiny_model()
+    fit(later, shared, Schedule(epochs=1, lr=0.05), seed=4)
+    fit(fresh, DeviceBatches(digits), Schedule(epochs=1, lr=0.05), seed=4)
+    same = [torch.equal(p, q) for p, q in zip(later.state_dict().values(),
+                                              fresh.state_dict().values())]
+    assert all(same), f"{same.count(False)} of {len(same)} tensors differ from a fresh data's fit"
+    assert shared.augment is True
+
+
+def test_fit_without_augmentation_feeds_the_unpadded_images(digits):
+    """A padded DeviceBatches trained with augment=False feeds the original 8x8 images."""
+    data = DeviceBatches(digits)  # built to augment: stored padded by 1 pixel
+    assert data.pad == 1 and data.train_x.shape[-2:] == (10, 10)
+    model = _Recorder()
+    fit(model, data, Schedule(epochs=1, lr=0.05, batch_size=2000, augment=False), seed=5)
+    (x,) = model.seen
+    order = torch.randperm(1437, generator=torch.Generator().manual_seed(5))
+    ref = (digits.train_x.float() - 0.3 * 255) / (0.37 * 255)
+    assert x.shape == (1437, 1, 8, 8)
+    assert torch.allclose(x, ref[order])
+
+
+class _NaNModel(torch.nn.Module):
+    """A classifier whose outputs are all NaN."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(x), 10), float("nan"))
+
+
+def test_non_finite_outputs_at_evaluation_raise_their_own_error(digits):
+    """evaluate raises NonFiniteOutputError (not the training loss's NonFiniteLossError)."""
+    from evoprune import errors
+
+    error = getattr(errors, "NonFiniteOutputError", None)
+    assert error is not None, "evoprune.errors has no NonFiniteOutputError"
+    assert issubclass(error, RuntimeError) and not issubclass(error, NonFiniteLossError)
+    with pytest.raises(error, match="non-finite outputs") as info:
+        evaluate(_NaNModel(), DeviceBatches(digits))
+    assert not isinstance(info.value, NonFiniteLossError)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from evoprune.errors import EvopruneError
+
+
+def regime_name(regime: tuple[str, float]) -> str:
+    """A regime as the report and the figures name it: "c_flops = 0.25", "c_params = 0.1"."""
+    kind, target = regime
+    return f"c_{kind} = {float(target):g}"
 
 
 @dataclass(frozen=True)
@@ -36,12 +41,9 @@ class StudyData:
     @property
     def label(self) -> str:
         """The space as the paper writes it: STD-0.1, mCB-1, initial, params."""
-        s = self.space
-        if s.get("c_std") is not None:
-            return f"STD-{s['c_std']:g}"
-        if s.get("c_mcb") is not None:
-            return f"mCB-{s['c_mcb']:g}"
-        return str(s.get("kind", "initial"))
+        from evoprune.spaces import PruningSpace
+
+        return PruningSpace(**{k: v for k, v in self.space.items() if k != "kind"}).label
 
     @property
     def regime(self) -> tuple[str, float]:
@@ -82,7 +84,7 @@ def load_studies(storage: str, names: list[str] | None = None) -> tuple[list[Stu
     """
     import optuna
 
-    from evoprune.retrain import retrain_results
+    from evoprune.schema import retrain_results, study_record, trial_record
     from evoprune.storage import check_storage, open_storage
 
     check_storage(storage, must_exist=True)
@@ -99,31 +101,32 @@ def load_studies(storage: str, names: list[str] | None = None) -> tuple[list[Stu
     out = []
     for name in names or available:
         study = optuna.load_study(study_name=name, storage=store)
-        attrs = study.user_attrs
-        if "space" not in attrs or "base_acc" not in attrs:
+        try:
+            record = study_record(study)
+        except EvopruneError as exc:
+            if "upgrade evoprune" in str(exc):  # a newer schema: refuse, do not skip silently
+                raise
             warnings.append(f"study {name!r} was not made by evoprune search: left out")
             continue
         trials = [t for t in study.get_trials(deepcopy=False)
-                  if t.state.name == "COMPLETE" and math.isfinite(t.user_attrs.get("acc_drop", math.nan))]
+                  if t.state.name == "COMPLETE" and trial_record(t).finite]
         if not trials:
             warnings.append(f"study {name!r} has no COMPLETE trial: left out")
             continue
-        retrained = {n: float(r["acc_drop"]) for n, r in retrain_results(study).items()
-                     if isinstance(r, dict) and "acc_drop" in r}
+        retrained = {n: float(r.acc_drop) for n, r in retrain_results(study).items()}
+        records = [trial_record(t) for t in trials]
 
-        def col(key: str, trials: list = trials) -> np.ndarray:
-            return np.array([float(t.user_attrs[key]) for t in trials])
+        def col(key: str, records: list = records) -> np.ndarray:
+            return np.array([float(getattr(r, key)) for r in records])
 
         out.append(StudyData(
-            name=name, model=attrs.get("model", "?"), dataset=attrs.get("dataset", "?"),
-            space=dict(attrs["space"]), proxy=dict(attrs.get("proxy", {})),
-            sampler=str(attrs.get("sampler", {}).get("name", "?")),
-            base_acc=float(attrs["base_acc"]), units=[u["name"] for u in attrs.get("units", [])],
-            numbers=np.array([t.number for t in trials]), acc_drop=col("acc_drop"),
-            flops_ratio=col("flops_ratio"), params_ratio=col("params_ratio"), mcb=col("mcb"),
-            recipe_std=col("recipe_std"),
-            recipes=np.array([t.user_attrs["recipe"] for t in trials], dtype=float),
-            is_uniform=np.array([bool(t.user_attrs.get("is_uniform")) for t in trials]),
+            name=name, model=record.model, dataset=record.dataset, space=record.space,
+            proxy=record.proxy, sampler=record.sampler, base_acc=record.base_acc,
+            units=record.unit_names, numbers=np.array([t.number for t in trials]),
+            acc_drop=col("acc_drop"), flops_ratio=col("flops_ratio"),
+            params_ratio=col("params_ratio"), mcb=col("mcb"), recipe_std=col("recipe_std"),
+            recipes=np.array([r.recipe for r in records], dtype=float),
+            is_uniform=np.array([r.is_uniform for r in records]),
             retrained=retrained))
     if not out:
         raise EvopruneError("no study with COMPLETE trials to analyse" +

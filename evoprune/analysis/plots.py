@@ -1,7 +1,8 @@
 """Figures of the analysis (the paper's Figs. 2, 3 and 5): the only module that imports matplotlib.
 
 matplotlib is imported inside the functions (Agg backend), so importing this module stays light.
-Each function draws one figure, saves it as a PNG at `path`, closes it and returns the path; an
+Each `figure_*` function draws one figure and returns the matplotlib Figure (the caller closes
+it); its `plot_*` twin saves that figure as a PNG at `path`, closes it and returns the path. An
 empty input gives a figure that says "no data" rather than an error.
 """
 
@@ -14,7 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from evoprune.analysis.load import regime_name
+
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from evoprune.analysis.edf import RegimeEDFs, Winner
     from evoprune.analysis.fit import Fidelity, LawFit, OptimalMCB
     from evoprune.analysis.load import StudyData
@@ -57,13 +62,13 @@ def _no_data(ax: Any, text: str = "no data") -> None:
     ax.set_yticks([])
 
 
-def _empty_figure(path: str | Path, title: str) -> str:
-    """Save a figure that says "no data" under `title`."""
+def _empty_figure(title: str) -> Figure:
+    """A figure that says "no data" under `title`."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     _no_data(ax)
     ax.set_title(title)
-    return _save(fig, path)
+    return fig
 
 
 def _grid(n: int, width: float, height: float, **kw: Any) -> tuple[Any, list[Any]]:
@@ -77,12 +82,6 @@ def _grid(n: int, width: float, height: float, **kw: Any) -> tuple[Any, list[Any
     for ax in flat[n:]:
         ax.set_visible(False)
     return fig, flat[:n]
-
-
-def _regime_title(regime: tuple[str, float]) -> str:
-    """The regime as a title: "c_flops = 0.25" or "c_params = 0.1"."""
-    kind, target = regime
-    return f"c_{kind} = {float(target):g}"
 
 
 def _colors(labels: Iterable[str]) -> dict[str, str]:
@@ -153,14 +152,14 @@ def _set_ylim(ax: Any, values: Sequence[float]) -> None:
     ax.set_ylim(a - pad, b + pad)
 
 
-def plot_edfs(regimes: list[RegimeEDFs], path: str | Path) -> str:
+def figure_edfs(regimes: list[RegimeEDFs]) -> Figure:
     """Plot each space's accuracy-drop EDF with its bootstrap band, one panel per regime."""
     if not regimes:
-        return _empty_figure(path, "accuracy-drop EDFs")
+        return _empty_figure("accuracy-drop EDFs")
     fig, axes = _grid(len(regimes), 4.6, 3.8)
     colors = _colors(s.label for r in regimes for s in r.spaces)
     for ax, r in zip(axes, regimes):
-        ax.set_title(_regime_title(r.regime))
+        ax.set_title(regime_name(r.regime))
         if not r.spaces:
             _no_data(ax)
             continue
@@ -177,7 +176,7 @@ def plot_edfs(regimes: list[RegimeEDFs], path: str | Path) -> str:
         ax.grid(alpha=0.3)
         _legend(ax, fontsize=8, loc="lower right")
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def _population(study: StudyData, quantity: str) -> np.ndarray:
@@ -189,10 +188,10 @@ def _population(study: StudyData, quantity: str) -> np.ndarray:
     return v[np.isfinite(v)]
 
 
-def plot_distributions(groups: dict[tuple[str, float], list[StudyData]], path: str | Path) -> str:
+def figure_distributions(groups: dict[tuple[str, float], list[StudyData]]) -> Figure:
     """Plot each space's recipe std, FLOPs, params and mCB histograms, a column per regime."""
     if not groups:
-        return _empty_figure(path, "distributions of the spaces")
+        return _empty_figure("distributions of the spaces")
     plt = _pyplot()
     quantities = list(QUANTITY_LABELS)
     ncols = len(groups)
@@ -200,7 +199,7 @@ def plot_distributions(groups: dict[tuple[str, float], list[StudyData]], path: s
                              figsize=(max(5.0, 3.8 * ncols), 2.6 * len(quantities)))
     colors = _colors(s.label for g in groups.values() for s in g)
     for j, (regime, studies) in enumerate(groups.items()):
-        axes[0, j].set_title(_regime_title(regime))
+        axes[0, j].set_title(regime_name(regime))
         for i, q in enumerate(quantities):
             ax = axes[i, j]
             pops = [(s.label, _population(s, q)) for s in studies]
@@ -226,19 +225,19 @@ def plot_distributions(groups: dict[tuple[str, float], list[StudyData]], path: s
             if i == 0:
                 _legend(ax, fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
-def plot_winning_recipes(winners: dict[tuple[str, float], list[Winner]], path: str | Path) -> str:
+def figure_winning_recipes(winners: dict[tuple[str, float], list[Winner]]) -> Figure:
     """Plot each space's winning recipe (pruning ratio per unit), one panel per regime."""
     if not winners:
-        return _empty_figure(path, "winning recipes")
+        return _empty_figure("winning recipes")
     from matplotlib.ticker import MaxNLocator
 
     fig, axes = _grid(len(winners), 4.8, 3.6)
     colors = _colors(w.label for ws in winners.values() for w in ws)
     for ax, (regime, ws) in zip(axes, winners.items()):
-        ax.set_title(_regime_title(regime))
+        ax.set_title(regime_name(regime))
         ws = [w for w in ws if len(w.recipe)]
         if not ws:
             _no_data(ax)
@@ -253,14 +252,14 @@ def plot_winning_recipes(winners: dict[tuple[str, float], list[Winner]], path: s
         ax.grid(alpha=0.3)
         _legend(ax, fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
-def plot_best(best: dict[tuple[str, float], list[Winner]], path: str | Path) -> str:
+def figure_best(best: dict[tuple[str, float], list[Winner]]) -> Figure:
     """Plot the best subnetworks' params (FLOPs) ratio and mCB per regime (Fig. 3)."""
     groups = {r: ws for r, ws in best.items() if ws}
     if not groups:
-        return _empty_figure(path, "best subnetworks")
+        return _empty_figure("best subnetworks")
     plt = _pyplot()
     kinds = list(dict.fromkeys(r[0] for r in groups))
     counts = [sum(r[0] == kind for r in groups) for kind in kinds]
@@ -302,16 +301,16 @@ def plot_best(best: dict[tuple[str, float], list[Winner]], path: str | Path) -> 
             else:
                 ax.set_xlabel(f"c_{kind}")
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
-def plot_mcb_curve(optimal: list[OptimalMCB], curve: LawFit | None, path: str | Path) -> str:
+def figure_mcb_curve(optimal: list[OptimalMCB], curve: LawFit | None) -> Figure:
     """Plot each FLOPs regime's optimal mCB against the FLOPs reduction, with the fitted curve."""
     pts = sorted((o for o in optimal if o.regime[0] == "flops" and _finite(o.center.estimate)),
                  key=lambda o: o.regime[1], reverse=True)
     title = "optimal mCB against FLOPs reduction"
     if not pts and curve is None:
-        return _empty_figure(path, title)
+        return _empty_figure(title)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     ys: list[float] = []
@@ -342,15 +341,15 @@ def plot_mcb_curve(optimal: list[OptimalMCB], curve: LawFit | None, path: str | 
     ax.set_title(title if curve is None else f"{title}: {curve.form}, R² {curve.r2:.2f}")
     ax.grid(alpha=0.3)
     _legend(ax, fontsize=8)
-    return _save(fig, path)
+    return fig
 
 
-def plot_law(optimal: list[OptimalMCB], law: LawFit | None, path: str | Path,
-             retrained: LawFit | None = None) -> str:
+def figure_law(optimal: list[OptimalMCB], law: LawFit | None,
+               retrained: LawFit | None = None) -> Figure:
     """Plot each regime's best drop against its optimal mCB, with the fitted drop-limit law."""
     pts = [o for o in optimal if _finite(o.center.estimate, o.best_drop.estimate)]
     if not pts and law is None and retrained is None:
-        return _empty_figure(path, "best accuracy drop against optimal mCB")
+        return _empty_figure("best accuracy drop against optimal mCB")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     xs_all: list[float] = []
@@ -367,7 +366,7 @@ def plot_law(optimal: list[OptimalMCB], law: LawFit | None, path: str | Path,
                     mfc="C0" if flops else "white", capsize=3, zorder=3,
                     label=f"best proxy drop ({kind} regimes)")
         for o, xi, yi in zip(sel, x, y):
-            ax.annotate(_regime_title(o.regime), (xi, yi), xytext=(5, 5),
+            ax.annotate(regime_name(o.regime), (xi, yi), xytext=(5, 5),
                         textcoords="offset points", fontsize=7)
         xs_all += x
         ys += y + [v for o in sel for v in (o.best_drop.lo, o.best_drop.hi) if _finite(v)]
@@ -390,11 +389,11 @@ def plot_law(optimal: list[OptimalMCB], law: LawFit | None, path: str | Path,
     ax.set_title(title)
     ax.grid(alpha=0.3)
     _legend(ax, fontsize=8)
-    return _save(fig, path)
+    return fig
 
 
-def plot_fidelity(proxy: list[float], retrained: list[float], labels: list[str],
-                  fid: Fidelity | None, path: str | Path) -> str:
+def figure_fidelity(proxy: list[float], retrained: list[float], labels: list[str],
+                    fid: Fidelity | None) -> Figure:
     """Scatter proxy drops against retrained drops, with Kendall τ and Spearman ρ in the title."""
     labels = list(labels) + [""] * max(0, len(proxy) - len(labels))
     rows = [(float(p), float(r), lab) for p, r, lab in zip(proxy, retrained, labels)
@@ -404,7 +403,7 @@ def plot_fidelity(proxy: list[float], retrained: list[float], labels: list[str],
         title += (f": Kendall τ {fid.kendall_tau:.2f} (p {fid.kendall_p:.2g}), "
                   f"Spearman ρ {fid.spearman_rho:.2f} (p {fid.spearman_p:.2g}), n={fid.n}")
     if not rows:
-        return _empty_figure(path, title)
+        return _empty_figure(title)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     ax.scatter([r[0] for r in rows], [r[1] for r in rows], s=24, color="C0", zorder=3)
@@ -415,20 +414,22 @@ def plot_fidelity(proxy: list[float], retrained: list[float], labels: list[str],
     ax.set_ylabel("retrained accuracy drop (pp)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return fig
 
 
-def plot_sampler_race(studies: list[StudyData], path: str | Path, quantile: float = 0.1) -> str:
+def figure_sampler_race(studies: list[StudyData], quantile: float = 0.1) -> Figure:
     """Best drop so far against trials, one line per run, coloured by sampler; the random runs'
     `quantile` of drops as the threshold (observation e)."""
     if not studies:
-        return _empty_figure(path, "NSGA-II against random sampling")
+        return _empty_figure("NSGA-II against random sampling")
+    from evoprune.analysis import observations  # scipy: imported only when a race is drawn
+
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     colors = {"nsga2": "C3", "random": "C0"}
     shown: set[str] = set()
     for s in studies:
-        curve = np.minimum.accumulate(s.acc_drop[np.argsort(s.numbers, kind="stable")])
+        curve = observations.best_so_far(s)
         label = None if s.sampler in shown else s.sampler
         shown.add(s.sampler)
         ax.step(np.arange(1, len(curve) + 1), curve, where="post", alpha=0.8,
@@ -443,4 +444,46 @@ def plot_sampler_race(studies: list[StudyData], path: str | Path, quantile: floa
     ax.set_title("NSGA-II against random sampling, same space and budget", fontsize=10)
     ax.grid(alpha=0.3)
     _legend(ax, fontsize=8)
-    return _save(fig, path)
+    return fig
+
+
+def plot_edfs(regimes: list[RegimeEDFs], path: str | Path) -> str:
+    """Save the figure of `figure_edfs` as a PNG at `path`, close it and return the path."""
+    return _save(figure_edfs(regimes), path)
+
+
+def plot_distributions(groups: dict[tuple[str, float], list[StudyData]], path: str | Path) -> str:
+    """Save the figure of `figure_distributions` as a PNG at `path`, close it and return the path."""
+    return _save(figure_distributions(groups), path)
+
+
+def plot_winning_recipes(winners: dict[tuple[str, float], list[Winner]], path: str | Path) -> str:
+    """Save the figure of `figure_winning_recipes` as a PNG at `path`, close it and return the path."""
+    return _save(figure_winning_recipes(winners), path)
+
+
+def plot_best(best: dict[tuple[str, float], list[Winner]], path: str | Path) -> str:
+    """Save the figure of `figure_best` as a PNG at `path`, close it and return the path."""
+    return _save(figure_best(best), path)
+
+
+def plot_mcb_curve(optimal: list[OptimalMCB], curve: LawFit | None, path: str | Path) -> str:
+    """Save the figure of `figure_mcb_curve` as a PNG at `path`, close it and return the path."""
+    return _save(figure_mcb_curve(optimal, curve), path)
+
+
+def plot_law(optimal: list[OptimalMCB], law: LawFit | None, path: str | Path,
+             retrained: LawFit | None = None) -> str:
+    """Save the figure of `figure_law` as a PNG at `path`, close it and return the path."""
+    return _save(figure_law(optimal, law, retrained), path)
+
+
+def plot_fidelity(proxy: list[float], retrained: list[float], labels: list[str],
+                  fid: Fidelity | None, path: str | Path) -> str:
+    """Save the figure of `figure_fidelity` as a PNG at `path`, close it and return the path."""
+    return _save(figure_fidelity(proxy, retrained, labels, fid), path)
+
+
+def plot_sampler_race(studies: list[StudyData], path: str | Path, quantile: float = 0.1) -> str:
+    """Save the figure of `figure_sampler_race` as a PNG at `path`, close it and return the path."""
+    return _save(figure_sampler_race(studies, quantile), path)

@@ -34,7 +34,13 @@ from evoprune.analysis.fit import (
     optimal_mcb,
     predict,
 )
-from evoprune.analysis.load import StudyData, by_regime, load_studies, proxy_warnings
+from evoprune.analysis.load import (
+    StudyData,
+    by_regime,
+    load_studies,
+    proxy_warnings,
+    regime_name,
+)
 from evoprune.errors import EvopruneError
 
 ARTIFACT_DIR = "studies/artifacts"
@@ -152,11 +158,6 @@ def compute(studies: list[StudyData], config: AnalyzeConfig, warnings: list[str]
         notes["fidelity"] = str(exc)
     return Analysis(studies, warnings, groups, edfs, dists, winners, best, optimal, mcb_curve, law,
                     retrained_law, predictions, fid, pairs, notes)
-
-
-def regime_name(regime: tuple[str, float]) -> str:
-    """c_flops = 0.25 / c_params = 0.1."""
-    return f"c_{regime[0]} = {regime[1]:g}"
 
 
 def _interval(i: Any) -> dict[str, float]:

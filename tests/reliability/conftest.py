@@ -50,13 +50,3 @@ def pytest_terminal_summary(terminalreporter) -> None:
 def figures() -> Counter:
     """The suite's tally, printed by pytest_terminal_summary."""
     return FIGURES
-
-
-@pytest.fixture(scope="session")
-def base_ckpt(tmp_path_factory) -> str:
-    """A resnet20 trained 3 epochs on digits (about 2 s): the base of every search here."""
-    from evoprune.jobs import TrainJob, run_train
-
-    out = tmp_path_factory.mktemp("base") / "resnet20-digits.pt"
-    run_train(TrainJob(epochs=3, out=str(out), device="cpu"))
-    return str(out)

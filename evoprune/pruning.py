@@ -18,9 +18,9 @@ from torch import nn
 
 from evoprune.checkpoint import atomic_save, load_file
 from evoprune.errors import EvopruneError
+from evoprune.objective import IMPORTANCES  # declared with the proxy's settings
 from evoprune.units import Unit, Units, build_graph, check_recipe, find_units, kept_channels
 
-IMPORTANCES = ("l2", "l1", "fpgm", "random")
 FORMAT = "evoprune.pruned/1"
 
 

@@ -1,0 +1,175 @@
+"""The Python API for users who bring their own model, data and training loop.
+
+    study = evoprune.search(model, example_input, space=evoprune.PruningSpace(c_flops=0.25),
+                            finetune=my_finetune, evaluate=my_accuracy, n_trials=64,
+                            storage="sqlite:///my.db", study_name="mynet-f0.25")
+    small = evoprune.prune(model, study.best_trials[0], example_input)
+    evoprune.analyze("sqlite:///my.db", ["mynet-f0.25"], out="report/")
+
+The study is the CLI's (docs/architecture.md, "The storage schema"): uniform baseline first,
+the same trial records, the dashboard, analysis and resume all work on it; rerunning the same
+call after a kill continues it. Retraining by `evoprune retrain` needs a zoo model and a
+dataset it can load, so a Python study's winners are retrained with the user's own loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from evoprune.errors import EvopruneError
+
+if TYPE_CHECKING:
+    import optuna
+    import torch
+    from torch import nn
+
+    from evoprune.events import Progress
+    from evoprune.searching.config import SamplerConfig
+    from evoprune.spaces import PruningSpace
+
+PYTHON_DATASET = "python"  # the dataset name of a study whose data lives in the user's loop
+
+
+def fingerprint(model: nn.Module) -> str:
+    """sha256 of a model's state_dict (names, shapes, dtypes and values), in key order."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _tree(model: nn.Module, space: PruningSpace, residual: bool, importance: str,
+          sampler: SamplerConfig, objectives: Sequence[str], seed: int) -> dict[str, Any]:
+    """The configuration tree a Python study stores (the CLI's shape, the model by its class)."""
+    cls = type(model)
+    return {"base": {"model": f"{cls.__module__}.{cls.__qualname__}", "dataset": PYTHON_DATASET,
+                     "residual": residual, "data_root": None},
+            "space": space.to_dict(), "proxy": {"importance": importance, "finetune": "python"},
+            "sampler": {"name": sampler.name, "population": sampler.population},
+            "objectives": list(objectives), "seed": seed}
+
+
+def search(model: nn.Module, example_input: torch.Tensor, *, space: PruningSpace,
+           finetune: Callable[[nn.Module], Any], evaluate: Callable[[nn.Module], float],
+           n_trials: int = 32, storage: str | None = None, study_name: str | None = None,
+           objectives: Sequence[str] | None = None, sampler: SamplerConfig | None = None,
+           residual: bool = False, importance: str = "l2", seed: int = 0,
+           progress: Progress | None = None) -> optuna.Study:
+    """Search `space` for the best pruned `model`; return the study (resumed if it exists).
+
+    `finetune(net)` trains a pruned copy in place (your loop, your data); `evaluate(net)`
+    returns its accuracy in [0, 1] on your validation data. `example_input` is one batch
+    (or one image with its batch dimension) the model accepts.
+    """
+    from evoprune.config import default_of
+    from evoprune.cost import CostModel
+    from evoprune.objective import Objective, ProxyConfig, TrialContext, check_objectives
+    from evoprune.schema import Checkpoint, StudyRecord, created, identity_of
+    from evoprune.searching.config import SamplerConfig, SearchConfig
+    from evoprune.searching.study import check_resume, create_study, resume_study
+    from evoprune.searching.worker import run_trials
+    from evoprune.spaces import Decoder
+    from evoprune.storage import DEFAULT_STORAGE, check_storage, find_study, worker_tag
+    from evoprune.units import find_units
+
+    if n_trials < 1:
+        raise EvopruneError(f"n_trials must be at least 1, got {n_trials}")
+    if not callable(finetune) or not callable(evaluate):
+        raise EvopruneError("finetune and evaluate must be callables taking the pruned network")
+    storage = storage or DEFAULT_STORAGE
+    objectives = check_objectives(objectives or default_of(SearchConfig, "objectives"))
+    sampler = sampler or SamplerConfig()
+    proxy = ProxyConfig(importance=importance)
+    check_storage(storage)
+    in_shape = tuple(int(s) for s in example_input.shape[1:])
+    units = find_units(model, in_shape, residual=residual)
+    decoder = Decoder(space, CostModel(model, units))  # refuses an unreachable band
+    name = study_name or f"{type(model).__name__}-{space.label}-f{space.c_flops or space.c_params:g}"
+    tree = _tree(model, space, residual, importance, sampler, objectives, seed)
+    sha = fingerprint(model)
+    existing = find_study(storage, name)
+    check_resume(existing, identity_of(tree), sha)
+    say = progress or (lambda _e: None)
+    if existing is not None and created(existing):
+        study = resume_study(storage, name, say)
+    else:
+        base_acc = _accuracy(evaluate, model)
+        record = StudyRecord(config=tree, checkpoint=Checkpoint(None, sha), base_acc=base_acc,
+                             base_flops=decoder.cost.base_flops,
+                             base_params=decoder.cost.base_params, units=units.describe(),
+                             evoprune_version=_version())
+        study = create_study(storage, name, record, objectives, decoder, sampler, seed, say)
+    device = next(model.parameters()).device
+    ctx = TrialContext(model, units, decoder, device, finetune=finetune, evaluate=evaluate)
+    objective = Objective(ctx, base_acc=float(study.user_attrs["base_acc"]), proxy=proxy,
+                          objectives=objectives, seed=seed, worker={**worker_tag(), "index": 0},
+                          progress=progress)
+    run_trials(study, objective, n_trials=n_trials, sampler=sampler, seed=seed, worker=0)
+    return study
+
+
+def _accuracy(evaluate: Callable[[Any], float], model: Any) -> float:
+    """The user's accuracy of the base model, checked to lie in [0, 1]."""
+    import math
+
+    acc = float(evaluate(model))
+    if not (math.isfinite(acc) and 0.0 <= acc <= 1.0):
+        raise EvopruneError(f"evaluate returned {acc!r} for the base model: it must return an "
+                            "accuracy in [0, 1]")
+    return acc
+
+
+def _version() -> str:
+    from evoprune import __version__
+
+    return __version__
+
+
+def prune(model: nn.Module, recipe: Any, example_input: torch.Tensor, *,
+          residual: bool | None = None, importance: str = "l2", round_to: int = 1,
+          seed: int = 0) -> nn.Module:
+    """A physically smaller copy of `model`: a recipe (ratios, or {unit: ratio}) or a trial.
+
+    A trial (e.g. `study.best_trials[0]`) gives its exact kept channels; `residual` is then
+    found from the number of units unless given.
+    """
+    from evoprune.pruning import prune as prune_recipe
+    from evoprune.pruning import prune_channels
+    from evoprune.units import find_units
+
+    in_shape = tuple(int(s) for s in example_input.shape[1:])
+    channels = getattr(recipe, "user_attrs", {}).get("channels") if hasattr(recipe, "user_attrs") \
+        else None
+    if hasattr(recipe, "user_attrs") and channels is None:
+        raise EvopruneError(f"trial {getattr(recipe, 'number', '?')} records no channels "
+                            "(not a COMPLETE evoprune trial)")
+    if channels is None:
+        units = find_units(model, in_shape, residual=bool(residual))
+        return prune_recipe(model, recipe, units=units, importance=importance,
+                            round_to=round_to, seed=seed)
+    for flag in ([residual] if residual is not None else [False, True]):
+        units = find_units(model, in_shape, residual=flag)
+        if len(units) == len(channels):
+            return prune_channels(model, units, channels, importance=importance, seed=seed)
+    raise EvopruneError(f"the trial has {len(channels)} units but this model has another "
+                        "number: pass the model the study was searched on")
+
+
+def analyze(storage: str, study_names: Sequence[str] | None = None, *,
+            out: str = "studies/analysis", **options: Any) -> dict[str, Any]:
+    """EDFs, optimal mCB and laws of the studies (all when None): report.md, summary.json, figures.
+
+    `options` are `AnalyzeConfig`'s fields (best, winners, winner_fraction, n_boot, level,
+    seed, predict); returns summary.json's object.
+    """
+    from evoprune.analysis.report import AnalyzeConfig, run_analysis
+
+    config = AnalyzeConfig(storage=storage, study_names=tuple(study_names or ()), out=out,
+                           **options)
+    return run_analysis(config)

@@ -1,0 +1,103 @@
+"""Typed progress events of long work (base training, search, retraining); the CLI prints them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Union
+
+
+@dataclass(frozen=True)
+class BaseTraining:
+    """The base network is being trained (a search without --checkpoint)."""
+
+    model: str
+    dataset: str
+    epochs: int
+
+
+@dataclass(frozen=True)
+class EpochDone:
+    """One epoch of base training or of a retraining finished."""
+
+    stage: str  # base | retrain
+    epoch: int
+    loss: float
+    test_acc: float
+    number: int | None = None  # the retrained trial
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any], stage: str, number: int | None = None) -> EpochDone:
+        """From a `fit` history record."""
+        return cls(stage, int(record["epoch"]), float(record["loss"]), float(record["test_acc"]),
+                   number)
+
+
+@dataclass(frozen=True)
+class StudyCreated:
+    """A new study with its uniform baseline queued as trial 0."""
+
+    study: str
+    units: int
+    flops_ratio: float
+    params_ratio: float
+    mcb: float
+
+
+@dataclass(frozen=True)
+class TrialsReaped:
+    """Trials left RUNNING by dead processes were failed and queued again."""
+
+    trials: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SearchStarted:
+    """Workers start on a study."""
+
+    study: str
+    complete: int
+    n_trials: int
+    base_acc: float
+    workers: int
+
+
+@dataclass(frozen=True)
+class TrialDone:
+    """A COMPLETE trial."""
+
+    number: int
+    worker: int | None
+    acc_drop: float
+    flops_ratio: float
+    params_ratio: float
+    mcb: float
+    recipe_std: float
+    is_uniform: bool
+    seconds: float
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class TrialFailed:
+    """A FAIL trial, with its reason."""
+
+    number: int
+    worker: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class RetrainStarted:
+    """A trial's retraining starts."""
+
+    number: int
+    is_uniform: bool
+    mode: str
+    epochs: int
+    lr: float
+
+
+Event = Union[BaseTraining, EpochDone, StudyCreated, TrialsReaped, SearchStarted, TrialDone,
+              TrialFailed, RetrainStarted]
+Progress = Callable[[Event], None]

@@ -1,0 +1,76 @@
+"""The Optuna internals evoprune relies on, in one place, checked against CHECKED_VERSIONS.
+
+Each function names the private name it touches and why the public API does not serve.
+tests/test_optuna_compat.py fails on any other Optuna version until these are checked again
+(its behavioural tests, on SQLite and on a journal file) and the version added. Optuna is
+imported inside the functions, so importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+CHECKED_VERSIONS = ("4.9", "5.0")  # Optuna major.minor versions these helpers were checked on
+
+
+def is_checked(version: str) -> bool:
+    """Whether an Optuna version string such as "5.0.0" is one of CHECKED_VERSIONS."""
+    return ".".join(version.split(".")[:2]) in CHECKED_VERSIONS
+
+
+def rdb_of(study: Any) -> Any | None:
+    """The study's RDBStorage (`Study._storage`, unwrapping `_CachedStorage._backend`), or None."""
+    from optuna.storages import RDBStorage, _CachedStorage
+
+    storage = study._storage
+    if isinstance(storage, _CachedStorage):
+        storage = storage._backend
+    return storage if isinstance(storage, RDBStorage) else None
+
+
+def set_running_trial_user_attr(study: Any, trial: Any, key: str, value: Any) -> None:
+    """Set a user_attr on another process's RUNNING trial via `Study._storage` and
+    `FrozenTrial._trial_id` (the public `Trial.set_user_attr` needs the owner's Trial object).
+
+    Raises Optuna's UpdateFinishedTrialError where the trial is finished meanwhile.
+    """
+    study._storage.set_trial_user_attr(trial._trial_id, key, value)
+
+
+def set_finished_trial_user_attr(study: Any, trial: Any, key: str, value: Any) -> bool:
+    """Set a user_attr on a finished trial of an RDB storage by shadowing the instance's
+    `check_trial_is_updatable` (Optuna refuses it); False for other storages, which cannot.
+
+    A journal replays its log, where a finished trial stays as it finished. The shadow is an
+    instance attribute, removed before returning, so the storage refuses such writes again.
+    """
+    rdb = rdb_of(study)
+    if rdb is None:
+        return False
+    rdb.check_trial_is_updatable = lambda *_: None
+    try:
+        rdb.set_trial_user_attr(trial._trial_id, key, value)
+    finally:
+        del rdb.check_trial_is_updatable
+    return True
+
+
+def set_trial_user_attrs_at_once(trial: Any, attrs: dict[str, Any]) -> bool:
+    """Write a running trial's user_attrs in one RDB transaction with `_create_scoped_session`,
+    `RDBStorage._set_trial_attr_without_commit` and `_rdb.models` (public calls commit per key).
+
+    Returns False, writing nothing, where the storage is no RDB or these internals are missing.
+    """
+    rdb = rdb_of(trial.study)
+    if rdb is None or not hasattr(rdb, "_set_trial_attr_without_commit"):
+        return False
+    try:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+    except ImportError:
+        return False
+    with _create_scoped_session(rdb.scoped_session, True) as session:
+        for key, value in attrs.items():
+            rdb._set_trial_attr_without_commit(session, models.TrialUserAttributeModel,
+                                               trial._trial_id, key, value)
+    return True

@@ -1,0 +1,258 @@
+"""What a study storage holds: the names and types of every study and trial attribute.
+
+The storage is the interface between the stages (search, retrain, `prune --recipe study:…`,
+analysis, reproduce; docs/architecture.md, "The storage schema"). Every writer and reader goes
+through the typed records here: `StudyRecord` (a study's user_attrs), `TrialRecord` (a trial's),
+`RetrainRecord` (a retraining result). `SCHEMA_VERSION` is stored with each study; studies
+written before it existed (version 1: a flat configuration) still load, a newer version is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from evoprune.errors import EvopruneError
+
+SCHEMA_VERSION = 2
+IDENTITY = ("base", "space", "proxy", "sampler", "objectives")  # what a resume must share
+BASE_IDENTITY = ("model", "dataset", "residual")  # of the base: data_root may move
+
+
+def acc_drop(base_acc: float, acc: float) -> float:
+    """Accuracy drop in percentage points: 100 · (base − acc), accuracies in [0, 1]."""
+    return 100.0 * (float(base_acc) - float(acc))
+
+
+def _drop_none(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The base weights a study was searched from: a file (or None: weights given in Python)."""
+
+    path: str | None
+    sha256: str
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """A study's user_attrs: its configuration tree, base network and figures."""
+
+    config: dict[str, Any]  # the search's configuration tree (evoprune.searching.config)
+    checkpoint: Checkpoint
+    base_acc: float  # top-1 of the base network, in [0, 1]
+    base_flops: int
+    base_params: int
+    units: list[dict[str, Any]]  # the prunable units (evoprune.units.Units.describe)
+    evoprune_version: str = ""
+    created: bool = False  # written last: the creation finished
+    schema: int = SCHEMA_VERSION
+
+    # --- reading the tree
+    @property
+    def model(self) -> str:
+        """The base model's name."""
+        return str(self.config["base"]["model"])
+
+    @property
+    def dataset(self) -> str:
+        """The dataset's name."""
+        return str(self.config["base"]["dataset"])
+
+    @property
+    def residual(self) -> bool:
+        """Whether residual-coupled groups are units."""
+        return bool(self.config["base"].get("residual", False))
+
+    @property
+    def data_root(self) -> str | None:
+        """The dataset's folder at search time."""
+        return self.config["base"].get("data_root")
+
+    @property
+    def space(self) -> dict[str, Any]:
+        """The pruning space as plain data (kind included)."""
+        return dict(self.config["space"])
+
+    @property
+    def proxy(self) -> dict[str, Any]:
+        """The proxy fine-tune's settings."""
+        return dict(self.config.get("proxy", {}))
+
+    @property
+    def importance(self) -> str:
+        """The filter ranking used to prune."""
+        return str(self.proxy.get("importance", "l2"))
+
+    @property
+    def round_to(self) -> int:
+        """Channels kept per unit are a multiple of this."""
+        return int(self.space.get("round_to", 1))
+
+    @property
+    def sampler(self) -> str:
+        """The sampler's name."""
+        return str(self.config.get("sampler", {}).get("name", "?"))
+
+    @property
+    def unit_names(self) -> list[str]:
+        """The units' names, in genotype order."""
+        return [u["name"] for u in self.units]
+
+    def identity(self) -> dict[str, Any]:
+        """The part of the tree a resumed search must share (else its trials mix)."""
+        return identity_of(self.config)
+
+    # --- storage
+    def to_attrs(self) -> dict[str, Any]:
+        """The study's user_attrs (`created` last: callers write it after the others)."""
+        out = dataclasses.asdict(self)
+        out["checkpoint"] = _drop_none(out["checkpoint"])
+        out["created"] = out.pop("created")
+        return out
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any], name: str = "") -> StudyRecord:
+        """Read a study's user_attrs (version 1 or 2); refuse other evoprune versions' schemas."""
+        version = int(attrs.get("schema", 1))
+        if version > SCHEMA_VERSION:
+            raise EvopruneError(f"study {name!r} has storage schema {version}; this evoprune reads "
+                                f"up to {SCHEMA_VERSION}: upgrade evoprune to read it")
+        if "base_acc" not in attrs or ("config" not in attrs and "space" not in attrs):
+            raise EvopruneError(f"study {name!r} was not made by evoprune search (no "
+                                "configuration or base_acc in its user_attrs)")
+        config = dict(attrs["config"]) if version >= 2 else _tree_of_v1(attrs)
+        ck = attrs.get("checkpoint", {})
+        return cls(config=config, checkpoint=Checkpoint(ck.get("path"), str(ck.get("sha256", ""))),
+                   base_acc=float(attrs["base_acc"]), base_flops=int(attrs.get("base_flops", 0)),
+                   base_params=int(attrs.get("base_params", 0)),
+                   units=list(attrs.get("units", [])),
+                   evoprune_version=str(attrs.get("evoprune_version", "")),
+                   created=bool(attrs.get("created", False)), schema=version)
+
+
+def identity_of(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """The identity part of a configuration tree."""
+    out = {k: tree.get(k) for k in IDENTITY}
+    out["base"] = {k: (tree.get("base") or {}).get(k) for k in BASE_IDENTITY}
+    return out
+
+
+def _tree_of_v1(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """A version-1 study's flat attrs as a configuration tree."""
+    return {"base": {"model": attrs.get("model", "?"), "dataset": attrs.get("dataset", "?"),
+                     "residual": bool(attrs.get("residual", False)),
+                     "data_root": attrs.get("data_root")},
+            "space": dict(attrs.get("space", {})), "proxy": dict(attrs.get("proxy", {})),
+            "sampler": dict(attrs.get("sampler", {})),
+            "objectives": list(attrs.get("objectives", ["acc_drop"])),
+            "seed": attrs.get("seed", 0)}
+
+
+def study_record(study: Any) -> StudyRecord:
+    """The record of an Optuna study."""
+    return StudyRecord.from_attrs(study.user_attrs, study.study_name)
+
+
+def created(study: Any) -> bool:
+    """Whether a study's creation finished (attrs, metric names, uniform trial)."""
+    attrs = study.user_attrs
+    return bool(attrs.get("created")) or (("space" in attrs or "config" in attrs) and any(
+        t.user_attrs.get("is_uniform") for t in study.get_trials(deepcopy=False)))
+
+
+@dataclass(frozen=True)
+class RetrainRecord:
+    """A full retraining of one trial's network (mode, budget, seed, test result, saved model)."""
+
+    mode: str
+    epochs: int
+    lr: float
+    batch_size: int
+    seed: int
+    acc: float
+    acc_drop: float  # percentage points against the study's base_acc
+    seconds: float
+    model_path: str = ""
+    sha256: str = ""
+
+    def to_attrs(self) -> dict[str, Any]:
+        """Plain data (a trial's `retrain` attr and the study's `retrain:NUMBER`)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_attrs(cls, d: Mapping[str, Any]) -> RetrainRecord:
+        """Read a stored retraining result (extra keys ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+RETRAIN_PREFIX = "retrain:"
+
+
+def retrain_results(study: Any) -> dict[int, RetrainRecord]:
+    """Retraining results of a study by trial number (trial attrs, else the study's copies)."""
+    raw = {int(key[len(RETRAIN_PREFIX):]): value for key, value in study.user_attrs.items()
+           if key.startswith(RETRAIN_PREFIX) and isinstance(value, dict)}
+    for t in study.get_trials(deepcopy=False):
+        if isinstance(t.user_attrs.get("retrain"), dict):
+            raw[t.number] = t.user_attrs["retrain"]
+    return {n: RetrainRecord.from_attrs(v) for n, v in raw.items()}
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """A trial's user_attrs: its recipe, exact cost, proxy result and bookkeeping."""
+
+    recipe: list[float] | None = None  # one pruning ratio per unit
+    channels: list[int] | None = None  # kept channels per unit
+    flops: int | None = None  # exact, of the pruned network
+    params: int | None = None
+    flops_ratio: float | None = None
+    params_ratio: float | None = None
+    mcb: float | None = None  # Eq. 2: flops_ratio / params_ratio
+    recipe_std: float | None = None
+    proxy_acc: float | None = None  # after the proxy fine-tune, in [0, 1]
+    acc_drop: float | None = None  # percentage points against base_acc
+    proxy_seconds: float | None = None
+    is_uniform: bool = False  # the uniform baseline (kept out of the sampler's parents)
+    worker: dict[str, Any] | None = None  # host, pid and index of the process that ran it
+    screen_acc: float | None = None  # adaptive-BN accuracy (--screen)
+    screened_out: bool | None = None
+    latency_ms: float | None = None
+    fail_reason: str | None = None
+    surplus: bool | None = None  # PRUNED: n trials were already complete or running
+    retry_of: int | None = None  # the failed trial this one retries (legacy; see storage)
+    retrain: dict[str, Any] | None = None  # a RetrainRecord's attrs (SQL storages)
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The user_attrs to write (None fields left out)."""
+        return _drop_none(dataclasses.asdict(self))
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> TrialRecord:
+        """Read a trial's user_attrs; keys a user set of their own are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in attrs.items() if k in names})
+
+    @property
+    def finite(self) -> bool:
+        """Whether the trial has a finite proxy drop."""
+        return self.acc_drop is not None and math.isfinite(self.acc_drop)
+
+
+def trial_record(trial: Any) -> TrialRecord:
+    """The record of an Optuna (frozen) trial."""
+    return TrialRecord.from_attrs(trial.user_attrs)
+
+
+TRIAL_KEYS = tuple(f.name for f in dataclasses.fields(TrialRecord))
+STUDY_KEYS = tuple(f.name for f in dataclasses.fields(StudyRecord))
+__all__ = ["RETRAIN_PREFIX", "SCHEMA_VERSION", "STUDY_KEYS", "TRIAL_KEYS", "Checkpoint",
+           "RetrainRecord", "StudyRecord", "TrialRecord", "acc_drop", "created",
+           "identity_of", "retrain_results", "study_record", "trial_record"]

@@ -1,0 +1,133 @@
+"""`evoprune search` end to end: prepare the base and the study, run the workers, retrain."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from evoprune.events import BaseTraining, EpochDone, Progress, SearchStarted
+
+if TYPE_CHECKING:
+    from evoprune.objective import TrialContext
+    from evoprune.searching.config import SearchConfig
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A study ready for workers, and the trial context this process built on the way."""
+
+    study: str
+    checkpoint: str
+    sha256: str
+    base_acc: float
+    complete: int
+    units: int
+    context: TrialContext | None = None
+
+
+def prepare(config: SearchConfig, progress: Progress | None = None) -> Prepared:
+    """Validate, train or check the base, create or check the study; nothing is written first.
+
+    The model, units, decoder and data built here are kept as the trial context of the first
+    worker, which runs in this process.
+    """
+    from evoprune.checkpoint import load_weights, sha256_of
+    from evoprune.cost import CostModel
+    from evoprune.data import batches_for, load_dataset
+    from evoprune.models import build_model
+    from evoprune.schema import created
+    from evoprune.searching.config import validate
+    from evoprune.searching.study import check_resume, create_study, n_complete, resume_study
+    from evoprune.searching.worker import build_context, worker_device
+    from evoprune.spaces import Decoder
+    from evoprune.storage import find_study
+    from evoprune.train import resolve_device
+    from evoprune.units import find_units
+
+    say = progress or (lambda _e: None)
+    validate(config)
+    name = config.name()
+    existing = find_study(config.storage, name)
+    check_resume(existing, config.identity())  # before any model is built
+    data = load_dataset(config.base.dataset, config.base.data_root)
+    base = build_model(config.base.model, data.info.num_classes, data.info.in_shape)
+    units = find_units(base, data.info.in_shape, residual=config.base.residual)
+    decoder = Decoder(config.space, CostModel(base, units))  # refuses an unreachable band
+    checkpoint = config.base.checkpoint or _cached_checkpoint(config, existing, say)
+    sha = sha256_of(checkpoint)
+    check_resume(existing, config.identity(), sha)
+    load_weights(base, checkpoint)
+    batches = batches_for(data, resolve_device(worker_device(config.device, 0)))
+    context = build_context(config, checkpoint, worker_device(config.device, 0), 0,
+                            loaded=(base, units, batches))
+    if existing is not None and created(existing):
+        study = resume_study(config.storage, name, say)
+    else:
+        base_acc = float(context.evaluate(context.base))
+        study = create_study(config.storage, name, _record(config, checkpoint, sha, base_acc,
+                                                           decoder),
+                             config.objectives, decoder, config.sampler, config.seed, say)
+    return Prepared(name, str(checkpoint), sha, float(study.user_attrs["base_acc"]),
+                    n_complete(study), len(units), context)
+
+
+def _record(config: SearchConfig, checkpoint: str, sha: str, base_acc: float,
+            decoder: Any) -> Any:
+    """The study record of a new search."""
+    from evoprune import __version__
+    from evoprune.schema import Checkpoint, StudyRecord
+
+    return StudyRecord(config=config.stored_tree(), checkpoint=Checkpoint(str(checkpoint), sha),
+                       base_acc=base_acc, base_flops=decoder.cost.base_flops,
+                       base_params=decoder.cost.base_params,
+                       units=decoder.cost.units.describe(), evoprune_version=__version__)
+
+
+def _cached_checkpoint(config: SearchConfig, existing: Any, say: Progress) -> str:
+    """The base checkpoint of a search without one: the study's, or trained and cached."""
+    from evoprune.jobs import TrainJob, cached_base
+
+    if existing is not None:
+        path = existing.user_attrs.get("checkpoint", {}).get("path")
+        if path and os.path.isfile(path):
+            return str(path)
+    b = config.base
+    job = TrainJob(model=b.model, dataset=b.dataset, data_root=b.data_root, epochs=b.epochs,
+                   device=config.device)
+    say(BaseTraining(b.model, b.dataset, b.epochs))
+    result = cached_base(job, progress=lambda r: say(EpochDone.of(r, "base")))
+    return str(result["out"])
+
+
+def run_search(config: SearchConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Prepare the study, run `n_workers` workers on it, retrain the top-k; return a summary."""
+    from evoprune.searching.study import dashboard_command, summarize
+    from evoprune.searching.worker import run_worker
+
+    tic = time.perf_counter()
+    prepared = prepare(config, progress)
+    say = progress or (lambda _e: None)
+    say(SearchStarted(prepared.study, prepared.complete, config.n_trials, prepared.base_acc,
+                      config.n_workers))
+    if config.n_workers == 1:
+        workers = [run_worker(config, prepared.checkpoint, 0, progress,
+                              context=prepared.context)]
+    else:
+        from joblib import Parallel, delayed
+
+        workers = Parallel(n_jobs=config.n_workers, backend="loky")(
+            delayed(run_worker)(config, prepared.checkpoint, i, progress)
+            for i in range(config.n_workers))
+    retrained: list[dict[str, Any]] = []
+    if config.retrain.top_k > 0:
+        from evoprune.retrain import RetrainConfig, run_retrain
+
+        retrained = run_retrain(RetrainConfig(
+            study_name=prepared.study, storage=config.storage, settings=config.retrain,
+            device=config.device, seed=config.seed, data_root=config.base.data_root), progress)
+    summary = summarize(config.storage, prepared.study)
+    return {**summary, "workers": workers, "retrained": retrained,
+            "seconds": time.perf_counter() - tic,
+            "dashboard": dashboard_command(config.storage)}

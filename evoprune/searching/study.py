@@ -1,0 +1,154 @@
+"""The study: create it (record, metric names, uniform baseline first), check a resume, summarise.
+
+A study is named after its model, dataset and space; its user_attrs are a `schema.StudyRecord`.
+Rerunning the same search continues it: the stored identity must match the configuration and
+the checkpoint its sha256, trials of dead workers are failed and retried.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from evoprune.config import diff
+from evoprune.errors import EvopruneError
+from evoprune.events import Progress, StudyCreated, TrialsReaped
+from evoprune.schema import StudyRecord, created, identity_of, retrain_results, trial_record
+
+if TYPE_CHECKING:
+    import optuna
+
+    from evoprune.searching.config import SamplerConfig
+    from evoprune.spaces import Decoder
+
+
+def check_resume(existing: optuna.Study | None, identity: dict[str, Any],
+                 sha256: str | None = None) -> None:
+    """Refuse to resume a study stored with another configuration (or other base weights)."""
+    if existing is None:
+        return
+    attrs, name = existing.user_attrs, existing.study_name
+    if created(existing):
+        stored = StudyRecord.from_attrs(attrs, name).identity()
+    elif "config" in attrs:  # a creation cut short (killed): compare what it wrote
+        stored = identity_of(attrs["config"])
+    else:
+        return
+    changed = diff(stored, identity)
+    if changed:
+        raise EvopruneError(f"study {name!r} exists with another configuration ("
+                            f"{'; '.join(changed)}): pass the same settings to resume it, or "
+                            "another study name")
+    old = attrs.get("checkpoint", {}).get("sha256")
+    if sha256 is not None and old is not None and old != sha256:
+        raise EvopruneError(f"study {name!r} was searched from other base weights (sha256 "
+                            f"{old[:12]}…, these {sha256[:12]}…): pass those weights or "
+                            "another study name")
+
+
+def create_study(storage: str, name: str, record: StudyRecord, objectives: Sequence[str],
+                 decoder: Decoder, sampler: SamplerConfig, seed: int,
+                 say: Progress) -> optuna.Study:
+    """Create (or finish creating) a study: its record, metric names, the uniform trial first."""
+    import optuna
+
+    from evoprune.searching.sampler import derive_seed, make_sampler
+    from evoprune.storage import open_storage
+
+    study = optuna.create_study(
+        study_name=name, storage=open_storage(storage, heartbeat=True),
+        directions=["minimize"] * len(objectives),
+        sampler=make_sampler(sampler, derive_seed(seed, 0, 0)), load_if_exists=True)
+    if created(study):  # another process created it a moment ago
+        return study
+    for key, value in record.to_attrs().items():
+        if key != "created":
+            study.set_user_attr(key, value)
+    with warnings.catch_warnings():  # experimental in Optuna; the dashboard reads it
+        warnings.simplefilter("ignore")
+        study.set_metric_names(list(objectives))
+    if not any(t.user_attrs.get("is_uniform") for t in study.get_trials(deepcopy=False)):
+        study.enqueue_trial({f"g{i:03d}": 0.5 for i in range(decoder.n)},
+                            user_attrs={"is_uniform": True})
+    study.set_user_attr("created", True)  # written last: the study is whole
+    u = decoder.uniform()
+    say(StudyCreated(name, decoder.n, float(u.flops_ratio[0]), float(u.params_ratio[0]),
+                     float(u.mcb[0])))
+    return study
+
+
+def resume_study(storage: str, name: str, say: Progress) -> optuna.Study:
+    """Load a created study and reap the trials its dead workers left RUNNING."""
+    import optuna
+
+    from evoprune.storage import open_storage, reap_dead_trials
+
+    study = optuna.load_study(study_name=name, storage=open_storage(storage, heartbeat=True))
+    reaped = reap_dead_trials(study)
+    if reaped:
+        say(TrialsReaped(tuple(reaped)))
+    return study
+
+
+def n_complete(study: optuna.Study) -> int:
+    """COMPLETE trials of a study."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def is_complete(storage: str, name: str, identity: dict[str, Any], n_trials: int) -> bool:
+    """Whether the study exists with this identity, n COMPLETE trials and none RUNNING."""
+    from evoprune.storage import find_study
+
+    study = find_study(storage, name)
+    if study is None or not created(study):
+        return False
+    if diff(StudyRecord.from_attrs(study.user_attrs, name).identity(), identity):
+        return False
+    states = [t.state.name for t in study.get_trials(deepcopy=False)]
+    return states.count("COMPLETE") >= n_trials and "RUNNING" not in states
+
+
+def dashboard_command(storage: str) -> str:
+    """The command that opens the storage in optuna-dashboard."""
+    from evoprune.storage import journal_path, storage_kind
+
+    target = str(journal_path(storage)) if storage_kind(storage) == "journal" else storage
+    return f"optuna-dashboard {target}"
+
+
+def summarize(storage: str, study_name: str, k: int = 10) -> dict[str, Any]:
+    """Counts of a study's trials by state and its best COMPLETE trials (by acc_drop, params)."""
+    from collections import Counter
+
+    from evoprune.storage import load_study
+
+    study = load_study(storage, study_name)
+    trials = study.get_trials(deepcopy=False)
+    states = Counter(t.state.name for t in trials)
+    retrained = retrain_results(study)
+    rows = [trial_row(t, retrained.get(t.number)) for t in trials if t.state.name == "COMPLETE"]
+    rows.sort(key=lambda r: (r["acc_drop"], r["params_ratio"]))
+    uniform = next((r for r in rows if r["is_uniform"]), None)
+    return {"study": study_name, "storage": storage, "states": dict(states),
+            "base_acc": study.user_attrs.get("base_acc"), "best": rows[:k], "uniform": uniform,
+            "metric_names": study.metric_names}
+
+
+def trial_row(trial: Any, retrained: Any = None) -> dict[str, Any]:
+    """One COMPLETE trial as a plain record."""
+    r = trial_record(trial)
+    row = {"number": trial.number, "acc_drop": _nan(r.acc_drop), "proxy_acc": r.proxy_acc,
+           "flops_ratio": r.flops_ratio, "params_ratio": _nan(r.params_ratio), "mcb": r.mcb,
+           "recipe_std": r.recipe_std, "is_uniform": r.is_uniform, "recipe": r.recipe,
+           "values": list(trial.values or [])}
+    if retrained is not None:
+        row["retrain"] = retrained.to_attrs()
+    return row
+
+
+def _nan(v: float | None) -> float:
+    return math.nan if v is None else float(v)

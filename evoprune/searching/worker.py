@@ -1,0 +1,158 @@
+"""A worker: the trial context built once per process, then trials until n are COMPLETE."""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from evoprune.errors import EvopruneError
+from evoprune.events import Progress
+
+if TYPE_CHECKING:
+    from evoprune.objective import Objective, TrialContext
+    from evoprune.searching.config import SamplerConfig, SearchConfig
+
+MAX_FAILS_IN_A_ROW = 10  # a worker whose trials keep failing stops instead of looping forever
+POLL_S = 0.5  # wait between looks at the last trials other workers run
+
+
+def worker_device(device: str, worker: int) -> str:
+    """Spread workers over CUDA devices (one each where there are several, else shared)."""
+    import torch
+
+    if device == "auto" and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        return f"cuda:{worker % count}" if count > 1 else "cuda"
+    return device
+
+
+def build_context(config: SearchConfig, checkpoint: str, device: str, worker: int = 0,
+                  loaded: tuple[Any, Any, Any] | None = None) -> TrialContext:
+    """The built-in trial context: base with its weights, units, decoder, data on `device`.
+
+    `loaded` passes a (base, units, data) the caller already holds, so nothing is built twice.
+    """
+    from evoprune.checkpoint import load_weights
+    from evoprune.cost import CostModel
+    from evoprune.data import batches_for, load_dataset
+    from evoprune.models import build_model
+    from evoprune.objective import proxy_context
+    from evoprune.spaces import Decoder
+    from evoprune.train import resolve_device
+    from evoprune.units import find_units
+
+    dev = resolve_device(device)
+    if loaded is None:
+        data = load_dataset(config.base.dataset, config.base.data_root)
+        base = build_model(config.base.model, data.info.num_classes, data.info.in_shape)
+        load_weights(base, checkpoint)
+        units = find_units(base, data.info.in_shape, residual=config.base.residual)
+        batches = batches_for(data, dev)
+    else:
+        base, units, batches = loaded
+    decoder = Decoder(config.space, CostModel(base, units))
+    return proxy_context(base, units, decoder, batches, config.proxy, config.seed + worker)
+
+
+def run_worker(config: SearchConfig, checkpoint: str, worker: int = 0,
+               progress: Progress | None = None, *, context: TrialContext | None = None
+               ) -> dict[str, Any]:
+    """Run trials of the prepared study until `n_trials` are COMPLETE; return what it did.
+
+    `context` is the one this process built already (or a benchmark's own model and data).
+    """
+    import torch
+
+    from evoprune.objective import Objective
+    from evoprune.schema import study_record
+    from evoprune.storage import load_study, worker_tag
+
+    if config.n_workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.n_workers))
+    study = load_study(config.storage, config.name(), heartbeat=True)
+    ctx = context or build_context(config, checkpoint, worker_device(config.device, worker),
+                                   worker)
+    objective = Objective(ctx, base_acc=study_record(study).base_acc, proxy=config.proxy,
+                          objectives=config.objectives, seed=config.seed + worker,
+                          worker={**worker_tag(), "index": worker}, progress=progress)
+    return run_trials(study, objective, n_trials=config.n_trials, sampler=config.sampler,
+                      seed=config.seed, worker=worker)
+
+
+def run_trials(study: Any, objective: Objective, *, n_trials: int, sampler: SamplerConfig,
+               seed: int, worker: int) -> dict[str, Any]:
+    """The worker loop: one trial at a time until the study holds n COMPLETE trials."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from evoprune.objective import TrialFailure
+    from evoprune.searching.sampler import derive_seed, make_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study.sampler = make_sampler(sampler, derive_seed(seed, len(study.get_trials(deepcopy=False)),
+                                                      worker))
+    guarded = _guard(study, objective, n_trials)
+    ran = fails = 0
+    timings: list[dict[str, float]] = []
+    while True:
+        counts = _counts(study)
+        if counts[TrialState.COMPLETE] >= n_trials:
+            break
+        if counts[TrialState.COMPLETE] + counts[TrialState.RUNNING] >= n_trials \
+                and not counts[TrialState.WAITING]:
+            _wait_for_others(study)
+            continue
+        tic = time.perf_counter()
+        study.optimize(guarded, n_trials=1, catch=(TrialFailure,), gc_after_trial=False)
+        ran += 1
+        if objective.timing:  # a COMPLETE trial: its stages and its whole wall time
+            timings.append({**objective.timing, "total": time.perf_counter() - tic})
+            objective.timing = {}
+        fails = 0 if objective.last_failure is None else fails + 1
+        if fails >= MAX_FAILS_IN_A_ROW:
+            raise EvopruneError(f"{fails} trials in a row failed (last: {objective.last_failure}); "
+                                "fix the cause (e.g. a lower --proxy-lr) and rerun to resume")
+    return {"worker": worker, "trials_run": ran, "timings": timings}
+
+
+def _counts(study: Any) -> dict[Any, int]:
+    """Trials by state (COMPLETE, RUNNING, WAITING)."""
+    from optuna.trial import TrialState
+
+    states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    trials = study.get_trials(deepcopy=False, states=states)
+    return {s: sum(t.state == s for t in trials) for s in states}
+
+
+def _guard(study: Any, objective: Objective, n_trials: int) -> Any:
+    """The objective, unless n trials numbered before this one are COMPLETE or RUNNING.
+
+    Workers racing near the end could start one trial too many: it is PRUNED as surplus, so
+    the study holds exactly n COMPLETE trials.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    def guarded(trial: Any) -> Any:
+        ahead = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        if sum(t.number < trial.number for t in ahead) >= n_trials:
+            trial.set_user_attr("surplus", True)
+            raise optuna.TrialPruned(f"{n_trials} trials were already complete or running")
+        return objective(trial)
+
+    return guarded
+
+
+def _wait_for_others(study: Any) -> None:
+    """Others run the last trials: retry those of dead workers (here now, elsewhere by grace)."""
+    import optuna
+
+    from evoprune.storage import reap_dead_trials
+
+    reap_dead_trials(study)
+    with warnings.catch_warnings():  # experimental in Optuna since 2.9
+        warnings.simplefilter("ignore")
+        optuna.storages.fail_stale_trials(study)
+    time.sleep(POLL_S)

@@ -1,0 +1,107 @@
+"""The Python API: the README's example on a tiny model, killed mid-study and resumed, analysed."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from torch import nn
+
+import evoprune
+from evoprune.cli import main
+
+EXAMPLE = Path(__file__).parent / "api" / "readme_example.py"
+NAME = "mynet-f0.25"
+
+
+def _run(storage: str, report: Path, n: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(EXAMPLE), storage, str(report), str(n)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _trials(storage: str) -> list:
+    from evoprune.storage import find_study
+
+    study = find_study(storage, NAME)
+    return [] if study is None else study.get_trials(deepcopy=False)
+
+
+def test_readme_example_resumes_after_a_kill_and_is_analysed(tmp_path):
+    """Kill the README's search while trial 2 runs; rerun: exactly n COMPLETE, then analyse."""
+    storage, n = f"sqlite:///{tmp_path / 'my.db'}", 6
+    proc = _run(storage, tmp_path / "report", n)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if any(t.number >= 2 and t.state.name == "RUNNING" for t in _trials(storage)):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert any(t.state.name == "RUNNING" for t in _trials(storage))
+    proc = _run(storage, tmp_path / "report", n)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    trials = _trials(storage)
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") == n and "RUNNING" not in states
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert len(failed) == 1 and "died" in failed[0].user_attrs["fail_reason"]
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert complete[0].number == 0 and complete[0].user_attrs["is_uniform"]
+    for t in complete:
+        assert abs(t.user_attrs["flops_ratio"] - 0.25) <= 0.002
+        assert abs(t.user_attrs["mcb"] - 1.0) <= 0.1 or t.user_attrs["is_uniform"]
+        assert 0 <= t.user_attrs["proxy_acc"] <= 1
+    # the pruned network of the best trial is exactly as large as the study says
+    params, best = (int(v) for v in out.split("RESULT", 1)[1].split())
+    best_trial = next(t for t in trials if t.number == best)
+    assert params == best_trial.user_attrs["params"]
+    assert (tmp_path / "report" / "report.md").is_file()
+    assert main(["analyze", "--storage", storage, "--study-name", NAME,
+                 "--out", str(tmp_path / "cli"), "--n-boot", "50"]) == 0
+    assert "mCB-1" in (tmp_path / "cli" / "report.md").read_text()
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                         nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 3))
+
+
+def test_search_refuses_other_weights_and_a_bad_evaluate(tmp_path):
+    """Resuming with other weights is refused; an accuracy outside [0, 1] is one clear error."""
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    net, x = _net(), torch.randn(1, 1, 8, 8)
+    space = evoprune.PruningSpace(c_flops=0.5)
+    with pytest.raises(evoprune.EvopruneError, match=r"accuracy in \[0, 1\]"):
+        evoprune.search(net, x, space=space, finetune=lambda m: None, evaluate=lambda m: 7.0,
+                        n_trials=2, storage=storage, study_name="s")
+    study = evoprune.search(net, x, space=space, finetune=lambda m: None,
+                            evaluate=lambda m: 0.5, n_trials=2, storage=storage, study_name="s")
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 2
+    assert study.user_attrs["checkpoint"]["sha256"] == evoprune.fingerprint(net)
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    with pytest.raises(evoprune.EvopruneError, match="other base weights"):
+        evoprune.search(net, x, space=space, finetune=lambda m: None, evaluate=lambda m: 0.5,
+                        n_trials=3, storage=storage, study_name="s")
+
+
+def test_prune_takes_a_recipe_or_a_trial():
+    """A recipe gives its channels; a trial without channels is refused with its number."""
+    net, x = _net(), torch.randn(1, 1, 8, 8)
+    small = evoprune.prune(net, [0.5, 0.5], x)
+    assert small[0].out_channels == 16 and small[3].out_channels == 16
+    assert small(x).shape == (1, 3)
+    trial = optuna.trial.create_trial(value=1.0, user_attrs={"channels": [8, 4]})
+    assert evoprune.prune(net, trial, x)[3].out_channels == 4
+    with pytest.raises(evoprune.EvopruneError, match="records no channels"):
+        evoprune.prune(net, optuna.trial.create_trial(value=1.0), x)
