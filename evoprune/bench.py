@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from evoprune.machine import machine
 
 if TYPE_CHECKING:
     from evoprune.spaces import Decoded, Decoder
@@ -26,18 +26,62 @@ COST_CASES: dict[str, tuple[tuple[int, int, int], int]] = {
 }
 
 
-def machine() -> str:
-    """Describe the machine a benchmark ran on."""
+def run_bench(name: str, **options: Any) -> tuple[list[dict[str, Any]], str]:
+    """Check one benchmark's options (one-line EvopruneError), run it; return rows and table."""
+    from evoprune.errors import EvopruneError
+
+    positive = [k for k in ("repeats", "n", "seconds", "epochs", "batch_size", "n_trials",
+                            "n_synthetic") if k in options and not options[k] > 0]
+    if positive:
+        raise EvopruneError(f"bench {name}: --{positive[0].replace('_', '-')} must be positive")
+    if name in ("cost", "space"):
+        unknown = [m for m in options["models"] if m not in COST_CASES]
+        if unknown:
+            raise EvopruneError(f"bench takes models from {', '.join(COST_CASES)}")
+        if name == "cost":
+            rows = bench_cost(options["models"], repeats=options["repeats"])
+            return rows, format_cost_rows(rows)
+        rows = bench_space(options["models"], c_flops=options["c_flops"], n=options["n"],
+                           seconds=options["seconds"])
+        return rows, format_space_rows(rows)
+    cases = SEARCH_CASES if name == "search" else TRAIN_CASES
+    bad = [c for c in options["cases"] if c not in cases]
+    if bad:
+        raise EvopruneError(f"bench {name} takes cases from {', '.join(cases)}")
+    if name == "search":
+        rows = bench_search(options["cases"], n_trials=options["n_trials"],
+                            n_synthetic=options["n_synthetic"], device=options["device"])
+        return rows, format_search_rows(rows)
+    if options["sweep"]:
+        rows = bench_train_sweep(options["cases"][0], epochs=options["epochs"],
+                                 n_synthetic=options["n_synthetic"], device=options["device"])
+        return rows, format_sweep_rows(rows)
+    rows = bench_train(options["cases"], epochs=options["epochs"],
+                       batch_size=options["batch_size"], n_synthetic=options["n_synthetic"],
+                       device=options["device"])
+    return rows, format_train_rows(rows)
+
+
+def latency_ms(model: Any, in_shape: Sequence[int], device: Any, batch: int = 32,
+               repeats: int = 5) -> float:
+    """Median forward time of one batch in milliseconds (eval mode, no gradients)."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), python {platform.python_version()}")
+    x = torch.randn(batch, *in_shape, device=device)
+    model.eval()
+    times = []
+    with torch.inference_mode():
+        model(x)
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            tic = time.perf_counter()
+            model(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - tic)
+    model.train()
+    return 1000 * float(np.median(times))
 
 
 def _median_time(fn: Callable[[], Any], repeats: int, inner: int = 1) -> float:
@@ -378,11 +422,12 @@ def _bench_search_one(case: str, n_trials: int, n_synthetic: int, device_spec: s
     import torch
 
     from evoprune.checkpoint import atomic_save
-    from evoprune.cost import CostModel
     from evoprune.data import batches_for, load_dataset
     from evoprune.models import build_model
-    from evoprune.searching import Context, config_from, prepare, run_worker
-    from evoprune.spaces import Decoder
+    from evoprune.objective import ProxyConfig
+    from evoprune.searching import BaseConfig, SamplerConfig, SearchConfig, prepare
+    from evoprune.searching.worker import build_context, run_worker
+    from evoprune.spaces import PruningSpace
     from evoprune.train import resolve_device
     from evoprune.units import find_units
 
@@ -394,14 +439,15 @@ def _bench_search_one(case: str, n_trials: int, n_synthetic: int, device_spec: s
         base = build_model(model_name, data.info.num_classes, data.info.in_shape)
         ckpt = f"{tmp}/base.pt"
         atomic_save(base.state_dict(), ckpt)
-        config = config_from(c_flops=0.25, c_mcb=1.0, model=model_name, dataset=dataset,
-                             checkpoint=ckpt, storage=f"sqlite:///{tmp}/bench.db",
-                             proxy_epochs=1, n_trials=n_trials + 1, population=4,
-                             device=str(device), proxy_batch_size=32 if dataset == "digits" else 128)
+        config = SearchConfig(
+            space=PruningSpace(c_flops=0.25, c_mcb=1.0),
+            base=BaseConfig(model=model_name, dataset=dataset, checkpoint=ckpt),
+            proxy=ProxyConfig(epochs=1), sampler=SamplerConfig(population=4),
+            storage=f"sqlite:///{tmp}/bench.db", n_trials=n_trials + 1, device=str(device))
         prepare(config)
         units = find_units(base, data.info.in_shape)
-        ctx = Context(base.to(device), units, Decoder(config.space(), CostModel(base, units)),
-                      batches_for(data, device), device)
+        ctx = build_context(config, ckpt, str(device),
+                            loaded=(base, units, batches_for(data, device)))
         timings = run_worker(config, ckpt, context=ctx)["timings"][1:]
     med = {k: statistics.median(t[k] for t in timings) for k in timings[0]}
     training = med["train_eval"]

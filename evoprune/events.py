@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,6 @@ class RetrainStarted:
     lr: float
 
 
-Event = Union[BaseTraining, EpochDone, StudyCreated, TrialsReaped, SearchStarted, TrialDone,
-              TrialFailed, RetrainStarted]
+Event = (BaseTraining | EpochDone | StudyCreated | TrialsReaped | SearchStarted | TrialDone
+         | TrialFailed | RetrainStarted)
 Progress = Callable[[Event], None]

@@ -116,28 +116,6 @@ def proxy_context(base: nn.Module, units: Units, decoder: Decoder, data: DeviceB
                         evaluate=lambda m: evaluate(m, data).top1, data=data)
 
 
-def latency_ms(model: Any, in_shape: Sequence[int], device: Any, batch: int = 32,
-               repeats: int = 5) -> float:
-    """Median forward time of one batch in milliseconds (eval mode, no gradients)."""
-    import torch
-
-    x = torch.randn(batch, *in_shape, device=device)
-    model.eval()
-    times = []
-    with torch.inference_mode():
-        model(x)
-        for _ in range(repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            tic = time.perf_counter()
-            model(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - tic)
-    model.train()
-    return 1000 * float(np.median(times))
-
-
 def _cost_record(decoder: Decoder, d: Decoded, uniform: bool) -> TrialRecord:
     """The recipe, channels and exact cost of a decoded recipe."""
     flops, params = decoder.cost.batch(d.kept)  # exact integers (the analytic model)
@@ -195,6 +173,8 @@ class Objective:
         record = _with(record, proxy_acc=acc, acc_drop=acc_drop(self.base_acc, acc),
                        proxy_seconds=t3 - t2 - screen_s)
         if "latency" in self.objectives:
+            from evoprune.bench import latency_ms
+
             record = _with(record, latency_ms=latency_ms(pruned, self.ctx.units.in_shape,
                                                          self.ctx.device))
         values = tuple(self._value(name, record) for name in self.objectives)

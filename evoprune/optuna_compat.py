@@ -19,7 +19,7 @@ def is_checked(version: str) -> bool:
 
 
 def rdb_of(study: Any) -> Any | None:
-    """The study's RDBStorage (`Study._storage`, unwrapping `_CachedStorage._backend`), or None."""
+    """The study's RDBStorage (`Study._storage`, `_CachedStorage._backend`), else None."""
     from optuna.storages import RDBStorage, _CachedStorage
 
     storage = study._storage
@@ -29,21 +29,17 @@ def rdb_of(study: Any) -> Any | None:
 
 
 def set_running_trial_user_attr(study: Any, trial: Any, key: str, value: Any) -> None:
-    """Set a user_attr on another process's RUNNING trial via `Study._storage` and
-    `FrozenTrial._trial_id` (the public `Trial.set_user_attr` needs the owner's Trial object).
-
-    Raises Optuna's UpdateFinishedTrialError where the trial is finished meanwhile.
-    """
+    """Set a user_attr on another process's RUNNING trial (`Study._storage`, `._trial_id`)."""
+    # Public Trial.set_user_attr needs the owner's Trial object. Raises UpdateFinishedTrialError
+    # where the trial was finished meanwhile (RDB and journal alike): the reaper's lost race.
     study._storage.set_trial_user_attr(trial._trial_id, key, value)
 
 
 def set_finished_trial_user_attr(study: Any, trial: Any, key: str, value: Any) -> bool:
-    """Set a user_attr on a finished trial of an RDB storage by shadowing the instance's
-    `check_trial_is_updatable` (Optuna refuses it); False for other storages, which cannot.
-
-    A journal replays its log, where a finished trial stays as it finished. The shadow is an
-    instance attribute, removed before returning, so the storage refuses such writes again.
-    """
+    """Set a finished trial's user_attr on an RDB (shadow `check_trial_is_updatable`); or False."""
+    # Optuna refuses writes to finished trials; a journal cannot take them at all (its replay
+    # keeps a finished trial as it finished). The shadow is an instance attribute of this RDB
+    # storage object, removed before returning, so the storage refuses such writes again.
     rdb = rdb_of(study)
     if rdb is None:
         return False
@@ -56,11 +52,9 @@ def set_finished_trial_user_attr(study: Any, trial: Any, key: str, value: Any) -
 
 
 def set_trial_user_attrs_at_once(trial: Any, attrs: dict[str, Any]) -> bool:
-    """Write a running trial's user_attrs in one RDB transaction with `_create_scoped_session`,
-    `RDBStorage._set_trial_attr_without_commit` and `_rdb.models` (public calls commit per key).
-
-    Returns False, writing nothing, where the storage is no RDB or these internals are missing.
-    """
+    """Write user_attrs in one RDB transaction (`_create_scoped_session`, `_set_trial_attr_…`)."""
+    # The public Trial.set_user_attr commits once per key (13 commits a trial instead of 1).
+    # Returns False, writing nothing, where the storage is no RDB or the internals are missing.
     rdb = rdb_of(trial.study)
     if rdb is None or not hasattr(rdb, "_set_trial_attr_without_commit"):
         return False

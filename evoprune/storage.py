@@ -1,7 +1,7 @@
 """Optuna storages by URL: SQLite (WAL), journal files, any RDB; checked before anything is written.
 
-Every stage after the search reads only the storage (DESIGN.md, "The study storage is the
-interface"). `sqlite:///PATH` is one file for one process; `journal:PATH` (or a path ending in
+Every stage after the search reads only the storage (docs/architecture.md, "The storage
+schema"). `sqlite:///PATH` is one file for one process; `journal:PATH` (or a path ending in
 `.log`) is Optuna's JournalStorage, safe for many processes on one machine; any other
 SQLAlchemy URL (`postgresql://…`, `mysql://…`) serves many machines, with heartbeats so a trial
 left RUNNING by a dead machine is failed and retried.
@@ -162,18 +162,17 @@ def find_study(url: str, name: str) -> Any | None:
 
 
 def retry_trial(study: Any, trial: Any) -> None:
-    """Queue a failed trial again through Optuna's RetryHeartbeatStaleTrialCallback.
-
-    The one retry of both paths: the RDB heartbeat's `heartbeat_stale_trial_callback` (a trial of
-    a dead machine) and `reap_dead_trials` (a dead process on this host). Optuna's callback adds a
-    WAITING trial with the same params and distributions, the failed trial's system_attrs plus
-    `failed_trial` (the first trial of the chain) and `retry_history` (read by `retried_from`),
-    and a copy of every user_attr. It is handed a copy of the failed trial whose user_attrs keep
-    only RETRY_INHERITS: an inherited `worker` would carry a dead pid into the retry's RUNNING
-    state until the objective re-tags it, and `reap_dead_trials` would fail it in that window; an
-    inherited `fail_reason` or result would stay on a retry that completes (Optuna cannot delete a
-    user_attr). So the objective needs nothing special for retries.
-    """
+    """Queue a failed trial again with Optuna's RetryHeartbeatStaleTrialCallback (see comment)."""
+    # The one retry of both paths: the RDB heartbeat's `heartbeat_stale_trial_callback` (a trial
+    # of a dead machine) and `reap_dead_trials` (a dead process on this host). Optuna's callback
+    # adds a WAITING trial with the same params and distributions, the failed trial's
+    # system_attrs plus `failed_trial` (the first trial of the chain) and `retry_history` (read by
+    # `retried_from`), and a copy of every user_attr. It is handed a copy of the failed trial
+    # whose user_attrs keep only RETRY_INHERITS: an inherited `worker` would carry a dead pid
+    # into the retry's RUNNING state until the objective re-tags it, and `reap_dead_trials` would
+    # fail it in that window; an inherited `fail_reason` or result would stay on a retry that
+    # completes (Optuna cannot delete a user_attr). So the objective needs nothing for retries.
+    # (RetryFailedTrialCallback is the same class under its old name, deprecated since 4.9.)
     import copy
     import warnings
 
@@ -188,12 +187,10 @@ def retry_trial(study: Any, trial: Any) -> None:
 
 
 def retried_from(trial: Any) -> int | None:
-    """The number of the original trial that `trial` retries, or None where it is no retry.
-
-    Optuna's `failed_trial` system_attr (`RetryHeartbeatStaleTrialCallback.retried_trial_number`:
-    the first trial of a chain of retries; `retry_history` lists the whole chain). Studies written
-    before evoprune used Optuna's callback also carry the legacy user_attr `retry_of`.
-    """
+    """The number of the original trial that `trial` retries, or None where it is no retry."""
+    # Optuna's `failed_trial` system_attr (RetryHeartbeatStaleTrialCallback.retried_trial_number:
+    # the first trial of a chain; `retry_history` lists the chain). Studies written before
+    # evoprune used Optuna's callback carry the legacy user_attr `retry_of` (the parent).
     import warnings
 
     import optuna
@@ -251,14 +248,12 @@ def reap_dead_trials(study: Any) -> list[int]:
 
 
 def _fail_dead(study: Any, trial: Any) -> Any | None:
-    """FAIL a dead worker's RUNNING trial with its reason; the failed trial, None if we lost a race.
-
-    Losing to another process that finished the trial first shows as Optuna's
-    UpdateFinishedTrialError (the storage refuses the write: RDB and journal alike) or as
-    `Study.tell`'s ValueError for a trial it reads finished. `tell(skip_if_finished=True)` would
-    hide the race, but also whether this process or the other one failed the trial, so both
-    would queue a retry.
-    """
+    """FAIL a dead worker's RUNNING trial with its reason; the failed trial, None on a lost race."""
+    # Losing to another process that finished the trial first shows as Optuna's
+    # UpdateFinishedTrialError (the storage refuses the write: RDB and journal alike) or as
+    # Study.tell's ValueError for a trial it reads finished, which counts only when a fresh read
+    # shows it finished. tell(skip_if_finished=True) would hide the race but also whether this
+    # process or the other one failed the trial, so both would queue a retry.
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 

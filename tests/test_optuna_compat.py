@@ -21,7 +21,8 @@ ATTRS = {f"k{i:02d}": [i, float(i) / 3, {"n": str(i)}] for i in range(13)}
 @pytest.fixture(params=["sqlite", "journal"])
 def url(request, tmp_path) -> str:
     """A fresh storage URL of each kind."""
-    return f"sqlite:///{tmp_path}/s.db" if request.param == "sqlite" else f"journal:{tmp_path}/s.log"
+    kind = request.param
+    return f"sqlite:///{tmp_path}/s.db" if kind == "sqlite" else f"journal:{tmp_path}/s.log"
 
 
 def _study(url: str) -> optuna.Study:

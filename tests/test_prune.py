@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from evoprune.errors import EvopruneError
-from evoprune.pruning import PrunedSpec, export_onnx, load_pruned, prune, prune_channels, save_pruned
+from evoprune.pruning import (
+    PrunedSpec,
+    export_onnx,
+    load_pruned,
+    prune,
+    prune_channels,
+    save_pruned,
+)
 
 DIGITS = (1, 8, 8)
 

@@ -12,12 +12,16 @@ import pytest
 from optuna.trial import TrialState
 
 from evoprune.cli import main
-from evoprune.searching import SearchConfig, config_from, derive_seed, prepare, run_search
+from evoprune.objective import ProxyConfig
+from evoprune.searching import BaseConfig, SamplerConfig, SearchConfig, prepare, run_search
+from evoprune.searching.sampler import derive_seed, make_sampler
+from evoprune.spaces import PruningSpace
 
 TRIAL_ATTRS = {"recipe", "channels", "flops", "params", "flops_ratio", "params_ratio", "mcb",
                "recipe_std", "proxy_acc", "acc_drop", "proxy_seconds", "is_uniform"}
-STUDY_ATTRS = {"model", "dataset", "checkpoint", "base_acc", "base_flops", "base_params", "units",
-               "space", "proxy", "seed", "evoprune_version", "objectives", "sampler"}
+STUDY_ATTRS = {"config", "checkpoint", "base_acc", "base_flops", "base_params", "units",
+               "evoprune_version", "created", "schema"}
+TREE = {"base", "space", "proxy", "sampler", "objectives", "seed"}
 
 
 def search_args(storage: str, ckpt: str, *extra: str) -> list[str]:
@@ -55,9 +59,10 @@ def test_search_fills_the_study_with_in_band_trials_and_the_uniform_baseline(tmp
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
     assert trials[0].user_attrs["is_uniform"] is True
     assert not any(t.user_attrs["is_uniform"] for t in trials[1:])
-    assert set(study.user_attrs) >= STUDY_ATTRS
+    assert set(study.user_attrs) == STUDY_ATTRS
+    assert set(study.user_attrs["config"]) == TREE
     assert study.metric_names == ["acc_drop", "params"]
-    assert study.user_attrs["space"]["c_mcb"] == 1.0
+    assert study.user_attrs["config"]["space"]["c_mcb"] == 1.0
     base_acc = study.user_attrs["base_acc"]
     assert 0.5 < base_acc <= 1.0
     for t in trials:
@@ -100,11 +105,15 @@ def test_seed_derivation_separates_runs_and_workers():
 
 def test_study_name_and_identity_follow_the_space():
     """The default study name and the resume identity carry model, dataset and space."""
-    c = config_from(c_flops=0.1, c_std=0.05, model="resnet56", dataset="cifar10")
+    c = SearchConfig(space=PruningSpace(c_flops=0.1, c_std=0.05),
+                     base=BaseConfig(model="resnet56", dataset="cifar10"))
     assert c.name() == "resnet56-cifar10-STD-0.05-f0.1"
-    assert c.proxy.batch_size == 128 and config_from(c_flops=0.1).proxy.batch_size == 32
+    digits = SearchConfig(space=PruningSpace(c_flops=0.1))
+    assert c.proxy.batch_size == 128 and digits.proxy.batch_size == 32
     assert c.identity()["space"]["c_std"] == 0.05
-    assert SearchConfig(c_flops=0.5, residual=True).name() == "resnet20-digits-initial-f0.5-residual"
+    assert c.identity()["base"] == {"model": "resnet56", "dataset": "cifar10", "residual": False}
+    assert SearchConfig(space=PruningSpace(c_flops=0.5), base=BaseConfig(residual=True)).name() \
+        == "resnet20-digits-initial-f0.5-residual"
 
 
 def test_resume_with_another_configuration_or_checkpoint_is_refused(tmp_path, base_ckpt, capsys):
@@ -168,8 +177,10 @@ def test_nan_and_unrepairable_trials_fail_with_reasons_and_the_study_goes_on(tmp
 
     monkeypatch.setattr(train, "fit", flaky_fit)
     storage = f"sqlite:///{tmp_path}/s.db"
-    config = config_from(c_flops=0.25, c_mcb=1.0, checkpoint=base_ckpt, storage=storage,
-                         proxy_epochs=1, population=4, n_trials=3, device="cpu")
+    config = SearchConfig(space=PruningSpace(c_flops=0.25, c_mcb=1.0),
+                          base=BaseConfig(checkpoint=base_ckpt), proxy=ProxyConfig(epochs=1),
+                          sampler=SamplerConfig(population=4), storage=storage, n_trials=3,
+                          device="cpu")
     result = run_search(config)
     assert result["states"] == {"COMPLETE": 3, "FAIL": 1}
     failed = [t for t in load(storage).get_trials() if t.state == TrialState.FAIL]
@@ -215,11 +226,13 @@ def test_prepare_records_the_checkpoint_hash(tmp_path, base_ckpt):
     from evoprune.checkpoint import sha256_of
 
     storage = f"sqlite:///{tmp_path}/s.db"
-    config = config_from(c_flops=0.5, checkpoint=base_ckpt, storage=storage, device="cpu")
+    config = SearchConfig(space=PruningSpace(c_flops=0.5), base=BaseConfig(checkpoint=base_ckpt),
+                          storage=storage, device="cpu")
     prepared = prepare(config)
-    attrs = load(storage, prepared["study"]).user_attrs
+    attrs = load(storage, prepared.study).user_attrs
     assert attrs["checkpoint"] == {"path": base_ckpt, "sha256": sha256_of(base_ckpt)}
-    assert prepared["complete"] == 0
+    assert attrs["schema"] == 2 and attrs["config"] == config.stored_tree()
+    assert prepared.complete == 0 and prepared.context is not None
     assert next(u["name"] for u in attrs["units"]) == "layer1.0.conv1"
 
 
@@ -240,17 +253,14 @@ def test_sampler_never_repeats_a_stored_genotype():
     """NSGA-II alone copies parents unchanged; the wrapped sampler never repeats a genotype."""
     import optuna
 
-    from evoprune.searching import sampler_for
-
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         g = [trial.suggest_float(f"g{i:03d}", 0.0, 1.0) for i in range(3)]
         return g[0] + g[1], g[2] - g[1]
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    config = SearchConfig(c_flops=0.5, population=4)
     counts = []
     for sampler in (optuna.samplers.NSGAIISampler(population_size=4, seed=1),
-                    sampler_for(config, 1)):
+                    make_sampler(SamplerConfig(population=4), 1)):
         study = optuna.create_study(directions=["minimize"] * 2, sampler=sampler)
         study.optimize(objective, n_trials=60)
         counts.append(len(_same_genotype_pairs(study.get_trials())))
@@ -276,7 +286,7 @@ def test_bench_search_splits_a_trial_into_training_and_overhead(capsys):
 def test_a_search_whose_trials_all_fail_stops_with_one_line(tmp_path, base_ckpt, monkeypatch,
                                                             capsys):
     """Every fine-tune diverges: after MAX_FAILS_IN_A_ROW failures, exit 2 with the reason."""
-    import evoprune.searching as search
+    import evoprune.searching.worker as search
     import evoprune.train as train
     from evoprune.errors import NonFiniteLossError
 
@@ -298,11 +308,13 @@ def test_waiting_worker_retries_the_trial_of_a_worker_that_died(tmp_path, base_c
     import subprocess
     import sys
 
-    from evoprune.searching import run_worker
+    from evoprune.searching.worker import run_worker
 
     storage = f"journal:{tmp_path}/s.log"
-    config = config_from(c_flops=0.25, c_mcb=1.0, checkpoint=base_ckpt, storage=storage,
-                         proxy_epochs=1, population=4, n_trials=1, device="cpu", n_workers=2)
+    config = SearchConfig(space=PruningSpace(c_flops=0.25, c_mcb=1.0),
+                          base=BaseConfig(checkpoint=base_ckpt), proxy=ProxyConfig(epochs=1),
+                          sampler=SamplerConfig(population=4), storage=storage, n_trials=1,
+                          device="cpu", n_workers=2)
     prepare(config)
     study = load(storage)
     held = study.ask()  # the uniform trial, now RUNNING for a process that is gone
