@@ -170,14 +170,14 @@ def created(study: Any) -> bool:
 class RetrainRecord:
     """A full retraining of one trial's network (mode, budget, seed, test result, saved model)."""
 
-    mode: str
-    epochs: int
-    lr: float
-    batch_size: int
-    seed: int
-    acc: float
     acc_drop: float  # percentage points against the study's base_acc
-    seconds: float
+    acc: float = math.nan  # test top-1 in [0, 1]
+    mode: str = ""  # finetune, rewind, scratch or scratch-b
+    epochs: int = 0
+    lr: float = math.nan
+    batch_size: int = 0
+    seed: int = 0
+    seconds: float = 0.0
     model_path: str = ""
     sha256: str = ""
 
@@ -227,7 +227,7 @@ class TrialRecord:
     latency_ms: float | None = None
     fail_reason: str | None = None
     surplus: bool | None = None  # PRUNED: n trials were already complete or running
-    retry_of: int | None = None  # the failed trial this one retries (legacy; see storage)
+    retry_of: int | None = None  # legacy (version 1): read `storage.retried_from` instead
     retrain: dict[str, Any] | None = None  # a RetrainRecord's attrs (SQL storages)
 
     def to_attrs(self) -> dict[str, Any]:

@@ -88,7 +88,7 @@ def test_journal_storage_keeps_results_in_the_study(tmp_path, base_ckpt, monkeyp
     study = optuna.load_study(study_name=NAME, storage=open_storage(storage))
     results = retrain_results(study)
     assert len(results) == 2 and 0 in results
-    assert all(r["epochs"] == 1 and 0 <= r["acc"] <= 1 for r in results.values())
+    assert all(r.epochs == 1 and 0 <= r.acc <= 1 for r in results.values())
 
 
 @pytest.mark.parametrize(("argv", "words"), [

@@ -309,6 +309,7 @@ def test_waiting_worker_retries_the_trial_of_a_worker_that_died(tmp_path, base_c
     import sys
 
     from evoprune.searching.worker import run_worker
+    from evoprune.storage import retried_from
 
     storage = f"journal:{tmp_path}/s.log"
     config = SearchConfig(space=PruningSpace(c_flops=0.25, c_mcb=1.0),
@@ -327,6 +328,6 @@ def test_waiting_worker_retries_the_trial_of_a_worker_that_died(tmp_path, base_c
     trials = load(storage).get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert result["trials_run"] == 1
-    assert trials[1].user_attrs["retry_of"] == 0 and trials[1].user_attrs["is_uniform"] is True
+    assert retried_from(trials[1]) == 0 and trials[1].user_attrs["is_uniform"] is True
     assert trials[1].params == trials[0].params
     assert "worker process died" in trials[0].user_attrs["fail_reason"]

@@ -76,7 +76,7 @@ def test_a_study_killed_while_being_created_is_finished_on_resume(tmp_path, base
     finishes the creation instead of refusing a study whose attrs look different."""
     storage = f"sqlite:///{tmp_path}/s.db"
     argv = search_argv(storage, base_ckpt, 2)
-    for k in (4, 9, 14):  # the creation's 4th, 9th and 14th write statements
+    for k in (3, 6, 9):  # the creation's 3rd, 6th and 9th write statements
         run = run_with_fault("write", k, argv)
         figures["kill_runs"] += 1
         if run.returncode == -signal.SIGKILL:
@@ -92,5 +92,5 @@ def test_a_study_killed_while_being_created_is_finished_on_resume(tmp_path, base
     figures["kill_studies"] += 1
     figures["exact_n"] += states.count("COMPLETE") == 2
     assert states == ["COMPLETE", "COMPLETE"]
-    assert study.user_attrs["created"] is True and "space" in study.user_attrs
+    assert study.user_attrs["created"] is True and "config" in study.user_attrs
     assert [bool(t.user_attrs.get("is_uniform")) for t in study.get_trials()] == [True, False]
