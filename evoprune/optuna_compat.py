@@ -68,3 +68,26 @@ def set_trial_user_attrs_at_once(trial: Any, attrs: dict[str, Any]) -> bool:
             rdb._set_trial_attr_without_commit(session, models.TrialUserAttributeModel,
                                                trial._trial_id, key, value)
     return True
+
+
+class StudyWithout:
+    """A view of a study whose trial lists (`get_trials`, `_get_trials`) leave some trials out.
+
+    Samplers read a study's trials through `Study._get_trials` (TPE, the GA samplers' parent
+    populations, the intersection search space); no public hook filters what they learn from,
+    so the view overrides that private name too. Everything else is the study's own.
+    """
+
+    def __init__(self, study: Any, keep: Any) -> None:
+        self._study = study
+        self._keep = keep
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def get_trials(self, *args: Any, **kwargs: Any) -> list[Any]:
+        """The study's trials that `keep` accepts."""
+        return [t for t in self._study.get_trials(*args, **kwargs) if self._keep(t)]
+
+    def _get_trials(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return [t for t in self._study._get_trials(*args, **kwargs) if self._keep(t)]

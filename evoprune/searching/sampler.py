@@ -1,8 +1,9 @@
-"""The sampler: choice by name, seed derivation, no repeated genotype, uniform kept out of parents.
+"""The sampler: choice by name, seed derivation, no repeated genotype, the uniform trial unseen.
 
 The study's uniform baseline is trial 0. Its stored genotype (all genes 0.5) decodes to the
 uniform recipe only in the initial space: in STD and mCB spaces it is evaluated as the band's
-uniform recipe, which lies outside the space. NSGA-II therefore never takes it as a parent.
+uniform recipe, which lies outside the space. The sampler therefore never sees it: NSGA-II
+does not breed from it and TPE does not model it (`optuna_compat.StudyWithout`).
 """
 
 from __future__ import annotations
@@ -33,16 +34,15 @@ def is_uniform(trial: FrozenTrial) -> bool:
     return bool(trial.user_attrs.get("is_uniform"))
 
 
-class NSGAIIWithoutUniform(NSGAIISampler):
-    """NSGA-II whose parents never include the uniform baseline (its genes are not its recipe)."""
+def _seen(study: Study) -> Any:
+    """The study as the inner sampler sees it: without the uniform baseline."""
+    from evoprune.optuna_compat import StudyWithout
 
-    def select_parent(self, study: Study, generation: int) -> list[FrozenTrial]:
-        """NSGA-II's elite selection, less the uniform baseline."""
-        return [t for t in super().select_parent(study, generation) if not is_uniform(t)]
+    return StudyWithout(study, lambda t: not is_uniform(t))
 
 
 class DistinctSampler(BaseSampler):
-    """Delegate to `inner`; redraw a relative sample that repeats a stored genotype.
+    """Delegate to `inner` (which never sees the uniform baseline); never repeat a genotype.
 
     NSGA-II copies a parent unchanged when crossover is skipped and no gene mutates (a few % of
     children with 9 genes): such a copy would spend a trial on a network already measured.
@@ -56,12 +56,12 @@ class DistinctSampler(BaseSampler):
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial
                                     ) -> dict[str, BaseDistribution]:
         """The inner sampler's relative search space."""
-        return self.inner.infer_relative_search_space(study, trial)
+        return self.inner.infer_relative_search_space(_seen(study), trial)
 
     def sample_relative(self, study: Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
         """The inner sample, redrawn (then one gene mutated) while it repeats a stored one."""
-        params = self.inner.sample_relative(study, trial, search_space)
+        params = self.inner.sample_relative(_seen(study), trial, search_space)
         if not params:
             return params
         seen = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False)
@@ -69,7 +69,7 @@ class DistinctSampler(BaseSampler):
         for _ in range(REDRAWS):
             if tuple(sorted(params.items())) not in seen:
                 return params
-            params = self.inner.sample_relative(study, trial, search_space)
+            params = self.inner.sample_relative(_seen(study), trial, search_space)
         params = dict(params)  # still a copy: mutate one gene uniformly
         gene = sorted(params)[int(self._rng.integers(len(params)))]
         params[gene] = float(self._rng.random())
@@ -78,7 +78,7 @@ class DistinctSampler(BaseSampler):
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
         """The inner sampler's independent sample."""
-        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+        return self.inner.sample_independent(_seen(study), trial, param_name, param_distribution)
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         """Forwarded to the inner sampler."""
@@ -98,7 +98,7 @@ def make_sampler(config: SamplerConfig, seed: int) -> DistinctSampler:
     """The configured sampler with `seed`; the same settings on create and on resume."""
     inner: BaseSampler
     if config.name == "nsga2":
-        inner = NSGAIIWithoutUniform(population_size=config.population, seed=seed)
+        inner = NSGAIISampler(population_size=config.population, seed=seed)
     elif config.name == "tpe":
         inner = optuna.samplers.TPESampler(seed=seed, multivariate=True)
     else:
