@@ -214,3 +214,17 @@ def test_bench_space_reports_rates_and_acceptance(capsys):
     for r in rows:
         assert r["decoded_inside"] == 200 and r["decode_per_s"] > 0 and r["reject_draws"] >= 4096
         assert 0 <= r["acceptance"] < 0.5
+
+
+def test_non_finite_outputs_are_not_blamed_on_the_lr(monkeypatch, capsys):
+    """Non-finite outputs at evaluation: exit 1, one line that does not advise a lower lr."""
+    import evoprune.jobs
+    from evoprune.errors import NonFiniteOutputError
+
+    def broken(*_a, **_k):
+        raise NonFiniteOutputError("the model produced non-finite outputs on the test set")
+
+    monkeypatch.setattr(evoprune.jobs, "run_train", broken)
+    assert main(["train", "--epochs", "1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not finite" in err[0] and "--lr" not in err[0]
