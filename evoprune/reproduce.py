@@ -289,6 +289,7 @@ def _winner_pairs(retrained: list[dict[str, Any]], proxy: dict[str, dict[int, fl
 def run_reproduce(config: ReproduceConfig, *, command: str = "",
                   progress: Progress | None = None) -> dict[str, Any]:
     """Run the study set end to end; write report.md, summary.json and figures to config.out."""
+    # Long but linear: search, retrain, analyse, test (a)-(f), write; each step one call.
     import numpy as np
 
     from evoprune.analysis import observations as obs
@@ -437,6 +438,7 @@ def markdown(config: ReproduceConfig, found: list, meta: dict[str, Any],
              retrained: list[dict[str, Any]], proxy: dict[str, dict[int, float]],
              figures: dict[str, str], analysis_summary: dict[str, Any]) -> str:
     """The reproduction report: how it was made, each observation's verdict and evidence."""
+    # Long but linear: the report's sections in reading order, one block of lines each.
     c = config
     lines = [
         f"# Network Pruning Spaces on {c.dataset}: the paper's observations, reproduced",

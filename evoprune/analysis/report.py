@@ -273,6 +273,7 @@ def _law_text(fit: LawFit | None, note: str | None, x: str, y: str) -> list[str]
 
 def markdown(a: Analysis, config: AnalyzeConfig, figures: dict[str, str], seconds: float) -> str:
     """The report: every number with its interval or test, and the figures."""
+    # Long but linear: the report's sections in reading order, one block of lines each.
     level = f"{100 * config.level:g}%"
     lines = ["# evoprune analysis", "",
              f"Storage `{config.storage}`, {len(a.studies)} studies, "
