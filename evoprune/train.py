@@ -228,32 +228,6 @@ def fit(
                      seen / seconds if seconds > 0 else 0.0, str(device), history)
 
 
-RETRAIN_MODES = ("finetune", "rewind", "scratch", "scratch-b")
-
-
-def retrain_schedule(mode: str, original: Schedule, *, epochs: int | None = None,
-                     lr: float | None = None, flops_ratio: float = 1.0) -> Schedule:
-    """The schedule of a retraining technique (Sec. 2.2; Liu et al. 2019 for scratch-b).
-
-    finetune: small lr (0.01), no warm-up. rewind: the original initial lr, 5 warm-up epochs
-    (learning-rate restarting). scratch: the original schedule. scratch-b: the original
-    schedule with epochs scaled by 1/flops_ratio, so the FLOPs budget equals the original's.
-    """
-    if mode not in RETRAIN_MODES:
-        raise EvopruneError(f"unknown retraining mode {mode!r}: choose {', '.join(RETRAIN_MODES)}")
-    if not 0 < flops_ratio <= 1:
-        raise EvopruneError(f"flops_ratio must be in (0, 1], got {flops_ratio}")
-    n = epochs if epochs is not None else original.epochs
-    if mode == "finetune":
-        return replace(original, epochs=n, lr=lr if lr is not None else 0.01, warmup_epochs=0.0)
-    if mode == "rewind":
-        return replace(original, epochs=n, lr=lr if lr is not None else original.lr,
-                       warmup_epochs=min(5.0, float(n)))
-    if mode == "scratch-b":
-        n = math.ceil(n / flops_ratio)
-    return replace(original, epochs=n, lr=lr if lr is not None else original.lr)
-
-
 def reinitialise(model: nn.Module, seed: int = 0) -> nn.Module:
     """Re-initialise every layer's parameters and BN statistics in place (retraining from scratch)."""
     torch.manual_seed(seed)
@@ -272,6 +246,8 @@ def retrain(model: nn.Module, data: DeviceBatches, mode: str, original: Schedule
             seed: int = 0, checkpoint: str | Path | None = None,
             progress: Callable[[dict[str, float]], None] | None = None) -> FitResult:
     """Retrain a pruned model in place with one technique; the result records its settings."""
+    from evoprune.retrain import retrain_schedule
+
     schedule = retrain_schedule(mode, original, epochs=epochs, lr=lr, flops_ratio=flops_ratio)
     if mode.startswith("scratch"):
         reinitialise(model, seed)

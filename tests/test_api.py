@@ -90,7 +90,7 @@ def test_search_refuses_other_weights_and_a_bad_evaluate(tmp_path):
     assert study.user_attrs["checkpoint"]["sha256"] == evoprune.fingerprint(net)
     with torch.no_grad():
         net[0].weight.add_(1.0)
-    with pytest.raises(evoprune.EvopruneError, match="other base weights"):
+    with pytest.raises(evoprune.EvopruneError, match="another checkpoint"):
         evoprune.search(net, x, space=space, finetune=lambda m: None, evaluate=lambda m: 0.5,
                         n_trials=3, storage=storage, study_name="s")
 

@@ -9,6 +9,7 @@ from evoprune.cli import main
 from evoprune.data import DeviceBatches, load_dataset
 from evoprune.errors import EvopruneError, NonFiniteLossError
 from evoprune.models import build_model
+from evoprune.retrain import retrain_schedule
 from evoprune.train import (
     Schedule,
     adaptive_bn,
@@ -16,7 +17,6 @@ from evoprune.train import (
     fit,
     resolve_device,
     retrain,
-    retrain_schedule,
 )
 
 

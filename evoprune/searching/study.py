@@ -43,9 +43,9 @@ def check_resume(existing: optuna.Study | None, identity: dict[str, Any],
                             "another study name")
     old = attrs.get("checkpoint", {}).get("sha256")
     if sha256 is not None and old is not None and old != sha256:
-        raise EvopruneError(f"study {name!r} was searched from other base weights (sha256 "
-                            f"{old[:12]}…, these {sha256[:12]}…): pass those weights or "
-                            "another study name")
+        raise EvopruneError(f"study {name!r} was searched from another checkpoint (base weights "
+                            f"sha256 {old[:12]}…, these {sha256[:12]}…): pass the same weights "
+                            "or another study name")
 
 
 def create_study(storage: str, name: str, record: StudyRecord, objectives: Sequence[str],
