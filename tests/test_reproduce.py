@@ -28,8 +28,8 @@ def test_the_committed_study_set_plans_the_papers_design():
     assert roles.count("space") == 16 and roles.count("held_out") == 4
     assert roles.count("compare") == 8
     compare = [p.search for p in planned if p.role == "compare"]
-    assert sorted({s.sampler for s in compare}) == ["nsga2", "random"]
-    assert {s.c_flops for s in compare} == {0.05} and {s.n_trials for s in compare} == {48}
+    assert sorted({s.sampler.name for s in compare}) == ["nsga2", "random"]
+    assert {s.space.c_flops for s in compare} == {0.05} and {s.n_trials for s in compare} == {48}
     assert len({p.search.name() for p in planned}) == 28
     assert len({p.search.seed for p in planned if p.role != "compare"}) == 20
     assert all(p.search.proxy.epochs == 2 and p.search.proxy.batch_size == 32 for p in planned)
