@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -25,19 +26,27 @@ def readme_block() -> str:
     return section[section.index("```python") + len("```python"):].split("```", 1)[0]
 
 
+class SlowSet(TensorDataset):
+    """A TensorDataset that takes 2 ms an image, so a trial lasts long enough to be killed."""
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        time.sleep(0.002)
+        return super().__getitem__(i)
+
+
 def tiny_data(seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
     """4 classes of 1x8x8 images: the bright quadrant is the class, plus noise."""
     g = torch.Generator().manual_seed(seed)
 
-    def draw(n: int) -> TensorDataset:
+    def draw(n: int, kind: type = TensorDataset) -> TensorDataset:
         y = torch.randint(0, 4, (n,), generator=g)
         x = 0.3 * torch.randn(n, 1, 8, 8, generator=g)
         for i, c in enumerate(y.tolist()):
             r, q = divmod(c, 2)
             x[i, 0, 4 * r:4 * r + 4, 4 * q:4 * q + 4] += 1.0
-        return TensorDataset(x, y)
+        return kind(x, y)
 
-    return draw(256), draw(128)
+    return draw(256, SlowSet), draw(128)
 
 
 def tiny_model() -> nn.Module:
