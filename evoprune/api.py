@@ -144,12 +144,12 @@ def prune(model: nn.Module, recipe: Any, example_input: torch.Tensor, *,
     from evoprune.units import find_units
 
     in_shape = tuple(int(s) for s in example_input.shape[1:])
-    channels = getattr(recipe, "user_attrs", {}).get("channels") if hasattr(recipe, "user_attrs") \
-        else None
-    if hasattr(recipe, "user_attrs") and channels is None:
+    is_trial = hasattr(recipe, "user_attrs")
+    channels = recipe.user_attrs.get("channels") if is_trial else None
+    if is_trial and channels is None:
         raise EvopruneError(f"trial {getattr(recipe, 'number', '?')} records no channels "
                             "(not a COMPLETE evoprune trial)")
-    if channels is None:
+    if not is_trial:
         units = find_units(model, in_shape, residual=bool(residual))
         return prune_recipe(model, recipe, units=units, importance=importance,
                             round_to=round_to, seed=seed)

@@ -50,9 +50,6 @@ def journal_path(url: str) -> Path:
     return Path(url[len("journal:"):] if url.startswith("journal:") else url)
 
 
-_journal_path = journal_path  # the former private name, still imported by other modules
-
-
 def check_storage(url: str, *, n_workers: int = 1, must_exist: bool = False) -> str:
     """Check that `url` can be opened for this use without writing anything; return its kind."""
     kind = storage_kind(url)

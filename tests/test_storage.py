@@ -67,7 +67,6 @@ def test_sqlite_and_journal_paths_parse_every_form():
         st.sqlite_path("journal:e.log")
     assert st.journal_path("journal:a/b.log") == Path("a/b.log")
     assert st.journal_path("a/b.log") == Path("a/b.log")
-    assert st._journal_path is st.journal_path
 
 
 def test_a_sqlite_url_with_driver_options_finds_its_study(tmp_path):
