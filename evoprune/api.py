@@ -60,30 +60,32 @@ def search(model: nn.Module, example_input: torch.Tensor, *, space: PruningSpace
            n_trials: int = 32, storage: str | None = None, study_name: str | None = None,
            objectives: Sequence[str] | None = None, sampler: SamplerConfig | None = None,
            residual: bool = False, importance: str = "l2", seed: int = 0,
-           progress: Progress | None = None) -> optuna.Study:
+           uniform_seeds: int = 1, progress: Progress | None = None) -> optuna.Study:
     """Search `space` for the best pruned `model`; return the study (resumed if it exists).
 
-    `finetune(net)` trains a pruned copy in place (your loop, your data); `evaluate(net)`
-    returns its accuracy in [0, 1] on your validation data. `example_input` is one batch
-    (or one image with its batch dimension) the model accepts.
+    `finetune(net)` (or `finetune(net, seed)`, to pair trials by seed) trains a pruned copy in
+    place (your loop, your data); `evaluate(net)` returns its accuracy in [0, 1] on your
+    VALIDATION data (keep the test set for the final report). `example_input` is one batch
+    (or one image with its batch dimension) the model accepts. Objectives default to acc_drop
+    plus what the space leaves free; `uniform_seeds` trials fine-tune the uniform recipe.
     """
-    from evoprune.config import default_of
     from evoprune.cost import CostModel
-    from evoprune.objective import Objective, ProxyConfig, TrialContext, check_objectives
+    from evoprune.objective import Objective, ProxyConfig, TrialContext
     from evoprune.schema import Checkpoint, StudyRecord, created, identity_of
-    from evoprune.searching.config import SamplerConfig, SearchConfig
+    from evoprune.searching.config import SamplerConfig, objectives_for
     from evoprune.searching.study import check_resume, create_study, resume_study
     from evoprune.searching.worker import run_trials
     from evoprune.spaces import Decoder
     from evoprune.storage import DEFAULT_STORAGE, check_storage, find_study, worker_tag
     from evoprune.units import find_units
 
-    if n_trials < 1:
-        raise EvopruneError(f"n_trials must be at least 1, got {n_trials}")
+    if uniform_seeds < 1 or n_trials <= uniform_seeds:
+        raise EvopruneError(f"n_trials ({n_trials}) must exceed uniform_seeds ({uniform_seeds}), "
+                            "which must be at least 1")
     if not callable(finetune) or not callable(evaluate):
         raise EvopruneError("finetune and evaluate must be callables taking the pruned network")
     storage = storage or DEFAULT_STORAGE
-    objectives = check_objectives(objectives or default_of(SearchConfig, "objectives"))
+    objectives = objectives_for(space, tuple(objectives) if objectives else None)
     sampler = sampler or SamplerConfig()
     proxy = ProxyConfig(importance=importance)
     check_storage(storage)
@@ -99,19 +101,35 @@ def search(model: nn.Module, example_input: torch.Tensor, *, space: PruningSpace
     if existing is not None and created(existing):
         study = resume_study(storage, name, say)
     else:
-        base_acc = _accuracy(evaluate, model)
-        record = StudyRecord(config=tree, checkpoint=Checkpoint(None, sha), base_acc=base_acc,
+        record = StudyRecord(config=tree, checkpoint=Checkpoint(None, sha),
+                             base_val_acc=_accuracy(evaluate, model),
                              base_flops=decoder.cost.base_flops,
                              base_params=decoder.cost.base_params, units=units.describe(),
                              evoprune_version=_version())
-        study = create_study(storage, name, record, objectives, decoder, sampler, seed, say)
+        study = create_study(storage, name, record, objectives, decoder, sampler, seed, say,
+                             uniform_seeds)
     device = next(model.parameters()).device
-    ctx = TrialContext(model, units, decoder, device, finetune=finetune, evaluate=evaluate)
-    objective = Objective(ctx, base_acc=float(study.user_attrs["base_acc"]), proxy=proxy,
-                          objectives=objectives, seed=seed, worker={**worker_tag(), "index": 0},
+    ctx = TrialContext(model, units, decoder, device, finetune=_seeded(finetune),
+                       evaluate=evaluate)
+    objective = Objective(ctx, base_acc=StudyRecord.from_attrs(study.user_attrs).base_val_acc,
+                          proxy=proxy, objectives=objectives, seed=seed,
+                          draw=sampler.name == "random", worker={**worker_tag(), "index": 0},
                           progress=progress)
     run_trials(study, objective, n_trials=n_trials, sampler=sampler, seed=seed, worker=0)
     return study
+
+
+def _seeded(finetune: Callable[..., Any]) -> Callable[[Any, int], Any]:
+    """The user's finetune as (net, seed): passed on where it takes a second argument."""
+    import inspect
+
+    try:
+        params = inspect.signature(finetune).parameters.values()
+    except (TypeError, ValueError):
+        return lambda net, seed: finetune(net)
+    takes = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params) >= 2 \
+        or any(p.kind == p.VAR_POSITIONAL for p in params)
+    return (lambda net, seed: finetune(net, seed)) if takes else (lambda net, seed: finetune(net))
 
 
 def _accuracy(evaluate: Callable[[Any], float], model: Any) -> float:

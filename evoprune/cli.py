@@ -13,7 +13,7 @@ import json
 import shlex
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from evoprune.errors import EvopruneError, NonFiniteLossError, NonFiniteOutputError
@@ -47,6 +47,23 @@ def _tree(args: argparse.Namespace, *roots: str) -> dict[str, Any]:
     return nest(flat)
 
 
+class _FlopsBudget(argparse.Action):
+    """--c-flops C, or LO:HI (a budget range: space.c_flops LO, space.c_flops_max HI)."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, value: Any,
+                 option: Any = None) -> None:
+        """Set space.c_flops (and space.c_flops_max for a range); one-line error otherwise."""
+        try:
+            parts = [float(v) for v in str(value).split(":")]
+        except ValueError:
+            parser.error(f"--c-flops takes a number or LO:HI, got {value!r}")
+        if len(parts) > 2:
+            parser.error(f"--c-flops takes a number or LO:HI, got {value!r}")
+        setattr(namespace, "space.c_flops", parts[0])
+        if len(parts) == 2:
+            setattr(namespace, "space.c_flops_max", parts[1])
+
+
 # ------------------------------------------------------------------------- argument builders
 def _base_args(p: argparse.ArgumentParser, prefix: str = "base.", checkpoint: bool = True) -> None:
     from evoprune.searching.config import BaseConfig
@@ -63,6 +80,10 @@ def _base_args(p: argparse.ArgumentParser, prefix: str = "base.", checkpoint: bo
     _tree_arg(g, "--residual", f"{prefix}residual", d.residual,
               "also prune channel groups coupled by skip connections (stage widths)",
               action="store_true")
+    _tree_arg(g, "--val-size", f"{prefix}val_size", d.val_size,
+              "validation split carved from the training set (stratified, fixed): a fraction, "
+              "or a number of images; every selection reads it, the test split is report only",
+              type=float)
     if checkpoint:
         _tree_arg(g, "--checkpoint", f"{prefix}checkpoint", d.checkpoint,
                   "trained base weights (a search without one trains and caches them under "
@@ -74,8 +95,10 @@ def _space_args(p: argparse.ArgumentParser) -> None:
 
     d = PruningSpace(c_flops=0.5)
     g = p.add_argument_group("pruning space")
-    _tree_arg(g, "--c-flops", "space.c_flops", None, "FLOPs band centre: FLOPs(sub)/FLOPs(orig)",
-              type=float)
+    g.add_argument("--c-flops", dest="space.c_flops", default=argparse.SUPPRESS,
+                   action=_FlopsBudget, metavar="C or LO:HI",
+                   help="FLOPs band centre, FLOPs(sub)/FLOPs(orig); a range LO:HI searches every "
+                        "budget in it and returns the accuracy-FLOPs front")
     _tree_arg(g, "--delta", "space.delta", d.delta, "band half-width", type=float)
     _tree_arg(g, "--c-params", "space.c_params", None,
               "params band centre: params(sub)/params(orig)", type=float)
@@ -125,19 +148,26 @@ def _search_args(p: argparse.ArgumentParser) -> None:
               choices=RETRAIN_MODES)
     _tree_arg(retrain, "--retrain-epochs", "retrain.epochs", r.epochs, "retraining epochs",
               type=int)
+    _tree_arg(retrain, "--retrain-seeds", "retrain.seeds", r.seeds,
+              "seeds each retrained network gets (paired across networks)", type=int)
     run = p.add_argument_group("the run")
     for flag, name, help, kw in (
             ("--n-trials", "n_trials", "COMPLETE trials of the study in total, over all runs and "
                                        "workers", {"type": int}),
-            ("--seed", "seed", "random seed", {"type": int}),
+            ("--seed", "seed", "random seed; trial j fine-tunes with a seed of it and j alone, "
+                               "so studies sharing it pair their trials", {"type": int}),
+            ("--uniform-seeds", "uniform_seeds", "trials of the uniform recipe, one seed each "
+                                                 "(the proxy's seed noise)", {"type": int}),
             ("--storage", "storage", STORAGE_HELP, {}),
             ("--study-name", "study_name", "default: MODEL-DATASET-SPACE-fC_FLOPS", {}),
             ("--n-workers", "n_workers", "worker processes on this machine (needs a journal or "
                                          "RDB storage)", {"type": int}),
             ("--device", "device", "auto, cpu or cuda[:i]", {})):
         _tree_arg(run, flag, name, default_of(SearchConfig, name), help, **kw)
-    _tree_arg(run, "--objectives", "objectives", ",".join(default_of(SearchConfig, "objectives")),
-              f"comma list from {','.join(OBJECTIVES)}, all minimised",
+    _tree_arg(run, "--objectives", "objectives", None,
+              f"comma list from {','.join(OBJECTIVES)}, all minimised; default acc_drop plus "
+              "params, plus flops instead with a budget range, acc_drop alone where a band "
+              "fixes params (mCB, params); a fixed objective is refused",
               type=lambda s: tuple(o.strip() for o in s.split(",") if o.strip()))
     p.add_argument("--json", action="store_true", help="print one final JSON object")
 
@@ -161,6 +191,8 @@ def _prune_args(p: argparse.ArgumentParser) -> None:
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
+    from evoprune.splits import DEFAULT_VAL_SIZE
+
     p.add_argument("--model", default="resnet20", help="zoo model or package.module:callable")
     p.add_argument("--dataset", default="digits", help="digits (default), cifar10, cifar100, "
                                                        "imagefolder, synthetic[:CxHxW[:classes]]")
@@ -173,6 +205,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-epochs", type=float, default=0.0, help="linear warm-up epochs")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="default 0")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--val-size", dest="val_size", type=float, default=DEFAULT_VAL_SIZE,
+                   help="validation split carved from the training set: a fraction or a number "
+                        f"of images (default {DEFAULT_VAL_SIZE})")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:i]")
     p.add_argument("--out", help="checkpoint file, written every epoch; rerun to resume")
     p.add_argument("--compile", action="store_true",
@@ -205,6 +240,10 @@ def _retrain_args(p: argparse.ArgumentParser) -> None:
     _tree_arg(p, "--batch-size", "settings.batch_size", d.batch_size, "batch size", type=int)
     _tree_arg(p, "--no-baseline", "settings.baseline", None,
               "do not retrain the uniform baseline", action="store_false")
+    _tree_arg(p, "--seeds", "settings.seeds", d.seeds,
+              "seeds per network (seed, seed+1, …), paired across networks", type=int)
+    _tree_arg(p, "--random-k", "settings.random_k", d.random_k,
+              "also retrain k trials drawn without selection (the proxy's fidelity)", type=int)
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:i]")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--data-root", dest="data_root", help="dataset folder, if not the study's")
@@ -299,6 +338,8 @@ def _run_train(args: argparse.Namespace) -> Any:
     from evoprune.jobs import TrainJob, run_train
 
     job = TrainJob(**{k: getattr(args, k) for k in TrainJob.__dataclass_fields__})
+    if job.val_size >= 1 and float(job.val_size).is_integer():  # a count, parsed as a float
+        job = replace(job, val_size=int(job.val_size))
     return run_train(job, progress=_print_epoch(job.epochs))
 
 
@@ -391,7 +432,8 @@ def _format_prune(r: dict[str, Any]) -> str:
 
 
 def _format_train(r: dict[str, Any]) -> str:
-    return (f"test accuracy {100 * r['test_acc']:.2f}% after {r['epochs_run']} epochs, "
+    return (f"validation accuracy {100 * r['val_acc']:.2f}%, test accuracy "
+            f"{100 * r['test_acc']:.2f}% after {r['epochs_run']} epochs, "
             f"{r['seconds']:.1f} s of training, {r['images_per_s']:,.0f} images/s on "
             f"{r['device']}" + (f"; saved {r['out']}" if r["out"] else ""))
 
@@ -419,21 +461,25 @@ def _json_sample(r: dict[str, Any]) -> str:
 
 
 def _format_trials(rows: list[dict[str, Any]]) -> list[str]:
-    lines = [f"{'trial':>5} {'drop pp':>8} {'FLOPs':>7} {'params':>7} {'mCB':>6} {'std':>6} "
-             f"{'retrained drop':>15}"]
+    lines = [f"{'trial':>5} {'val drop':>8} {'FLOPs':>7} {'params':>7} {'mCB':>6} {'std':>6} "
+             f"{'retrained test drop':>20}"]
     for r in rows:
-        re = r.get("retrain")
-        retrained = f"{re['acc_drop']:.2f} ({re['mode']} {re['epochs']})" if re else "-"
-        lines.append(f"{r['number']:>5} {r['acc_drop']:>8.2f} {r['flops_ratio']:>7.4f} "
+        re = r.get("retrain") or []
+        retrained = (f"{sum(x['test_drop'] for x in re) / len(re):.2f} ({re[0]['mode']} "
+                     f"{re[0]['epochs']}, {len(re)} seeds)") if re else "-"
+        lines.append(f"{r['number']:>5} {r['val_drop']:>8.2f} {r['flops_ratio']:>7.4f} "
                      f"{r['params_ratio']:>7.4f} {r['mcb']:>6.3f} {r['recipe_std']:>6.3f} "
-                     f"{retrained:>15}{'  uniform' if r['is_uniform'] else ''}")
+                     f"{retrained:>20}{'  uniform' if r['is_uniform'] else ''}")
     return lines
 
 
 def _format_search(r: dict[str, Any]) -> str:
     states = ", ".join(f"{n} {k}" for k, n in sorted(r["states"].items()))
+    test = r.get("base_test_acc")
     lines = [f"study {r['study']} in {r['storage']}: {states}; base accuracy "
-             f"{100 * r['base_acc']:.2f}%; {r['seconds']:.1f} s", "best trials (proxy):"]
+             f"{100 * r['base_val_acc']:.2f}% ({r['split']})"
+             + (f", {100 * test:.2f}% (test)" if test is not None and r["split"] != "test" else "")
+             + f"; {r['seconds']:.1f} s", f"best trials (proxy, on the {r['split']} split):"]
     lines += _format_trials(r["best"])
     if r["uniform"] is not None and r["uniform"] not in r["best"]:
         lines += _format_trials([r["uniform"]])[1:]
@@ -445,11 +491,12 @@ def _format_search(r: dict[str, Any]) -> str:
 
 
 def _format_retrain(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'trial':>5} {'mode':>9} {'epochs':>6} {'acc':>7} {'drop pp':>8}  model"]
+    lines = [f"{'trial':>5} {'chosen':>7} {'seed':>4} {'mode':>9} {'epochs':>6} {'val drop':>8} "
+             f"{'test acc':>8} {'test drop':>9}  model"]
     for r in rows:
-        lines.append(f"{r['number']:>5} {r['mode']:>9} {r['epochs']:>6} {100 * r['acc']:>6.2f}% "
-                     f"{r['acc_drop']:>8.2f}  {r.get('model_path', '')}"
-                     + ("  (uniform baseline)" if r["is_uniform"] else "")
+        lines.append(f"{r['number']:>5} {r['chosen_as']:>7} {r['seed']:>4} {r['mode']:>9} "
+                     f"{r['epochs']:>6} {r['val_drop']:>8.2f} {100 * r['test_acc']:>7.2f}% "
+                     f"{r['test_drop']:>9.2f}  {r.get('model_path', '')}"
                      + ("  (already done)" if r["skipped"] else ""))
     return "\n".join(lines)
 
@@ -482,7 +529,7 @@ def _print_epoch(epochs: int) -> Callable[[dict[str, float]], None]:
     """A progress line per epoch on stderr: epoch, loss, accuracies, images/s."""
     def show(r: dict[str, float]) -> None:
         print(f"epoch {int(r['epoch']):>3}/{epochs}  loss {r['loss']:.4f}  train "
-              f"{100 * r['train_acc']:5.1f}%  test {100 * r['test_acc']:5.1f}%  "
+              f"{100 * r['train_acc']:5.1f}%  val {100 * r['val_acc']:5.1f}%  "
               f"{r['images_per_s']:,.0f} img/s", file=sys.stderr, flush=True)
     return show
 
@@ -499,17 +546,17 @@ def _print_event() -> Callable[[Any], None]:
             return (f"training the base {e.model} on {e.dataset} ({e.epochs} epochs, cached "
                     "under studies/checkpoints/ for later searches)")
         if isinstance(e, ev.EpochDone):
-            return f"  epoch {e.epoch}  loss {e.loss:.4f}  test {100 * e.test_acc:.2f}%"
+            return f"  epoch {e.epoch}  loss {e.loss:.4f}  val {100 * e.val_acc:.2f}%"
         if isinstance(e, ev.StudyCreated):
-            return (f"created study {e.study} ({e.units} units); trial 0 is the uniform "
-                    f"baseline: FLOPs {e.flops_ratio:.4f}, params {e.params_ratio:.4f}, "
-                    f"mCB {e.mcb:.3f}")
+            return (f"created study {e.study} ({e.units} units); the first trials are the "
+                    f"uniform baseline, one per seed: FLOPs {e.flops_ratio:.4f}, params "
+                    f"{e.params_ratio:.4f}, mCB {e.mcb:.3f}")
         if isinstance(e, ev.TrialsReaped):
             return (f"trial(s) {', '.join(map(str, e.trials))} were left RUNNING by a dead "
                     "process: marked FAIL and queued again")
         if isinstance(e, ev.SearchStarted):
             return (f"study {e.study}: {e.complete}/{e.n_trials} COMPLETE, base accuracy "
-                    f"{100 * e.base_acc:.2f}%, {e.workers} worker(s)")
+                    f"{100 * e.base_acc:.2f}% (validation), {e.workers} worker(s)")
         if isinstance(e, ev.RetrainStarted):
             return (f"retraining trial {e.number}{' (uniform)' if e.is_uniform else ''}: "
                     f"{e.mode}, {e.epochs} epochs, lr {e.lr:g}")

@@ -2,11 +2,14 @@
 
 `dataset_info` answers shape and class count without reading any file (pruning needs no data);
 `load_dataset` reads the data. Sets that fit in memory come back as uint8 tensors (N, C, H, W).
+Every dataset has three splits: train, a fixed stratified validation split carved from the
+training set (`split_indices`: the same images for every run, seed and worker), and test. Model
+selection (proxy fine-tune, screen, search fitness) reads validation; test is reported only.
 """
 
 from __future__ import annotations
 
-import copy
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +19,11 @@ import numpy as np
 import torch
 
 from evoprune.errors import EvopruneError
+from evoprune.splits import DEFAULT_VAL_SIZE
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
 DEFAULT_DATASET = "digits"
+SPLIT_SEED = 13  # which training images form the validation split: fixed, never the run seed
 
 
 @dataclass(frozen=True)
@@ -35,22 +40,39 @@ class DatasetInfo:
 
 @dataclass(frozen=True)
 class TensorData:
-    """An in-memory dataset: uint8 images (N, C, H, W) and int64 labels, train and test."""
+    """An in-memory dataset: uint8 images (N, C, H, W) and int64 labels; train, val and test."""
 
     info: DatasetInfo
     train_x: torch.Tensor
     train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Images per split: {"train": n, "val": n, "test": n}."""
+        return {"train": len(self.train_y), "val": len(self.val_y), "test": len(self.test_y)}
 
 
 @dataclass(frozen=True)
 class FolderData:
-    """A dataset too large for memory: torchvision ImageFolder train and val sets."""
+    """A dataset too large for memory: Subsets of the train folder (train, val) and the val folder.
+
+    `train` reads its images with the augmenting train transform; `val` (the held-out part of the
+    train folder) and `test` (DIR/val or DIR/test) with the test transform.
+    """
 
     info: DatasetInfo
     train: Any
+    val: Any
     test: Any
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Images per split: {"train": n, "val": n, "test": n}."""
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -91,16 +113,74 @@ def load_dataset(
     image_size: int = 224,
     synthetic_size: tuple[int, int] = (512, 128),
     seed: int = 0,
+    val_size: float | int = DEFAULT_VAL_SIZE,
 ) -> TensorData | FolderData:
-    """Read dataset `name`; CIFAR downloads only when `download` is set."""
+    """Read dataset `name`, `val_size` of its training set held out; CIFAR downloads on request."""
+    _check_val_size(val_size)
     info = dataset_info(name, data_root, image_size)
-    if name == "digits":
-        return _load_digits(info)
-    if name in _CIFAR:
-        return _load_cifar(info, _require_root(name, data_root, must_exist=not download), download)
     if name == "imagefolder":
-        return _load_imagefolder(info, _require_root(name, data_root), image_size)
-    return _load_synthetic(info, *synthetic_size, seed=seed)
+        return _load_imagefolder(info, _require_root(name, data_root), image_size, val_size)
+    if name == "digits":
+        trx, try_, tex, tey = _load_digits()
+    elif name in _CIFAR:
+        trx, try_, tex, tey = _load_cifar(info, _require_root(name, data_root,
+                                                              must_exist=not download), download)
+    else:
+        trx, try_, tex, tey = _load_synthetic(info, *synthetic_size, seed=seed)
+    train, val = (torch.from_numpy(i) for i in split_indices(try_.numpy(), val_size))
+    return TensorData(info, trx[train], try_[train], trx[val], try_[val], tex, tey)
+
+
+def _check_val_size(val_size: Any) -> None:
+    """Refuse a validation size that no training set can have."""
+    if isinstance(val_size, (bool, np.bool_)) or not isinstance(val_size, (int, float, np.number)):
+        raise EvopruneError(f"--val-size {val_size!r}: give a fraction in (0, 1) such as 0.2, or "
+                            "an image count such as 300")
+    if isinstance(val_size, (int, np.integer)):
+        if val_size < 1:
+            raise EvopruneError(f"--val-size {val_size}: an image count must be at least 1")
+    elif not (math.isfinite(val_size) and 0 < val_size < 1):
+        raise EvopruneError(f"--val-size {val_size}: a fraction must be in (0, 1); give an "
+                            "integer for an image count")
+
+
+def split_indices(labels: np.ndarray,
+                  val_size: float | int = DEFAULT_VAL_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, val) indices of a training set: stratified, exact in total, always the same.
+
+    A float is a fraction of the images (rounded half up), an int a count. Each class gives
+    its proportional share, rounded by largest remainder (ties: the lower label), never its last
+    image; which of its images go is fixed by `SPLIT_SEED` alone.
+    """
+    _check_val_size(val_size)
+    y = np.asarray(labels, dtype=np.int64)
+    n = len(y)
+    k = int(val_size) if isinstance(val_size, (int, np.integer)) else math.floor(val_size * n + 0.5)
+    classes, counts = np.unique(y, return_counts=True)
+    if k < 1:
+        raise EvopruneError(f"--val-size {val_size} of {n} training images is no image: choose a "
+                            "larger --val-size")
+    if k >= n:
+        raise EvopruneError(f"--val-size {val_size} is {k} images, not fewer than the {n} training "
+                            "images: choose a smaller --val-size")
+    if k > n - len(classes):
+        raise EvopruneError(f"--val-size {val_size} ({k} of {n} training images) leaves fewer than "
+                            f"one training image in some of the {len(classes)} classes: choose a "
+                            "smaller --val-size")
+    quota = k * counts / n
+    take = np.floor(quota).astype(np.int64)
+    order = np.lexsort((classes, -(quota - take)))  # largest remainder first, then lower label
+    rest = k - int(take.sum())
+    while rest:  # terminates: the classes can spare n - len(classes) >= k images
+        for i in order:
+            if rest and take[i] < counts[i] - 1:
+                take[i] += 1
+                rest -= 1
+    perm = np.random.default_rng(SPLIT_SEED).permutation(n)
+    val = np.sort(np.concatenate([perm[y[perm] == c][:t] for c, t in zip(classes, take)]))
+    keep = np.ones(n, dtype=bool)
+    keep[val] = False
+    return np.flatnonzero(keep), val
 
 
 def _require_root(name: str, data_root: str | Path | None, must_exist: bool = True) -> Path:
@@ -125,7 +205,10 @@ def _parse_synthetic(name: str) -> tuple[tuple[int, int, int], int]:
     return shape, classes  # type: ignore[return-value]
 
 
-def _load_digits(info: DatasetInfo) -> TensorData:
+_Arrays = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # train x, y; test x, y
+
+
+def _load_digits() -> _Arrays:
     """The 1,797 8x8 digits of scikit-learn; fixed split: every 5th image is a test image."""
     from sklearn.datasets import load_digits
 
@@ -133,8 +216,8 @@ def _load_digits(info: DatasetInfo) -> TensorData:
     x = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
     y = bunch.target.astype(np.int64)
     test = np.arange(len(y)) % 5 == 0
-    return TensorData(info, torch.from_numpy(x[~test]), torch.from_numpy(y[~test]),
-                      torch.from_numpy(x[test]), torch.from_numpy(y[test]))
+    return (torch.from_numpy(x[~test]), torch.from_numpy(y[~test]),
+            torch.from_numpy(x[test]), torch.from_numpy(y[test]))
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -165,7 +248,7 @@ def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarra
     return x, y
 
 
-def _load_cifar(info: DatasetInfo, root: Path, download: bool) -> TensorData:
+def _load_cifar(info: DatasetInfo, root: Path, download: bool) -> _Arrays:
     folder, train_files, test_files, label_key, _ = _CIFAR[info.name]
     base = root if root.name == folder else root / folder
     if download and not base.is_dir():
@@ -187,8 +270,8 @@ def _load_cifar(info: DatasetInfo, root: Path, download: bool) -> TensorData:
              for files in (train_files, test_files)]
     (trx, try_), (tex, tey) = ((np.concatenate([p[0] for p in ps]), np.concatenate([p[1] for p in ps]))
                                for ps in parts)
-    return TensorData(info, torch.from_numpy(trx), torch.from_numpy(try_),
-                      torch.from_numpy(tex), torch.from_numpy(tey))
+    return (torch.from_numpy(trx), torch.from_numpy(try_), torch.from_numpy(tex),
+            torch.from_numpy(tey))
 
 
 def _folder_classes(path: Path) -> list[str]:
@@ -201,8 +284,10 @@ def _folder_classes(path: Path) -> list[str]:
     return classes
 
 
-def _load_imagefolder(info: DatasetInfo, root: Path, image_size: int) -> FolderData:
+def _load_imagefolder(info: DatasetInfo, root: Path, image_size: int,
+                      val_size: float | int) -> FolderData:
     import torchvision.transforms as T
+    from torch.utils.data import Subset
     from torchvision.datasets import ImageFolder
 
     val_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
@@ -217,14 +302,17 @@ def _load_imagefolder(info: DatasetInfo, root: Path, image_size: int) -> FolderD
                          T.ToTensor(), norm])
     try:
         train = ImageFolder(str(root / "train"), transform=train_tf)
+        held_out = ImageFolder(str(root / "train"), transform=test_tf)  # the same files, in order
         test = ImageFolder(str(val_dir), transform=test_tf)
     except (FileNotFoundError, OSError) as exc:
         raise EvopruneError(f"cannot read image folder {root}: {exc}") from None
-    return FolderData(info, train, test)
+    train_idx, val_idx = split_indices(np.asarray(train.targets), val_size)
+    return FolderData(info, Subset(train, train_idx.tolist()), Subset(held_out, val_idx.tolist()),
+                      test)
 
 
-def _load_synthetic(info: DatasetInfo, n_train: int, n_test: int, seed: int) -> TensorData:
-    """Random images and labels of the given shape, for benchmarks only."""
+def _load_synthetic(info: DatasetInfo, n_train: int, n_test: int, seed: int) -> _Arrays:
+    """Random images and labels of the given shape, for benchmarks only (val is cut from train)."""
     gen = torch.Generator().manual_seed(seed)
     shape = info.in_shape
 
@@ -233,7 +321,7 @@ def _load_synthetic(info: DatasetInfo, n_train: int, n_test: int, seed: int) -> 
         return x, torch.randint(0, info.num_classes, (n,), generator=gen)
 
     (trx, try_), (tex, tey) = draw(n_train), draw(n_test)
-    return TensorData(info, trx, try_, tex, tey)
+    return trx, try_, tex, tey
 
 
 class DeviceBatches:
@@ -258,6 +346,8 @@ class DeviceBatches:
         p = self.stored_pad
         self.train_x = torch.nn.functional.pad(x, (p, p, p, p)) if p else x
         self.train_y = data.train_y.to(self.device)
+        self.val_x = data.val_x.to(self.device)
+        self.val_y = data.val_y.to(self.device)
         self.test_x = data.test_x.to(self.device)
         self.test_y = data.test_y.to(self.device)
         shape = (1, -1, 1, 1)
@@ -268,6 +358,16 @@ class DeviceBatches:
     def n_train(self) -> int:
         """Number of training images."""
         return len(self.train_y)
+
+    @property
+    def n_val(self) -> int:
+        """Number of validation images."""
+        return len(self.val_y)
+
+    @property
+    def n_test(self) -> int:
+        """Number of test images."""
+        return len(self.test_y)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images to normalised float on the device."""
@@ -301,11 +401,18 @@ class DeviceBatches:
                 x = torch.where(flip[:, None, None, None], x.flip(3), x)
             yield self.normalise(x), self.train_y[idx]
 
+    def val_batches(self, batch_size: int = 1024):
+        """Yield the validation set in order, normalised, in large batches."""
+        yield from self._in_order(self.val_x, self.val_y, batch_size)
+
     def test_batches(self, batch_size: int = 1024):
         """Yield the test set in order, normalised, in large batches."""
-        for start in range(0, len(self.test_y), batch_size):
-            yield (self.normalise(self.test_x[start:start + batch_size]),
-                   self.test_y[start:start + batch_size])
+        yield from self._in_order(self.test_x, self.test_y, batch_size)
+
+    def _in_order(self, x: torch.Tensor, y: torch.Tensor, batch_size: int):
+        """Yield (x, y) in order, normalised, `batch_size` at a time."""
+        for start in range(0, len(y), batch_size):
+            yield self.normalise(x[start:start + batch_size]), y[start:start + batch_size]
 
 
 class FolderBatches:
@@ -325,6 +432,16 @@ class FolderBatches:
         """Number of training images."""
         return len(self.data.train)
 
+    @property
+    def n_val(self) -> int:
+        """Number of validation images."""
+        return len(self.data.val)
+
+    @property
+    def n_test(self) -> int:
+        """Number of test images."""
+        return len(self.data.test)
+
     def _loader(self, dataset: Any, batch_size: int, generator: torch.Generator | None):
         from torch.utils.data import DataLoader
 
@@ -342,15 +459,21 @@ class FolderBatches:
     def train_batches(self, batch_size: int, generator: torch.Generator,
                       augment: bool | None = None):
         """Yield one shuffled epoch of batches; without augmentation, through the test transform."""
+        from torch.utils.data import Subset
+
         train = self.data.train
-        if not (self.augment if augment is None else augment):
-            train = copy.copy(train)  # a shallow copy: the shared dataset keeps its transform
-            train.transform = self.data.test.transform
+        if not (self.augment if augment is None else augment):  # val's folder: test transform
+            train = Subset(self.data.val.dataset, train.indices)
         for x, y in self._loader(train, batch_size, generator):
             yield self._move(x, y)
 
+    def val_batches(self, batch_size: int = 256):
+        """Yield the validation set (held out of the train folder) in order."""
+        for x, y in self._loader(self.data.val, batch_size, None):
+            yield self._move(x, y)
+
     def test_batches(self, batch_size: int = 256):
-        """Yield the validation set in order."""
+        """Yield the test set (the val/ or test/ folder) in order."""
         for x, y in self._loader(self.data.test, batch_size, None):
             yield self._move(x, y)
 

@@ -23,13 +23,13 @@ class EpochDone:
     stage: str  # base | retrain
     epoch: int
     loss: float
-    test_acc: float
+    val_acc: float  # on the validation split (training never reads the test split)
     number: int | None = None  # the retrained trial
 
     @classmethod
     def of(cls, record: Mapping[str, Any], stage: str, number: int | None = None) -> EpochDone:
         """From a `fit` history record."""
-        return cls(stage, int(record["epoch"]), float(record["loss"]), float(record["test_acc"]),
+        return cls(stage, int(record["epoch"]), float(record["loss"]), float(record["val_acc"]),
                    number)
 
 

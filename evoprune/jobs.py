@@ -9,6 +9,7 @@ from typing import Any
 from evoprune.errors import EvopruneError
 from evoprune.searching.config import BaseConfig
 from evoprune.spaces import PruningSpace
+from evoprune.splits import DEFAULT_VAL_SIZE
 from evoprune.storage import DEFAULT_STORAGE
 
 
@@ -173,16 +174,21 @@ class TrainJob:
     device: str = "auto"
     out: str | None = None
     compile: bool = False
+    val_size: float | int = DEFAULT_VAL_SIZE  # held out of the training set (fraction or count)
 
 
 def run_train(job: TrainJob, progress: Any = None) -> dict[str, Any]:
-    """Train `job.model` on `job.dataset`; write the checkpoint (resumable) to `job.out`."""
+    """Train `job.model` on `job.dataset`'s train split; write the checkpoint to `job.out`.
+
+    The result has the validation accuracy (from `fit`), the test accuracy (one evaluation of
+    the final model) and the split sizes.
+    """
     import torch
 
     from evoprune.checkpoint import sha256_of
     from evoprune.data import batches_for, load_dataset
     from evoprune.models import build_model
-    from evoprune.train import Schedule, fit, resolve_device
+    from evoprune.train import Schedule, evaluate, fit, resolve_device
 
     schedule = Schedule(epochs=job.epochs, lr=job.lr, batch_size=job.batch_size,
                         weight_decay=job.weight_decay, warmup_epochs=job.warmup_epochs,
@@ -191,14 +197,17 @@ def run_train(job: TrainJob, progress: Any = None) -> dict[str, Any]:
     if job.out is not None and not Path(job.out).resolve().parent.is_dir():
         raise EvopruneError(f"folder {Path(job.out).resolve().parent} does not exist: create it "
                             "or choose another --out")
-    data = load_dataset(job.dataset, job.data_root, download=job.download, seed=job.seed)
+    data = load_dataset(job.dataset, job.data_root, download=job.download, seed=job.seed,
+                        val_size=job.val_size)
     torch.manual_seed(job.seed)
     model = build_model(job.model, data.info.num_classes, data.info.in_shape)
     batches = batches_for(data, device)
     result = fit(model, batches, schedule, seed=job.seed, checkpoint=job.out, progress=progress,
                  compile=job.compile)
+    test = evaluate(model, batches, split="test")
     out = result.to_dict()
-    out.update(model=job.model, dataset=job.dataset, seed=job.seed, out=job.out,
+    out.update(test_acc=test.top1, test_top5=test.top5, sizes=data.sizes, val_size=job.val_size,
+               model=job.model, dataset=job.dataset, seed=job.seed, out=job.out,
                sha256=sha256_of(job.out) if job.out else None)
     return out
 
@@ -211,8 +220,8 @@ def cached_base(job: TrainJob, cache: str | Path = CHECKPOINT_CACHE,
     """Train the base model once per configuration under `cache`; later calls reuse the file.
 
     The file name carries the model, dataset and a hash of every setting that changes the
-    weights, so a search without --checkpoint trains once and every later search reuses it
-    (an interrupted training resumes at its next epoch).
+    weights (the validation size among them), so a search without --checkpoint trains once and
+    every later search reuses it (an interrupted training resumes at its next epoch).
     """
     import hashlib
     import json

@@ -1,8 +1,11 @@
-"""One trial: decode the genotype, prune, optionally screen, fine-tune (the proxy), record.
+"""One trial: decode the genotype (or draw the recipe), prune, screen, fine-tune (the proxy), record.
 
 The proxy is the paper's standard setting (Sec. 2.2): one-shot L2-norm filter pruning, then a
 short fine-tune with lr 0.01 on a cosine schedule — or the user's own `finetune` and `evaluate`
-(the Python API). A trial that cannot produce a finite result (non-finite loss or output, out
+(the Python API). The fine-tune's seed is a function of the study seed and the trial number
+only, so trial j of every space of one regime shares it (common random numbers), and the
+accuracy is read on the validation split. Under the random sampler a trial's recipe is an
+i.i.d. draw from the space's own distribution (`Decoder.sample`), not a decoded genotype. A trial that cannot produce a finite result (non-finite loss or output, out
 of memory, a genotype that cannot be repaired) is stored as FAIL with its reason; no inf or NaN
 is ever stored as a value. What a trial stores is `schema.TrialRecord`.
 """
@@ -82,15 +85,16 @@ class TrialFailure(Exception):
     """A trial that produced no finite result; its reason is stored with it."""
 
 
-Finetune = Callable[["nn.Module"], Any]  # trains a pruned network in place
-Evaluate = Callable[["nn.Module"], float]  # its accuracy in [0, 1]
+Finetune = Callable[["nn.Module", int], Any]  # trains a pruned network in place, with a seed
+Evaluate = Callable[["nn.Module"], float]  # its accuracy in [0, 1] on the validation split
 
 
 @dataclass(frozen=True)
 class TrialContext:
     """What every trial of a process needs, built once: the base, its units and space, training.
 
-    `finetune` trains a pruned network in place; `evaluate` returns its accuracy in [0, 1].
+    `finetune(model, seed)` trains a pruned network in place; `evaluate` returns its accuracy
+    in [0, 1] on the validation split (never the test split).
     `data` (the built-in data path) is needed only by the adaptive-BN screen.
     """
 
@@ -104,7 +108,7 @@ class TrialContext:
 
 
 def proxy_context(base: nn.Module, units: Units, decoder: Decoder, data: DeviceBatches,
-                  proxy: ProxyConfig, seed: int) -> TrialContext:
+                  proxy: ProxyConfig) -> TrialContext:
     """The built-in context: `fit` with the proxy's schedule on device-resident data."""
     from evoprune.train import Schedule, evaluate, fit
 
@@ -112,8 +116,15 @@ def proxy_context(base: nn.Module, units: Units, decoder: Decoder, data: DeviceB
     schedule = Schedule(epochs=proxy.epochs, lr=proxy.lr, batch_size=proxy.batch_size,
                         augment=proxy.augment)
     return TrialContext(base.to(data.device), units, decoder, data.device,
-                        finetune=lambda m: fit(m, data, schedule, seed=seed),
-                        evaluate=lambda m: evaluate(m, data).top1, data=data)
+                        finetune=lambda m, seed: fit(m, data, schedule, seed=seed),
+                        evaluate=lambda m: evaluate(m, data, split="val").top1, data=data)
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The proxy fine-tune's seed of trial `number`: the same in every study sharing `seed`."""
+    from evoprune.searching.sampler import derive_seed
+
+    return derive_seed(seed, number, 0)
 
 
 def _cost_record(decoder: Decoder, d: Decoded, uniform: bool) -> TrialRecord:
@@ -130,9 +141,11 @@ class Objective:
     """The Optuna objective of a search: genotype in, minimised values out, user_attrs written."""
 
     def __init__(self, context: TrialContext, *, base_acc: float, proxy: ProxyConfig,
-                 objectives: Sequence[str], seed: int = 0, worker: dict[str, Any] | None = None,
-                 progress: Progress | None = None) -> None:
+                 objectives: Sequence[str], seed: int = 0, draw: bool = False,
+                 worker: dict[str, Any] | None = None, progress: Progress | None = None) -> None:
+        """`draw`: each trial's recipe is drawn from the space (the random sampler's way)."""
         self.ctx = context
+        self.draw = draw
         self.base_acc = float(base_acc)
         self.proxy = proxy
         self.objectives = check_objectives(objectives)
@@ -145,7 +158,15 @@ class Objective:
     def genes(self, trial: Any) -> np.ndarray:
         """Suggest the genotype g000… (uniform in [0, 1]) and return it."""
         return np.array([trial.suggest_float(f"g{i:03d}", 0.0, 1.0)
-                         for i in range(len(self.ctx.units))])
+                         for i in range(self.ctx.decoder.n_genes)])
+
+    def recipe(self, trial: Any, uniform: bool, seed: int) -> Decoded:
+        """The trial's recipe: the uniform one, a draw from the space, or the decoded genotype."""
+        if uniform:
+            return self.ctx.decoder.uniform()
+        if self.draw:
+            return self.ctx.decoder.sample(1, seed=seed)
+        return self.ctx.decoder.decode(self.genes(trial)[None])
 
     def __call__(self, trial: Any) -> tuple[float, ...]:
         """Run one trial; raise TrialFailure (stored as FAIL with its reason) where it cannot."""
@@ -155,22 +176,22 @@ class Objective:
         self.last_failure = None
         if self.worker:
             trial.set_user_attr("worker", self.worker)
-        genes = self.genes(trial)
-        t_genes = time.perf_counter()
+        seed = trial_seed(self.seed, trial.number)
         uniform = bool(trial.user_attrs.get("is_uniform", False))
-        try:  # the uniform baseline is decoded as the band's uniform recipe, not from its genes
-            d = self.ctx.decoder.uniform() if uniform else self.ctx.decoder.decode(genes[None])
+        t_genes = time.perf_counter()
+        try:  # the uniform baseline is the band's uniform recipe, whatever its genes
+            d = self.recipe(trial, uniform, seed)
         except EvopruneError as exc:
             self._fail(trial, f"genotype could not be repaired into the space: {exc}")
         t1 = time.perf_counter()
         pruned = prune_channels(self.ctx.base, self.ctx.units, d.kept[0],
-                                importance=self.proxy.importance, seed=self.seed)
+                                importance=self.proxy.importance, seed=seed)
         t2 = time.perf_counter()
-        record = _cost_record(self.ctx.decoder, d, uniform)
+        record = _with(_cost_record(self.ctx.decoder, d, uniform), seed=seed)
         record, screen_s = self._screen(trial, pruned, record)
-        acc = self._finetune(trial, pruned, record)
+        acc = self._finetune(trial, pruned, record, seed)
         t3 = time.perf_counter()
-        record = _with(record, proxy_acc=acc, acc_drop=acc_drop(self.base_acc, acc),
+        record = _with(record, val_acc=acc, val_drop=acc_drop(self.base_acc, acc),
                        proxy_seconds=t3 - t2 - screen_s)
         if "latency" in self.objectives:
             from evoprune.bench import latency_ms
@@ -186,18 +207,18 @@ class Objective:
         self.timing = {"suggest": t_genes - t0, "decode": t1 - t_genes, "prune": t2 - t1,
                        "screen": screen_s, "train_eval": t3 - t2 - screen_s, "record": t4 - t3}
         if self.progress is not None:
-            self.progress(TrialDone(trial.number, self.worker.get("index"), record.acc_drop,
+            self.progress(TrialDone(trial.number, self.worker.get("index"), record.val_drop,
                                     record.flops_ratio, record.params_ratio, record.mcb,
                                     record.recipe_std, uniform, t4 - t0, values))
         return values
 
-    def _finetune(self, trial: Any, pruned: Any, record: TrialRecord) -> float:
+    def _finetune(self, trial: Any, pruned: Any, record: TrialRecord, seed: int) -> float:
         """Fine-tune then evaluate `pruned`; FAIL the trial on NaN, inf or out-of-memory."""
         import torch
 
         try:
-            result = self.ctx.finetune(pruned)
-            acc = getattr(result, "test_acc", None)  # the built-in fit evaluates already
+            result = self.ctx.finetune(pruned, seed)
+            acc = getattr(result, "val_acc", None)  # the built-in fit evaluates already
             acc = float(self.ctx.evaluate(pruned) if acc is None else acc)
         except NonFiniteLossError as exc:
             self._write(trial, record)
@@ -225,8 +246,8 @@ class Objective:
             return record, 0.0
         tic = time.perf_counter()
         try:
-            adaptive_bn(pruned.to(self.ctx.device), self.ctx.data, seed=self.seed)
-            screen_acc = evaluate(pruned, self.ctx.data).top1
+            adaptive_bn(pruned.to(self.ctx.device), self.ctx.data, seed=record.seed or 0)
+            screen_acc = evaluate(pruned, self.ctx.data, split="val").top1
         except NonFiniteOutputError as exc:
             self._write(trial, record)
             self._fail(trial, f"non-finite outputs after adaptive BN: {exc}")
@@ -239,7 +260,7 @@ class Objective:
 
     def _value(self, name: str, record: TrialRecord) -> float:
         """The minimised value of objective `name`."""
-        key = {"acc_drop": "acc_drop", "flops": "flops_ratio", "params": "params_ratio",
+        key = {"acc_drop": "val_drop", "flops": "flops_ratio", "params": "params_ratio",
                "latency": "latency_ms"}[name]
         return float(getattr(record, key))
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from evoprune.errors import EvopruneError
+from evoprune.splits import DEFAULT_VAL_SIZE
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,23 +46,28 @@ class ReproduceConfig:
     storage: str = "sqlite:///studies/digits.db"
     out: str = "studies/digits"
     device: str = "auto"
+    val_size: float = DEFAULT_VAL_SIZE  # the validation split every selection reads
     proxy_epochs: int = 2
     proxy_lr: float = 0.01
     proxy_batch_size: int = 32
     regimes: tuple[float, ...] = (0.25, 0.1, 0.05, 0.02)  # c_flops, mildest first
     moderate: tuple[float, ...] = (0.25,)  # the regimes observation (a) calls moderate
     held_out: float | None = 0.035  # searched, left out of the fits, predicted
+    params_regimes: tuple[float, ...] = ()  # c_params regimes (STD spaces) for the law
     stds: tuple[float, ...] = (0.1, 0.05, 0.01)
     mcb: float = 1.0
-    n_trials: int = 48  # per space and regime
+    n_trials: int = 48  # recipes per space and regime (the uniform trials come on top)
+    params_n_trials: int = 16  # recipes per space of a params regime
+    uniform_seeds: int = 3  # the uniform recipe's trials per study (the proxy's seed noise)
     compare_regime: float = 0.05
     compare_seeds: tuple[int, ...] = (1, 2, 3, 4)
     compare_trials: int = 48
     compare_population: int = 8
-    retrain_top_k: int = 3
     retrain_epochs: int = 10
     retrain_mode: str = "finetune"
-    retrain_batch_size: int = 32  # digits: 1,437 images, 45 steps an epoch at 32
+    retrain_batch_size: int = 32  # digits: about 1,150 training images, 36 steps an epoch at 32
+    retrain_seeds: int = 3  # seeds per retrained network (paired with the uniform recipe's)
+    retrain_random_k: int = 2  # unselected recipes per regime retrained: the proxy's fidelity
     n_boot: int = 1000
     winner_fraction: float = 0.1
     level: float = 0.95
@@ -83,11 +89,15 @@ class ReproduceConfig:
         check(self.compare_regime in self.regimes, "compare.regime must be one of the regimes")
         check(len(self.stds) >= 2 and all(0 < s < 0.5 for s in self.stds),
               "stds: at least two STD constraints in (0, 0.5)")
-        check(self.n_trials >= 4 and self.compare_trials >= 4, "n_trials: at least 4 per study")
+        check(self.n_trials >= 4 and self.compare_trials >= 4 and self.params_n_trials >= 4,
+              "n_trials: at least 4 per study")
+        check(all(0 < c < 1 for c in self.params_regimes), "params_regimes must be in (0, 1)")
+        check(self.uniform_seeds >= 1 and self.retrain_seeds >= 1,
+              "uniform_seeds and retrain.seeds must be at least 1")
         check(len(self.compare_seeds) >= 2, "compare.seeds: at least two seeds per sampler")
         check(self.compare_population >= 2, "compare.population must be at least 2")
-        check(self.retrain_top_k >= 1 and self.retrain_epochs >= 1,
-              "retrain.top_k and retrain.epochs must be at least 1")
+        check(self.retrain_epochs >= 1 and self.retrain_random_k >= 0,
+              "retrain.epochs must be at least 1 and retrain.random_k at least 0")
         check(self.proxy_epochs >= 1 and self.base_epochs >= 1, "epochs must be at least 1")
 
 
@@ -138,27 +148,34 @@ def _flatten(raw: dict[str, Any], path: Path) -> dict[str, Any]:
 class Planned:
     """One search of the study set and its role."""
 
-    role: str  # "space", "held_out" or "compare"
+    role: str  # "space", "held_out", "params" or "compare"
     search: Any  # SearchConfig
 
 
-def _search(config: ReproduceConfig, c_flops: float, **space: Any) -> Any:
+def _search(config: ReproduceConfig, n_trials: int, **space: Any) -> Any:
+    """A random-sampler search of one space; every space shares the seed (paired trials)."""
     from evoprune.objective import ProxyConfig
     from evoprune.searching import BaseConfig, SamplerConfig, SearchConfig
     from evoprune.spaces import PruningSpace
 
     return SearchConfig(
-        space=PruningSpace(c_flops=c_flops, **space),
+        space=PruningSpace(**space),
         base=BaseConfig(model=config.model, dataset=config.dataset, data_root=config.data_root,
-                        residual=config.residual, epochs=config.base_epochs),
+                        residual=config.residual, epochs=config.base_epochs,
+                        val_size=config.val_size),
         proxy=ProxyConfig(epochs=config.proxy_epochs, lr=config.proxy_lr,
                           batch_size=config.proxy_batch_size),
         sampler=SamplerConfig(name="random"), objectives=("acc_drop",),
-        n_trials=config.n_trials, seed=config.seed, storage=config.storage, device=config.device)
+        n_trials=n_trials + config.uniform_seeds, uniform_seeds=config.uniform_seeds,
+        seed=config.seed, storage=config.storage, device=config.device)
 
 
 def plan(config: ReproduceConfig) -> list[Planned]:
-    """Every search: each space at each regime (and the held-out one), then the sampler race."""
+    """Every search: each space at each regime (held-out and params ones too), the sampler race.
+
+    All searches of the set share one seed: trial j of every space fine-tunes with the same
+    seed (common random numbers), so spaces differ by their recipes, not by a seed draw.
+    """
     from evoprune.searching import SamplerConfig
 
     out = []
@@ -167,19 +184,21 @@ def plan(config: ReproduceConfig) -> list[Planned]:
         regimes.append((config.held_out, "held_out"))
     for c, role in regimes:
         for std in config.stds:
-            out.append(Planned(role, _search(config, c, c_std=std)))
-        out.append(Planned(role, _search(config, c, c_mcb=config.mcb)))
+            out.append(Planned(role, _search(config, config.n_trials, c_flops=c, c_std=std)))
+        out.append(Planned(role, _search(config, config.n_trials, c_flops=c, c_mcb=config.mcb)))
+    for c in config.params_regimes:
+        for std in config.stds:
+            out.append(Planned("params", _search(config, config.params_n_trials, c_params=c,
+                                                 c_std=std)))
     for seed in config.compare_seeds:
         for sampler in ("nsga2", "random"):
-            base = _search(config, config.compare_regime, c_mcb=config.mcb)
+            base = _search(config, config.compare_trials, c_flops=config.compare_regime,
+                           c_mcb=config.mcb)
             out.append(Planned("compare", replace(
                 base, sampler=SamplerConfig(name=sampler, population=config.compare_population),
-                seed=seed, n_trials=config.compare_trials,
-                study_name=f"{base.name()}-{sampler}-seed{seed}")))
+                seed=seed, study_name=f"{base.name()}-{sampler}-seed{seed}")))
     seen = set()
-    for i, p in enumerate(out):  # distinct seeds for the space studies, stable across runs
-        if p.role != "compare":
-            out[i] = replace(p, search=replace(p.search, seed=config.seed * 1000 + i))
+    for p in out:
         if p.search.name() in seen:
             raise EvopruneError(f"two searches of the study set share the name {p.search.name()}")
         seen.add(p.search.name())
@@ -207,9 +226,20 @@ def _validate(planned: list[Planned], storage: str) -> None:
         raise
 
 
-def _mcb_study(planned: list[Planned], c: float) -> str:
-    return next(p.search.name() for p in planned if p.role != "compare"
-                and p.search.space.c_flops == c and p.search.space.c_mcb is not None)
+def _regime_studies(planned: list[Planned], c: float) -> tuple[list[str], str]:
+    """The STD studies and the mCB study of FLOPs regime c."""
+    mine = [p.search for p in planned if p.role in ("space", "held_out")
+            and p.search.space.c_flops == c]
+    return ([s.name() for s in mine if s.space.c_std is not None],
+            next(s.name() for s in mine if s.space.c_mcb is not None))
+
+
+def _best_study(storage: str, names: list[str]) -> str:
+    """The study holding the lowest validation drop among `names` (the winner across spaces)."""
+    from evoprune.analysis.load import load_studies
+
+    studies, _ = load_studies(storage, names)
+    return min(studies, key=lambda s: float(s.acc_drop[s.searched].min())).name
 
 
 def run_searches(config: ReproduceConfig, planned: list[Planned], say: Progress) -> list[dict]:
@@ -230,7 +260,7 @@ def run_searches(config: ReproduceConfig, planned: list[Planned], say: Progress)
         result = run_search(p.search)
         done += p.search.n_trials
         spent = time.perf_counter() - tic
-        best = result["best"][0]["acc_drop"] if result["best"] else math.nan
+        best = result["best"][0]["val_drop"] if result["best"] else math.nan
         rows.append({"study": p.search.name(), "role": p.role, "seconds": time.perf_counter() - t0,
                      "states": result["states"]})
         left = spent / done * (total - done)
@@ -249,41 +279,58 @@ def _complete(search: Any) -> bool:
 
 def run_retraining(config: ReproduceConfig, planned: list[Planned], say: Progress
                    ) -> list[dict[str, Any]]:
-    """Retrain the top-k of each regime's mCB space and its uniform recipe, same budget."""
+    """Per FLOPs regime, retrain with the same budget and seeds: the winner chosen on validation
+    across the STD spaces, the uniform recipe, the mCB space's winner, and `retrain_random_k`
+    recipes of the mCB space drawn without selection (the proxy's fidelity)."""
     from evoprune.retrain import RetrainConfig, RetrainSettings, run_retrain
 
     regimes = list(config.regimes) + ([config.held_out] if config.held_out is not None else [])
+    settings = RetrainSettings(top_k=1, mode=config.retrain_mode, epochs=config.retrain_epochs,
+                               batch_size=config.retrain_batch_size, seeds=config.retrain_seeds)
     out = []
     for c in regimes:
-        name = _mcb_study(planned, c)
-        t0 = time.perf_counter()
-        settings = RetrainSettings(top_k=config.retrain_top_k, mode=config.retrain_mode,
-                                   epochs=config.retrain_epochs,
-                                   batch_size=config.retrain_batch_size)
-        records = run_retrain(RetrainConfig(
-            study_name=name, storage=config.storage, settings=settings, device=config.device,
-            seed=config.seed, data_root=config.data_root))
-        out.append({"c_flops": c, "study": name, "records": records})
-        text = ", ".join(f"#{r['number']}{' (uniform)' if r['is_uniform'] else ''} "
-                         f"{r['acc_drop']:.2f} pp" for r in records)
-        say(f"retrained c_flops {c:g} ({config.retrain_epochs} epochs {config.retrain_mode}, "
-            f"{time.perf_counter() - t0:.0f} s): {text}")
+        stds, mcb = _regime_studies(planned, c)
+        jobs = [("std", _best_study(config.storage, stds), settings),
+                ("mcb", mcb, replace(settings, baseline=False,
+                                     random_k=config.retrain_random_k))]
+        for source, name, s in jobs:
+            t0 = time.perf_counter()
+            records = run_retrain(RetrainConfig(
+                study_name=name, storage=config.storage, settings=s, device=config.device,
+                seed=config.seed, data_root=config.data_root))
+            out.append({"c_flops": c, "study": name, "source": source, "records": records})
+            text = ", ".join(f"#{r['number']} {r['chosen_as']} seed {r['seed']} "
+                             f"{r['test_drop']:.2f} pp" for r in records)
+            say(f"retrained c_flops {c:g} {source} ({config.retrain_epochs} epochs "
+                f"{config.retrain_mode}, {time.perf_counter() - t0:.0f} s): {text}")
     return out
 
 
-def _winner_pairs(retrained: list[dict[str, Any]], proxy: dict[str, dict[int, float]]
-                  ) -> list[tuple[float, float, float]]:
-    """(c_flops, retrained drop of the best-by-proxy trial, retrained drop of the uniform)."""
-    pairs = []
+def winner_pairs(retrained: list[dict[str, Any]], source: str
+                 ) -> list[tuple[float, int, float, float]]:
+    """(c_flops, seed, winner's test drop, uniform's test drop) per regime and retraining seed.
+
+    The winner is the `source` ("std": the best on validation across the STD spaces; "mcb":
+    the mCB space's best); the uniform recipe's retraining is the regime's (the std job's).
+    """
+    uniform = {(r["c_flops"], x["seed"]): x["test_drop"] for r in retrained
+               for x in r["records"] if x["chosen_as"] == "uniform"}
+    return [(r["c_flops"], x["seed"], float(x["test_drop"]), float(uniform[r["c_flops"], x["seed"]]))
+            for r in retrained if r["source"] == source for x in r["records"]
+            if x["chosen_as"] == "top-k" and (r["c_flops"], x["seed"]) in uniform]
+
+
+def fidelity_pairs(retrained: list[dict[str, Any]], proxy: dict[str, dict[int, float]]
+                   ) -> tuple[list[float], list[float]]:
+    """(validation proxy drops, mean retrained test drops) of the recipes drawn without selection."""
+    by_trial: dict[tuple[str, int], list[float]] = {}
     for r in retrained:
-        searched = [x for x in r["records"] if not x["is_uniform"]]
-        uniform = [x for x in r["records"] if x["is_uniform"]]
-        if not searched or not uniform:
-            continue
-        by_proxy = proxy[r["study"]]
-        top = min(searched, key=lambda x: (by_proxy.get(x["number"], math.inf), x["number"]))
-        pairs.append((r["c_flops"], float(top["acc_drop"]), float(uniform[0]["acc_drop"])))
-    return pairs
+        for x in r["records"]:
+            if x["chosen_as"] == "random":
+                by_trial.setdefault((r["study"], x["number"]), []).append(float(x["test_drop"]))
+    keys = sorted(by_trial)
+    return ([proxy[s][n] for s, n in keys],
+            [sum(by_trial[k]) / len(by_trial[k]) for k in keys])
 
 
 def run_reproduce(config: ReproduceConfig, *, command: str = "",

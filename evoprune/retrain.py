@@ -1,11 +1,14 @@
 """Top-k selection and full retraining (fine-tune, LR rewinding, from scratch), written back.
 
-The k best COMPLETE trials (by proxy acc_drop, ties by params) and the study's uniform baseline
-are retrained with the same mode, epochs and lr, so the comparison is fair. Each result is a
-`schema.RetrainRecord`, stored as the trial's `retrain` user_attr and as the study's
-`retrain:NUMBER` (a journal storage cannot change a finished trial; docs/architecture.md). A
-trial already retrained with the same settings is skipped, and an interrupted retraining resumes
-at its next epoch from its own checkpoint. The retraining modes and their schedules live here.
+The k best COMPLETE trials (by validation drop, ties by params), the study's uniform baseline
+and, to measure the proxy's fidelity, `random_k` trials drawn without selection are retrained
+with the same mode, epochs and lr, each with `seeds` seeds, so the comparison is fair and
+paired by seed. Each result is a `schema.RetrainRecord` with its validation and TEST figures
+(the test split is read here and for the base only), stored in the trial's `retrain` user_attr
+(a list, one per seed) and as the study's `retrain:NUMBER:SEED` (a journal storage cannot change
+a finished trial; docs/architecture.md). A retraining already done with the same settings is
+skipped, and an interrupted one resumes at its next epoch from its own checkpoint. The
+retraining modes and their schedules live here.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evoprune.errors import EvopruneError
-from evoprune.schema import RETRAIN_PREFIX, RetrainRecord, acc_drop, retrain_results
+from evoprune.schema import RetrainRecord, acc_drop, retrain_key, retrain_results
+from evoprune.splits import DEFAULT_VAL_SIZE
 from evoprune.storage import DEFAULT_STORAGE
 
 if TYPE_CHECKING:
@@ -41,15 +45,19 @@ class RetrainSettings:
     lr: float | None = None  # None: 0.01 for finetune, the original lr otherwise
     batch_size: int = 128
     baseline: bool = True  # also retrain the uniform recipe with the same budget
+    seeds: int = 3  # retraining seeds per network (seed, seed + 1, …): paired across networks
+    random_k: int = 0  # trials drawn without selection, retrained to measure proxy fidelity
 
     def __post_init__(self) -> None:
         """Refuse settings no retraining can use."""
         if self.mode not in RETRAIN_MODES:
             raise EvopruneError(f"unknown retraining mode {self.mode!r}: choose "
                                 f"{', '.join(RETRAIN_MODES)}")
-        if self.top_k < 0 or self.epochs < 1 or self.batch_size < 1:
-            raise EvopruneError("--top-k must be 0 or more, --epochs (--retrain-epochs) and "
-                                "--batch-size at least 1")
+        if self.top_k < 0 or self.random_k < 0 or self.epochs < 1 or self.batch_size < 1:
+            raise EvopruneError("--top-k and --random-k must be 0 or more, --epochs "
+                                "(--retrain-epochs) and --batch-size at least 1")
+        if self.seeds < 1:
+            raise EvopruneError(f"--retrain-seeds must be at least 1, got {self.seeds}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise EvopruneError(f"--lr must be a positive number, got {self.lr}")
 
@@ -66,7 +74,7 @@ class RetrainConfig:
     data_root: str | None = None  # the dataset's folder, if not the study's
     out_dir: str = RETRAIN_DIR  # retrained models and their resumable states
 
-    def schedule_settings(self) -> dict[str, Any]:
+    def schedule_settings(self, seed: int | None = None) -> dict[str, Any]:
         """What two retrainings must share to be the same (mode, epochs, lr, batch, seed)."""
         from evoprune.train import Schedule
 
@@ -74,7 +82,11 @@ class RetrainConfig:
         sched = retrain_schedule(s.mode, Schedule(epochs=s.epochs, batch_size=s.batch_size),
                                  epochs=s.epochs, lr=s.lr)
         return {"mode": s.mode, "epochs": sched.epochs, "lr": sched.lr,
-                "batch_size": sched.batch_size, "seed": self.seed}
+                "batch_size": sched.batch_size, "seed": self.seed if seed is None else seed}
+
+    def seeds(self) -> list[int]:
+        """The retraining seeds: seed, seed + 1, …"""
+        return [self.seed + i for i in range(self.settings.seeds)]
 
 
 def retrain_schedule(mode: str, original: Schedule, *, epochs: int | None = None,
@@ -101,7 +113,7 @@ def retrain_schedule(mode: str, original: Schedule, *, epochs: int | None = None
 
 
 def select_top_k(trials: Sequence[Any], k: int) -> list[Any]:
-    """The k best COMPLETE, non-uniform trials by (acc_drop, params_ratio), one per network."""
+    """The k best COMPLETE, non-uniform trials by (val_drop, params_ratio), one per network."""
     from evoprune.schema import trial_record
 
     if k <= 0:
@@ -109,7 +121,7 @@ def select_top_k(trials: Sequence[Any], k: int) -> list[Any]:
     records = {t.number: trial_record(t) for t in trials}
     ranked = sorted((t for t in trials if t.state.name == "COMPLETE"
                      and not records[t.number].is_uniform and records[t.number].finite),
-                    key=lambda t: (records[t.number].acc_drop,
+                    key=lambda t: (records[t.number].val_drop,
                                    records[t.number].params_ratio or 1.0, t.number))
     seen: set[tuple[int, ...]] = set()
     out = []
@@ -124,19 +136,39 @@ def select_top_k(trials: Sequence[Any], k: int) -> list[Any]:
     return out
 
 
-def _same(result: RetrainRecord | None, settings: dict[str, Any]) -> bool:
-    return result is not None and all(getattr(result, k) == v for k, v in settings.items())
+def select_random(trials: Sequence[Any], k: int, exclude: Sequence[Any], seed: int) -> list[Any]:
+    """k COMPLETE, non-uniform trials drawn without selection (seeded), none of `exclude`."""
+    import numpy as np
+
+    from evoprune.schema import trial_record
+
+    skip = {t.number for t in exclude}
+    pool = [t for t in trials if t.state.name == "COMPLETE" and t.number not in skip
+            and not trial_record(t).is_uniform and trial_record(t).finite]
+    if k <= 0 or not pool:
+        return []
+    picks = np.random.default_rng(seed).choice(len(pool), size=min(k, len(pool)), replace=False)
+    return [pool[i] for i in sorted(picks)]
 
 
-def _row(trial: Any, record: RetrainRecord, skipped: bool) -> dict[str, Any]:
-    """One plain output row of a retrained trial."""
+def _done(results: Sequence[RetrainRecord], settings: dict[str, Any]) -> RetrainRecord | None:
+    """The stored result with exactly these settings, if any."""
+    return next((r for r in results if all(getattr(r, k) == v for k, v in settings.items())),
+                None)
+
+
+def _row(trial: Any, chosen_as: str, record: RetrainRecord, skipped: bool) -> dict[str, Any]:
+    """One plain output row of a retrained trial and seed."""
     return {"number": trial.number, "is_uniform": bool(trial.user_attrs.get("is_uniform")),
-            "skipped": skipped, **record.to_attrs()}
+            "chosen_as": chosen_as, "skipped": skipped, **record.to_attrs()}
 
 
 def run_retrain(config: RetrainConfig,
                 progress: Callable[[Any], None] | None = None) -> list[dict[str, Any]]:
-    """Retrain the top-k trials and the uniform baseline; return one record per trial."""
+    """Retrain the top-k, the uniform baseline and random_k unselected trials, every seed.
+
+    Returns one row per trial and seed, `chosen_as` top-k, uniform or random.
+    """
     from evoprune.events import RetrainStarted
     from evoprune.schema import study_record
     from evoprune.storage import load_study, set_finished_attr
@@ -144,33 +176,46 @@ def run_retrain(config: RetrainConfig,
     say = progress or (lambda _e: None)
     if not config.study_name:
         raise EvopruneError("--study-name is required")
-    settings = config.schedule_settings()
     study = load_study(config.storage, config.study_name)
     record = study_record(study)
     if record.checkpoint.path is None:
         raise EvopruneError(f"study {config.study_name!r} was searched from a model given in "
                             "Python: retrain its winners with your own training loop "
                             "(evoprune.pruning gives the pruned network)")
-    trials = study.get_trials(deepcopy=False)
-    chosen = select_top_k(trials, config.settings.top_k)
-    if config.settings.baseline:
-        chosen += [t for t in trials if t.state.name == "COMPLETE"
-                   and t.user_attrs.get("is_uniform")][:1]
+    chosen = _chosen(study.get_trials(deepcopy=False), config)
     if not chosen:
         raise EvopruneError(f"study {config.study_name!r} has no COMPLETE trial to retrain")
     done = retrain_results(study)
-    todo = [t for t in chosen if not _same(done.get(t.number), settings)]
-    rows = [_row(t, done[t.number], True) for t in chosen if t not in todo]
-    if todo:
-        base, units, data = _load_base(config, record)
-        for t in todo:
+    rows: list[dict[str, Any]] = []
+    loaded = None
+    for t, chosen_as in chosen:
+        results = list(done.get(t.number, []))
+        for seed in config.seeds():
+            settings = config.schedule_settings(seed)
+            old = _done(results, settings)
+            if old is not None:
+                rows.append(_row(t, chosen_as, old, True))
+                continue
+            loaded = loaded or _load_base(config, record)
             say(RetrainStarted(t.number, bool(t.user_attrs.get("is_uniform")), settings["mode"],
                                settings["epochs"], settings["lr"]))
-            result = _retrain_one(config, settings, study, t, (base, units, data), record, say)
-            study.set_user_attr(f"{RETRAIN_PREFIX}{t.number}", result.to_attrs())
-            set_finished_attr(study, t, "retrain", result.to_attrs())
-            rows.append(_row(t, result, False))
-    return sorted(rows, key=lambda r: r["number"])
+            result = _retrain_one(config, settings, study, t, loaded, record, say)
+            study.set_user_attr(retrain_key(t.number, seed), result.to_attrs())
+            results = [r for r in results if r.seed != seed] + [result]
+            set_finished_attr(study, t, "retrain", [r.to_attrs() for r in results])
+            rows.append(_row(t, chosen_as, result, False))
+    return sorted(rows, key=lambda r: (r["number"], r["seed"]))
+
+
+def _chosen(trials: Sequence[Any], config: RetrainConfig) -> list[tuple[Any, str]]:
+    """The trials to retrain, each with why: top-k, uniform (the first one) or random."""
+    s = config.settings
+    top = select_top_k(trials, s.top_k)
+    uniform = [t for t in trials if t.state.name == "COMPLETE"
+               and t.user_attrs.get("is_uniform")][:1] if s.baseline else []
+    drawn = select_random(trials, s.random_k, top, config.seed)
+    return ([(t, "top-k") for t in top] + [(t, "uniform") for t in uniform]
+            + [(t, "random") for t in drawn])
 
 
 def _load_base(config: RetrainConfig, record: Any) -> tuple[Any, Any, Any]:
@@ -188,7 +233,9 @@ def _load_base(config: RetrainConfig, record: Any) -> tuple[Any, Any, Any]:
         raise EvopruneError(f"the study's checkpoint {path} changed since the search (sha256 "
                             "differs): restore the original file")
     device = resolve_device(config.device)
-    data = batches_for(load_dataset(record.dataset, config.data_root or record.data_root), device)
+    val_size = record.config["base"].get("val_size", DEFAULT_VAL_SIZE)
+    data = batches_for(load_dataset(record.dataset, config.data_root or record.data_root,
+                                    val_size=val_size), device)
     base = build_model(record.model, data.info.num_classes, data.info.in_shape)
     load_weights(base, path)
     units = find_units(base, data.info.in_shape, residual=record.residual)
@@ -205,12 +252,13 @@ def _retrain_one(config: RetrainConfig, settings: dict[str, Any], study: Any, tr
     from evoprune.events import EpochDone
     from evoprune.pruning import PrunedSpec, prune_channels, save_pruned
     from evoprune.schema import trial_record
-    from evoprune.train import Schedule, retrain
+    from evoprune.train import Schedule, evaluate, retrain
 
     base, units, data = loaded
     tr = trial_record(trial)
     kept = tr.channels
-    model = prune_channels(base, units, kept, importance=record.importance, seed=config.seed)
+    seed = int(settings["seed"])
+    model = prune_channels(base, units, kept, importance=record.importance, seed=seed)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -219,15 +267,18 @@ def _retrain_one(config: RetrainConfig, settings: dict[str, Any], study: Any, tr
     s = config.settings
     result = retrain(model, data, s.mode, Schedule(epochs=s.epochs, batch_size=s.batch_size),
                      epochs=s.epochs, lr=s.lr, flops_ratio=float(tr.flops_ratio or 1.0),
-                     seed=config.seed, checkpoint=state,
+                     seed=seed, checkpoint=state,
                      progress=lambda r: say(EpochDone.of(r, "retrain", trial.number)))
     spec = PrunedSpec(record.model, data.info.num_classes, tuple(data.info.in_shape),
                       record.residual, tuple(units.names), tuple(int(c) for c in units.channels),
                       tuple(int(k) for k in kept), tuple(float(r) for r in tr.recipe or ()),
                       record.importance, record.round_to)
+    test = evaluate(model, data, split="test").top1  # the report's split, never a selection's
     model_path = out / f"{stem}.pt"
     sha = save_pruned(model_path, model.cpu(), spec)
     state.unlink(missing_ok=True)
-    acc = float(result.test_acc)
-    return RetrainRecord(**settings, acc=acc, acc_drop=acc_drop(record.base_acc, acc),
+    base_test = record.base_test_acc if record.base_test_acc is not None else record.base_val_acc
+    return RetrainRecord(**settings, test_acc=test, test_drop=acc_drop(base_test, test),
+                         val_acc=float(result.val_acc),
+                         val_drop=acc_drop(record.base_val_acc, result.val_acc),
                          seconds=result.seconds, model_path=str(model_path), sha256=sha)

@@ -5,6 +5,11 @@ analysis, reproduce; docs/architecture.md, "The storage schema"). Every writer a
 through the typed records here: `StudyRecord` (a study's user_attrs), `TrialRecord` (a trial's),
 `RetrainRecord` (a retraining result). `SCHEMA_VERSION` is stored with each study; studies
 written before it existed (version 1: a flat configuration) still load, a newer version is refused.
+
+Version 3 separates selection from report: every trial is scored on a validation split carved
+from the training set (`val_acc`, `val_drop`, with the proxy fine-tune's `seed`); the test split
+is read only for the base network (`base_test_acc`) and for retrained networks (`test_drop`).
+In older studies the trials were scored on the test split: they load with that split named.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 from evoprune.errors import EvopruneError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 IDENTITY = ("base", "space", "proxy", "sampler", "objectives")  # what a resume must share
 BASE_IDENTITY = ("model", "dataset", "residual")  # of the base: data_root may move
 
@@ -45,15 +50,22 @@ class StudyRecord:
 
     config: dict[str, Any]  # the search's configuration tree (evoprune.searching.config)
     checkpoint: Checkpoint
-    base_acc: float  # top-1 of the base network, in [0, 1]
+    base_val_acc: float  # top-1 of the base network on the selection split, in [0, 1]
     base_flops: int
     base_params: int
     units: list[dict[str, Any]]  # the prunable units (evoprune.units.Units.describe)
+    base_test_acc: float | None = None  # top-1 of the base network on the test split
+    split_sizes: dict[str, int] = dataclasses.field(default_factory=dict)  # train, val, test
     evoprune_version: str = ""
     created: bool = False  # written last: the creation finished
     schema: int = SCHEMA_VERSION
 
     # --- reading the tree
+    @property
+    def selection_split(self) -> str:
+        """The split trials were scored on: val (schema 3), test in older studies."""
+        return "val" if self.schema >= 3 else "test"
+
     @property
     def model(self) -> str:
         """The base model's name."""
@@ -118,22 +130,30 @@ class StudyRecord:
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any], name: str = "") -> StudyRecord:
-        """Read a study's user_attrs (version 1 or 2); refuse other evoprune versions' schemas."""
+        """Read a study's user_attrs (versions 1-3); refuse other evoprune versions' schemas."""
         version = int(attrs.get("schema", 1))
         if version > SCHEMA_VERSION:
             raise EvopruneError(f"study {name!r} has storage schema {version}; this evoprune reads "
                                 f"up to {SCHEMA_VERSION}: upgrade evoprune to read it")
-        if "base_acc" not in attrs or ("config" not in attrs and "space" not in attrs):
+        base_acc = attrs.get("base_val_acc", attrs.get("base_acc"))  # base_acc: version 1-2
+        if base_acc is None or ("config" not in attrs and "space" not in attrs):
             raise EvopruneError(f"study {name!r} was not made by evoprune search (no "
                                 "configuration or base_acc in its user_attrs)")
         config = dict(attrs["config"]) if version >= 2 else _tree_of_v1(attrs)
         ck = attrs.get("checkpoint", {})
         return cls(config=config, checkpoint=Checkpoint(ck.get("path"), str(ck.get("sha256", ""))),
-                   base_acc=float(attrs["base_acc"]), base_flops=int(attrs.get("base_flops", 0)),
+                   base_val_acc=float(base_acc), base_flops=int(attrs.get("base_flops", 0)),
                    base_params=int(attrs.get("base_params", 0)),
                    units=list(attrs.get("units", [])),
+                   base_test_acc=_float_or_none(attrs.get(
+                       "base_test_acc", attrs.get("base_acc") if version < 3 else None)),
+                   split_sizes={k: int(v) for k, v in (attrs.get("split_sizes") or {}).items()},
                    evoprune_version=str(attrs.get("evoprune_version", "")),
                    created=bool(attrs.get("created", False)), schema=version)
+
+
+def _float_or_none(v: Any) -> float | None:
+    return None if v is None else float(v)
 
 
 def identity_of(tree: Mapping[str, Any]) -> dict[str, Any]:
@@ -168,10 +188,12 @@ def created(study: Any) -> bool:
 
 @dataclass(frozen=True)
 class RetrainRecord:
-    """A full retraining of one trial's network (mode, budget, seed, test result, saved model)."""
+    """A full retraining of one trial's network with one seed: its val and test results."""
 
-    acc_drop: float  # percentage points against the study's base_acc
-    acc: float = math.nan  # test top-1 in [0, 1]
+    test_drop: float  # percentage points against the base's test accuracy
+    test_acc: float = math.nan  # test top-1 in [0, 1]
+    val_drop: float = math.nan  # percentage points against the base's validation accuracy
+    val_acc: float = math.nan
     mode: str = ""  # finetune, rewind, scratch or scratch-b
     epochs: int = 0
     lr: float = math.nan
@@ -182,27 +204,39 @@ class RetrainRecord:
     sha256: str = ""
 
     def to_attrs(self) -> dict[str, Any]:
-        """Plain data (a trial's `retrain` attr and the study's `retrain:NUMBER`)."""
+        """Plain data (an item of a trial's `retrain` attr; the study's `retrain:NUMBER:SEED`)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_attrs(cls, d: Mapping[str, Any]) -> RetrainRecord:
-        """Read a stored retraining result (extra keys ignored)."""
+        """Read a stored retraining result (extra keys ignored; version 2's acc, acc_drop)."""
         names = {f.name for f in dataclasses.fields(cls)}
+        d = {_LEGACY_RETRAIN.get(k, k): v for k, v in d.items()}
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+_LEGACY_RETRAIN = {"acc": "test_acc", "acc_drop": "test_drop"}  # version 2 scored on test
 RETRAIN_PREFIX = "retrain:"
 
 
-def retrain_results(study: Any) -> dict[int, RetrainRecord]:
-    """Retraining results of a study by trial number (trial attrs, else the study's copies)."""
-    raw = {int(key[len(RETRAIN_PREFIX):]): value for key, value in study.user_attrs.items()
-           if key.startswith(RETRAIN_PREFIX) and isinstance(value, dict)}
+def retrain_key(number: int, seed: int) -> str:
+    """The study attr that copies a trial's retraining with one seed."""
+    return f"{RETRAIN_PREFIX}{number}:{seed}"
+
+
+def retrain_results(study: Any) -> dict[int, list[RetrainRecord]]:
+    """Retraining results by trial number, one per seed (trial attrs, else the study's copies)."""
+    raw: dict[int, dict[int, dict[str, Any]]] = {}
+    for key, value in study.user_attrs.items():
+        if key.startswith(RETRAIN_PREFIX) and isinstance(value, dict):
+            number = int(key[len(RETRAIN_PREFIX):].split(":")[0])
+            raw.setdefault(number, {})[int(value.get("seed", 0))] = value
     for t in study.get_trials(deepcopy=False):
-        if isinstance(t.user_attrs.get("retrain"), dict):
-            raw[t.number] = t.user_attrs["retrain"]
-    return {n: RetrainRecord.from_attrs(v) for n, v in raw.items()}
+        stored = t.user_attrs.get("retrain")
+        for value in [stored] if isinstance(stored, dict) else stored or []:
+            raw.setdefault(t.number, {})[int(value.get("seed", 0))] = value
+    return {n: [RetrainRecord.from_attrs(v) for _, v in sorted(by_seed.items())]
+            for n, by_seed in sorted(raw.items())}
 
 
 @dataclass(frozen=True)
@@ -217,8 +251,9 @@ class TrialRecord:
     params_ratio: float | None = None
     mcb: float | None = None  # Eq. 2: flops_ratio / params_ratio
     recipe_std: float | None = None
-    proxy_acc: float | None = None  # after the proxy fine-tune, in [0, 1]
-    acc_drop: float | None = None  # percentage points against base_acc
+    val_acc: float | None = None  # after the proxy fine-tune, on the selection split, in [0, 1]
+    val_drop: float | None = None  # percentage points against the base's val accuracy
+    seed: int | None = None  # the proxy fine-tune's seed (trial j shares it across spaces)
     proxy_seconds: float | None = None
     is_uniform: bool = False  # the uniform baseline (kept out of the sampler's parents)
     worker: dict[str, Any] | None = None  # host, pid and index of the process that ran it
@@ -228,7 +263,7 @@ class TrialRecord:
     fail_reason: str | None = None
     surplus: bool | None = None  # PRUNED: n trials were already complete or running
     retry_of: int | None = None  # legacy (version 1): read `storage.retried_from` instead
-    retrain: dict[str, Any] | None = None  # a RetrainRecord's attrs (SQL storages)
+    retrain: list[dict[str, Any]] | None = None  # RetrainRecord attrs, one per seed
 
     def to_attrs(self) -> dict[str, Any]:
         """The user_attrs to write (None fields left out)."""
@@ -238,12 +273,18 @@ class TrialRecord:
     def from_attrs(cls, attrs: Mapping[str, Any]) -> TrialRecord:
         """Read a trial's user_attrs; keys a user set of their own are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
+        attrs = {_LEGACY_TRIAL.get(k, k): v for k, v in attrs.items()}
+        if isinstance(attrs.get("retrain"), dict):
+            attrs["retrain"] = [attrs["retrain"]]
         return cls(**{k: v for k, v in attrs.items() if k in names})
 
     @property
     def finite(self) -> bool:
         """Whether the trial has a finite proxy drop."""
-        return self.acc_drop is not None and math.isfinite(self.acc_drop)
+        return self.val_drop is not None and math.isfinite(self.val_drop)
+
+
+_LEGACY_TRIAL = {"proxy_acc": "val_acc", "acc_drop": "val_drop"}  # versions 1-2
 
 
 def trial_record(trial: Any) -> TrialRecord:
@@ -255,4 +296,4 @@ TRIAL_KEYS = tuple(f.name for f in dataclasses.fields(TrialRecord))
 STUDY_KEYS = tuple(f.name for f in dataclasses.fields(StudyRecord))
 __all__ = ["RETRAIN_PREFIX", "SCHEMA_VERSION", "STUDY_KEYS", "TRIAL_KEYS", "Checkpoint",
            "RetrainRecord", "StudyRecord", "TrialRecord", "acc_drop", "created",
-           "identity_of", "retrain_results", "study_record", "trial_record"]
+           "identity_of", "retrain_key", "retrain_results", "study_record", "trial_record"]

@@ -5,7 +5,8 @@ linear warm-up and label smoothing. The paper's proxy is `fit` with lr 0.01 for 
 (Sec. 2.2, "Fine-tuning"). A non-finite loss stops the run with `NonFiniteLossError`, non-finite
 outputs at evaluation with `NonFiniteOutputError`; no non-finite number is ever returned as an
 accuracy. With `checkpoint`, the state is written atomically after every epoch and a rerun
-resumes at the next epoch.
+resumes at the next epoch. `fit` and `retrain` read the training and validation splits only;
+test accuracy is `evaluate(model, data, split="test")`, measured by the caller.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from evoprune.checkpoint import atomic_save, load_file
-from evoprune.data import DeviceBatches
+from evoprune.data import DeviceBatches, FolderBatches
 from evoprune.errors import EvopruneError, NonFiniteLossError, NonFiniteOutputError
 
 
@@ -62,7 +63,7 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Accuracy:
-    """Test accuracy in [0, 1]: top-1, and top-5 where there are more than 10 classes."""
+    """Accuracy on one split in [0, 1]: top-1, and top-5 where there are more than 10 classes."""
 
     top1: float
     top5: float | None = None
@@ -74,8 +75,8 @@ class FitResult:
 
     schedule: Schedule
     epochs_run: int
-    test_acc: float
-    test_top5: float | None
+    val_acc: float
+    val_top5: float | None
     train_loss: float
     seconds: float
     images_per_s: float
@@ -112,16 +113,24 @@ def _autocast(device: torch.device):
         torch.autocast("cpu", enabled=False)
 
 
-def evaluate(model: nn.Module, data: DeviceBatches, batch_size: int = 1024) -> Accuracy:
-    """Return test top-1 (and top-5 above 10 classes) under inference_mode, in eval mode."""
+SPLITS = ("val", "test")
+
+
+def evaluate(model: nn.Module, data: DeviceBatches | FolderBatches, split: str = "val",
+             batch_size: int = 1024) -> Accuracy:
+    """Return top-1 (and top-5 above 10 classes) on `split` (val|test), in eval/inference mode."""
+    if split not in SPLITS:
+        raise EvopruneError(f"unknown split {split!r}: evaluate on val or test")
+    batches = data.val_batches(batch_size) if split == "val" else data.test_batches(batch_size)
     was_training = model.training
     model.eval()
     top1 = top5 = total = 0
     with torch.inference_mode(), _autocast(data.device):
-        for x, y in data.test_batches(batch_size):
+        for x, y in batches:
             logits = model(x).float()
             if not torch.isfinite(logits).all():
-                raise NonFiniteOutputError("the model produced non-finite outputs on the test set")
+                raise NonFiniteOutputError(f"the model produced non-finite outputs on the {split} "
+                                           "set")
             top1 += int((logits.argmax(1) == y).sum())
             if data.info.num_classes > 10:
                 top5 += int((logits.topk(5, 1).indices == y[:, None]).any(1).sum())
@@ -130,9 +139,9 @@ def evaluate(model: nn.Module, data: DeviceBatches, batch_size: int = 1024) -> A
     return Accuracy(top1 / total, top5 / total if data.info.num_classes > 10 else None)
 
 
-def adaptive_bn(model: nn.Module, data: DeviceBatches, batches: int = 50,
+def adaptive_bn(model: nn.Module, data: DeviceBatches | FolderBatches, batches: int = 50,
                 batch_size: int = 128, seed: int = 0) -> nn.Module:
-    """Recalibrate BN running statistics in train mode without gradients (EagleEye); in place."""
+    """Recalibrate BN statistics on training batches, in train mode, without gradients; in place."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [(m, m.momentum) for m in bns]
     for m in bns:
@@ -157,7 +166,7 @@ def adaptive_bn(model: nn.Module, data: DeviceBatches, batches: int = 50,
 
 def fit(
     model: nn.Module,
-    data: DeviceBatches,
+    data: DeviceBatches | FolderBatches,
     schedule: Schedule,
     *,
     seed: int = 0,
@@ -167,6 +176,7 @@ def fit(
 ) -> FitResult:
     """Train `model` in place with `schedule` on `data`; resume from `checkpoint` if it exists.
 
+    It reads the training split and evaluates on the validation split only (never test).
     `compile` runs the training forward through `torch.compile` (its first epoch pays the
     compilation; it pays off only on long runs).
     """
@@ -187,7 +197,7 @@ def fit(
     steps_per_epoch = math.ceil(data.n_train / schedule.batch_size)
     start_epoch, history = 0, []
     if checkpoint is not None and Path(checkpoint).is_file():
-        start_epoch, history = _resume(checkpoint, model, opt, gen, schedule)
+        start_epoch, history = _resume(checkpoint, model, opt, gen, schedule, _split_of(data))
     augment = schedule.augment and data.augment  # per call: the shared data is not changed
     seen, seconds, loss_sum = 0, 0.0, 0.0
     model.train()
@@ -213,16 +223,17 @@ def fit(
         elapsed = time.perf_counter() - tic
         seconds += elapsed
         seen += data.n_train
-        acc = evaluate(model, data)
+        acc = evaluate(model, data, split="val")
         record = {"epoch": epoch + 1, "loss": float(loss_sum) / data.n_train,
-                  "train_acc": float(correct) / data.n_train, "test_acc": acc.top1,
+                  "train_acc": float(correct) / data.n_train, "val_acc": acc.top1,
                   "images_per_s": data.n_train / elapsed, "lr": opt.param_groups[0]["lr"]}
         history.append(record)
         if checkpoint is not None:
-            _save_state(checkpoint, model, opt, gen, schedule, epoch + 1, history)
+            _save_state(checkpoint, model, opt, gen, schedule, epoch + 1, history,
+                        _split_of(data))
         if progress is not None:
             progress(record)
-    final = evaluate(model, data)
+    final = evaluate(model, data, split="val")
     return FitResult(schedule, schedule.epochs, final.top1, final.top5,
                      history[-1]["loss"] if history else float("nan"), seconds,
                      seen / seconds if seconds > 0 else 0.0, str(device), history)
@@ -241,11 +252,12 @@ def reinitialise(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-def retrain(model: nn.Module, data: DeviceBatches, mode: str, original: Schedule, *,
+def retrain(model: nn.Module, data: DeviceBatches | FolderBatches, mode: str,
+            original: Schedule, *,
             epochs: int | None = None, lr: float | None = None, flops_ratio: float = 1.0,
             seed: int = 0, checkpoint: str | Path | None = None,
             progress: Callable[[dict[str, float]], None] | None = None) -> FitResult:
-    """Retrain a pruned model in place with one technique; the result records its settings."""
+    """Retrain a pruned model in place with one technique; validation figures, its settings."""
     from evoprune.retrain import retrain_schedule
 
     schedule = retrain_schedule(mode, original, epochs=epochs, lr=lr, flops_ratio=flops_ratio)
@@ -255,18 +267,24 @@ def retrain(model: nn.Module, data: DeviceBatches, mode: str, original: Schedule
     return replace(result, mode=mode)
 
 
+def _split_of(data: DeviceBatches | FolderBatches) -> dict[str, int]:
+    """The split a training run reads: its train and validation sizes."""
+    return {"train": data.n_train, "val": data.n_val}
+
+
 def _save_state(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer,
                 gen: torch.Generator, schedule: Schedule, epoch: int,
-                history: list[dict[str, float]]) -> str:
+                history: list[dict[str, float]], split: dict[str, int]) -> str:
     """Write the training state atomically; return its sha256."""
     return atomic_save({"format": "evoprune.train/1", "epoch": epoch,
-                        "schedule": asdict(schedule), "history": history,
+                        "schedule": asdict(schedule), "split": split, "history": history,
                         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                         "optimizer": opt.state_dict(), "generator": gen.get_state()}, path)
 
 
 def _resume(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer,
-            gen: torch.Generator, schedule: Schedule) -> tuple[int, list[dict[str, float]]]:
+            gen: torch.Generator, schedule: Schedule,
+            split: dict[str, int]) -> tuple[int, list[dict[str, float]]]:
     """Load a training state written by `_save_state`; return (epochs done, history)."""
     state = load_file(path)
     if not isinstance(state, dict) or state.get("format") != "evoprune.train/1":
@@ -274,6 +292,9 @@ def _resume(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer,
                             "another --out")
     if state["schedule"] != asdict(schedule):
         raise EvopruneError(f"{path} was written with another schedule: remove it to start over")
+    if state.get("split") != split:
+        raise EvopruneError(f"{path} was trained on another train/validation split (sizes "
+                            f"{state.get('split')}, now {split}): remove it to start over")
     model.load_state_dict(state["state_dict"])
     opt.load_state_dict(state["optimizer"])
     gen.set_state(state["generator"])

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -34,14 +35,14 @@ def test_device_batches_augment_on_the_device(digits):
     data = DeviceBatches(digits)
     gen = torch.Generator().manual_seed(0)
     batches = list(data.train_batches(500, gen))
-    assert [len(y) for _, y in batches] == [500, 500, 437]
+    assert [len(y) for _, y in batches] == [500, 500, 150]  # the 1150 training images
     assert sorted(torch.cat([y for _, y in batches]).tolist()) == sorted(digits.train_y.tolist())
     x, _ = batches[0]
     assert x.shape == (500, 1, 8, 8) and x.dtype == torch.float32
     plain = DeviceBatches(digits, augment=False)
     xp, yp = next(plain.train_batches(2000, torch.Generator().manual_seed(0)))
     ref = (digits.train_x.float() - 0.3 * 255) / (0.37 * 255)
-    order = torch.randperm(1437, generator=torch.Generator().manual_seed(0))
+    order = torch.randperm(1150, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(xp, ref[order]) and torch.equal(yp, digits.train_y[order])
 
 
@@ -57,13 +58,15 @@ def test_fit_learns_digits_and_is_deterministic(digits):
     runs = []
     for _ in range(2):
         model = tiny_model()
-        result = fit(model, DeviceBatches(digits), Schedule(epochs=3, lr=0.05), seed=1)
+        result = fit(model, DeviceBatches(digits), Schedule(epochs=3, lr=0.05, batch_size=64),
+                     seed=1)
         runs.append((result, model))
     (a, ma), (b, mb) = runs
-    assert a.test_acc > 0.85 and a.test_acc == b.test_acc
+    assert a.val_acc > 0.85 and a.val_acc == b.val_acc and a.val_top5 is None
+    assert [h["val_acc"] for h in a.history][-1] == a.val_acc
     assert all(torch.equal(p, q) for p, q in zip(ma.state_dict().values(), mb.state_dict().values()))
     assert [h["epoch"] for h in a.history] == [1, 2, 3] and a.images_per_s > 0
-    assert a.to_dict()["schedule"]["lr"] == 0.05
+    assert a.to_dict()["schedule"]["lr"] == 0.05 and "test_acc" not in a.to_dict()
 
 
 def test_planted_nan_stops_with_the_specific_error(digits):
@@ -93,11 +96,14 @@ def test_killed_training_resumes_at_the_next_epoch(tmp_path, digits):
                   progress=lambda r: epochs_seen.append(r["epoch"]))
     assert epochs_seen == [3, 4]  # continues at the next epoch
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
-    assert resumed.test_acc == whole.test_acc  # bit-identical to the uninterrupted run
+    assert resumed.val_acc == whole.val_acc  # bit-identical to the uninterrupted run
     assert all(torch.equal(p, q) for p, q in
                zip(whole_model.state_dict().values(), resumed_model.state_dict().values()))
     with pytest.raises(EvopruneError, match="another schedule"):
         fit(tiny_model(), DeviceBatches(digits), Schedule(epochs=5), checkpoint=ckpt)
+    other_split = DeviceBatches(load_dataset("digits", val_size=0.3))
+    with pytest.raises(EvopruneError, match="another train/validation split"):
+        fit(tiny_model(), other_split, schedule, checkpoint=ckpt)
 
 
 def test_adaptive_bn_changes_bn_statistics_and_nothing_else(digits):
@@ -113,10 +119,14 @@ def test_adaptive_bn_changes_bn_statistics_and_nothing_else(digits):
 
 
 def test_top5_only_above_ten_classes():
-    data = DeviceBatches(load_dataset("synthetic:3x8x8:20", synthetic_size=(16, 40)))
+    data = DeviceBatches(load_dataset("synthetic:3x8x8:20", synthetic_size=(50, 40)))
     torch.manual_seed(0)
-    acc = evaluate(build_model("digitsnet", 20, (3, 8, 8)), data)
-    assert acc.top5 is not None and acc.top1 <= acc.top5 <= 1
+    model = build_model("digitsnet", 20, (3, 8, 8))
+    for split in ("val", "test"):
+        acc = evaluate(model, data, split)
+        assert acc.top5 is not None and acc.top1 <= acc.top5 <= 1
+    result = fit(model, data, Schedule(epochs=1, batch_size=16))
+    assert result.val_top5 == evaluate(model, data).top5 and result.val_top5 is not None
 
 
 def test_devices_and_bad_schedules():
@@ -132,19 +142,25 @@ def test_devices_and_bad_schedules():
 
 def test_train_cli_json_and_resume(tmp_path, capsys):
     out = tmp_path / "m.pt"
-    argv = ["train", "--model", "digitsnet", "--epochs", "2", "--out", str(out), "--json"]
+    argv = ["train", "--model", "digitsnet", "--epochs", "2", "--batch-size", "64", "--out",
+            str(out), "--json"]
     assert main(argv) == 0
     captured = capsys.readouterr()
     r = json.loads(captured.out)
     assert r["test_acc"] > 0.5 and r["out"] == str(out) and len(r["sha256"]) == 64
-    assert {"test_acc", "seconds", "images_per_s", "out"} <= set(r)
+    assert r["val_acc"] > 0.5 and r["sizes"] == {"train": 1150, "val": 287, "test": 360}
+    assert {"test_acc", "val_acc", "seconds", "images_per_s", "out"} <= set(r)
     assert captured.err.count("epoch ") == 2
     assert main(argv) == 0  # already complete: nothing retrained, same checkpoint
     again = json.loads(capsys.readouterr().out)
     assert again["sha256"] == r["sha256"] and again["test_acc"] == r["test_acc"]
+    assert again["val_acc"] == r["val_acc"]
     # the checkpoint is a base model `prune` accepts
     assert main(["prune", "--model", "digitsnet", "--checkpoint", str(out),
                  "--recipe", "uniform:0.5", "--json"]) == 0
+
+
+FAST = ["--model", "digitsnet", "--epochs", "1"]  # a refusal that fails to refuse stays cheap
 
 
 @pytest.mark.parametrize(("argv", "words"), [
@@ -152,6 +168,8 @@ def test_train_cli_json_and_resume(tmp_path, capsys):
     (["--device", "tpu"], "unknown device"),
     (["--dataset", "cifar10", "--data-root", "/nonexistent/x"], "does not exist"),
     (["--out", "/nonexistent/dir/m.pt"], "does not exist"),
+    (["--val-size", "1.5", *FAST], "--val-size 1.5: a fraction must be in (0, 1)"),
+    (["--val-size", "1437", *FAST], "not fewer than the 1437 training images"),
 ])
 def test_train_bad_inputs(capsys, argv, words):
     code = main(["train", *argv])
@@ -185,7 +203,8 @@ def test_each_retraining_mode_runs_and_records_its_settings(digits, mode):
     assert settings["mode"] == mode and settings["schedule"]["batch_size"] == 128
     assert settings["schedule"]["epochs"] == (2 if mode == "scratch-b" else 1)
     assert settings["schedule"]["lr"] == (0.01 if mode == "finetune" else 0.05)
-    assert 0 <= result.test_acc <= 1 and len(result.history) == settings["schedule"]["epochs"]
+    assert 0 <= result.val_acc <= 1 and len(result.history) == settings["schedule"]["epochs"]
+    assert result.val_acc == evaluate(pruned, DeviceBatches(digits)).top1
     moved = (pruned.layer1[0].conv1.weight.detach() - first_conv).abs().mean()
     # scratch re-initialises (far from the pruned weights); fine-tuning modes start from them
     assert (moved > 0.02) if mode.startswith("scratch") else (moved < 0.02)
@@ -205,7 +224,7 @@ def test_scratch_reinitialises_before_training(digits):
 def test_bench_train_compares_engine_and_reference(capsys):
     assert main(["bench", "train", "--cases", "resnet20-digits", "--json"]) == 0
     (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert row["train_images"] == 1437 and row["device"] in ("cpu", "cuda")
+    assert row["train_images"] == 1150 and row["device"] in ("cpu", "cuda")
     assert row["engine_images_per_s"] > 0 and row["reference_images_per_s"] > 0
     assert row["ratio"] == pytest.approx(row["engine_images_per_s"] / row["reference_images_per_s"])
     assert main(["bench", "train", "--cases", "alexnet-digits"]) == 2
@@ -226,11 +245,12 @@ def test_imagefolder_trains_through_the_dataloader_path(tmp_path):
                 Image.fromarray(img.astype(np.uint8)).save(tmp_path / split / cls / f"{i}.png")
     data = load_dataset("imagefolder", tmp_path, image_size=16)
     batches = batches_for(data, "cpu", workers=0)
-    assert isinstance(batches, FolderBatches) and batches.n_train == 12
+    assert isinstance(batches, FolderBatches) and batches.n_train == 10 and batches.n_val == 2
     torch.manual_seed(0)
     model = build_model("digitsnet", 2, (3, 16, 16))
     result = fit(model, batches, Schedule(epochs=3, lr=0.05, batch_size=4))
-    assert len(result.history) == 3 and result.test_acc == 1.0  # dark vs light is easy
+    assert len(result.history) == 3 and result.val_acc == 1.0  # dark vs light is easy
+    assert evaluate(model, batches, split="test").top1 == 1.0
 
 
 @pytest.mark.slow
@@ -256,7 +276,27 @@ def test_cached_base_trains_once_and_is_reused(tmp_path):
     assert first["out"].startswith(str(tmp_path / "digitsnet-digits-"))
     other = cached_base(TrainJob(model="digitsnet", epochs=1, seed=1), tmp_path)
     assert other["out"] != first["out"] and len(list(tmp_path.glob("*.pt"))) == 2
+    held_out = cached_base(TrainJob(model="digitsnet", epochs=1, val_size=100), tmp_path)
+    assert held_out["out"] not in (first["out"], other["out"])  # the split changes the weights
+    assert held_out["sizes"] == {"train": 1337, "val": 100, "test": 360}
 
+
+def test_run_train_reports_validation_and_test_accuracy(tmp_path):
+    """val_acc comes from fit, test_acc is one evaluation of the saved model on the test split."""
+    from evoprune.checkpoint import load_weights
+    from evoprune.jobs import TrainJob, run_train
+
+    out = tmp_path / "m.pt"
+    r = run_train(TrainJob(model="digitsnet", epochs=2, batch_size=64, out=str(out),
+                           device="cpu"))
+    assert r["sizes"] == {"train": 1150, "val": 287, "test": 360} and r["val_size"] == 0.2
+    model = build_model("digitsnet", 10, (1, 8, 8))
+    load_weights(model, out)
+    data = DeviceBatches(load_dataset("digits"))
+    assert r["val_acc"] == evaluate(model, data, "val").top1 > 0.5
+    assert r["test_acc"] == evaluate(model, data, "test").top1 > 0.5
+    assert r["test_top5"] is None and r["val_top5"] is None
+    assert [h["epoch"] for h in r["history"]] == [1, 2] and "test_acc" not in r["history"][0]
 
 def test_sigkilled_training_resumes_at_the_next_epoch(tmp_path):
     import signal
@@ -317,9 +357,9 @@ def test_fit_without_augmentation_feeds_the_unpadded_images(digits):
     model = _Recorder()
     fit(model, data, Schedule(epochs=1, lr=0.05, batch_size=2000, augment=False), seed=5)
     (x,) = model.seen
-    order = torch.randperm(1437, generator=torch.Generator().manual_seed(5))
+    order = torch.randperm(1150, generator=torch.Generator().manual_seed(5))
     ref = (digits.train_x.float() - 0.3 * 255) / (0.37 * 255)
-    assert x.shape == (1437, 1, 8, 8)
+    assert x.shape == (1150, 1, 8, 8)
     assert torch.allclose(x, ref[order])
 
 
@@ -340,3 +380,73 @@ def test_non_finite_outputs_at_evaluation_raise_their_own_error(digits):
     with pytest.raises(error, match="non-finite outputs") as info:
         evaluate(_NaNModel(), DeviceBatches(digits))
     assert not isinstance(info.value, NonFiniteLossError)
+
+
+class _NoTest(DeviceBatches):
+    """Digits on the device whose test split raises when read (and holds no tensors)."""
+
+    def __init__(self, data) -> None:
+        super().__init__(data)
+        self.test_x = self.test_y = None
+
+    def test_batches(self, batch_size: int = 1024):
+        raise AssertionError("the test split was read")
+
+
+class _NoVal(DeviceBatches):
+    """Digits on the device whose validation and test splits raise when read."""
+
+    def val_batches(self, batch_size: int = 1024):
+        raise AssertionError("the validation split was read")
+
+    def test_batches(self, batch_size: int = 1024):
+        raise AssertionError("the test split was read")
+
+
+def test_fit_and_retrain_never_read_the_test_split(digits):
+    """A scrambled or untouchable test split changes nothing fit or retrain return."""
+    scrambled = replace(digits, test_y=digits.test_y[torch.randperm(360, generator=torch.Generator()
+                                                                    .manual_seed(0))])
+    runs = []
+    for data in (DeviceBatches(digits), DeviceBatches(scrambled), _NoTest(digits)):
+        model = tiny_model()
+        result = fit(model, data, Schedule(epochs=2, lr=0.05, batch_size=64), seed=1)
+        again = retrain(model, data, "finetune", Schedule(epochs=2, lr=0.05), epochs=1)
+        runs.append((result, again, model))
+    (a, ra, ma), (b, rb, mb), (c, rc, mc) = runs
+    assert a.val_acc > 0.8 and a.val_acc == b.val_acc == c.val_acc
+    def epochs(r):  # the history without its timing
+        return [{k: v for k, v in h.items() if k != "images_per_s"} for h in r.history]
+
+    assert epochs(a) == epochs(b) == epochs(c) and ra.val_acc == rb.val_acc == rc.val_acc
+    assert all(torch.equal(p, q) and torch.equal(p, r) for p, q, r in
+               zip(ma.state_dict().values(), mb.state_dict().values(), mc.state_dict().values()))
+    # evaluate(split="test") does read it: the scrambled labels cost accuracy, _NoTest raises
+    good, bad = (evaluate(ma, DeviceBatches(d), "test").top1 for d in (digits, scrambled))
+    assert good > 0.8 and bad < 0.3
+    with pytest.raises(AssertionError, match="test split was read"):
+        evaluate(mc, _NoTest(digits), split="test")
+
+
+def test_evaluate_reads_the_split_it_is_asked_for(digits):
+    model = tiny_model()
+    fit(model, DeviceBatches(digits), Schedule(epochs=1, lr=0.05), seed=0)
+    data = DeviceBatches(digits)
+    model.eval()
+    for split in ("val", "test"):
+        x, y = getattr(digits, f"{split}_x"), getattr(digits, f"{split}_y")
+        with torch.no_grad():
+            expected = int((model(data.normalise(x)).argmax(1) == y).sum()) / len(y)
+        assert evaluate(model, data, split).top1 == expected
+    assert evaluate(model, data).top1 == evaluate(model, data, "val").top1  # the default
+    with pytest.raises(EvopruneError, match="unknown split 'train': evaluate on val or test"):
+        evaluate(model, data, "train")
+
+
+def test_adaptive_bn_reads_training_batches_only(digits):
+    """Recalibration on data whose val and test raise gives the same statistics as on plain data."""
+    plain, guarded = tiny_model(), tiny_model()
+    adaptive_bn(plain, DeviceBatches(digits), batches=3, seed=2)
+    adaptive_bn(guarded, _NoVal(digits), batches=3, seed=2)
+    assert all(torch.equal(p, q) for p, q in zip(plain.state_dict().values(),
+                                                 guarded.state_dict().values()))

@@ -168,9 +168,15 @@ def _aicc(rss: float, n: int, k: int) -> float:
 
 
 def fit_law(x: Sequence[float], y: Sequence[float], *, forms: Sequence[str] = LAW_FORMS,
-            n_boot: int = 1000, level: float = 0.95, seed: int = 0, what: str = "the law"
-            ) -> LawFit:
-    """Fit each form, keep the lowest AICc, bootstrap its parameters over the points (pairs)."""
+            n_boot: int = 1000, level: float = 0.95, seed: int = 0, what: str = "the law",
+            draws: tuple[np.ndarray, np.ndarray] | None = None) -> LawFit:
+    """Fit each form, keep the lowest AICc, bootstrap its parameters over the points (pairs).
+
+    With `draws` (x and y replicates, (n_boot, points) each, e.g. the trials of every regime
+    resampled), the chosen form is refitted to each replicate instead (a two-stage bootstrap);
+    the samples then keep one row per replicate, NaN where a refit fails, so two laws fitted to
+    the same replicates stay paired row by row.
+    """
     x, y = np.asarray(x, float), np.asarray(y, float)
     need = 4  # two parameters, the noise, and one point of freedom for AICc
     if len(x) < need:
@@ -189,17 +195,24 @@ def fit_law(x: Sequence[float], y: Sequence[float], *, forms: Sequence[str] = LA
     if not candidates:
         raise EvopruneError(f"no functional form fits {what} to these {len(x)} points")
     best = min(candidates, key=lambda c: c.aicc)
+    a = (1 - level) / 2
+    if draws is not None:
+        samples = refit_many(best.form, draws[0], draws[1], best.params)
+        params = [Interval(best.params[j], float(np.nanquantile(samples[:, j], a)),
+                           float(np.nanquantile(samples[:, j], 1 - a)))
+                  for j in range(len(best.params))]
+        return LawFit(best.form, FORMS[best.form][1], params, best.r2, best.aicc,
+                      [float(v) for v in x], [float(v) for v in y], candidates, samples)
     rng = np.random.default_rng(seed)
-    draws = []
+    boot = []
     for _ in range(n_boot):
         i = rng.integers(0, len(x), len(x))
         if len(np.unique(x[i])) < 2:
             continue
         p = _fit_form(best.form, x[i], y[i], best.params)
         if p is not None:
-            draws.append(p)
-    samples = np.array(draws) if draws else np.array([best.params])
-    a = (1 - level) / 2
+            boot.append(p)
+    samples = np.array(boot) if boot else np.array([best.params])
     params = [Interval(best.params[j], float(np.quantile(samples[:, j], a)),
                        float(np.quantile(samples[:, j], 1 - a))) for j in range(len(best.params))]
     return LawFit(best.form, FORMS[best.form][1], params, best.r2, best.aicc,
@@ -251,3 +264,132 @@ def fidelity(proxy: Sequence[float], retrained: Sequence[float]) -> Fidelity:
     r = spearmanr(proxy, retrained)
     return Fidelity(len(proxy), float(t.statistic), float(t.pvalue), float(r.statistic),
                     float(r.pvalue))
+
+
+def winners_median_draws(mcb: np.ndarray, drops: np.ndarray, k: int, idx: np.ndarray
+                         ) -> np.ndarray:
+    """Median mCB of the best k of each resample (rows of `idx` index the trials)."""
+    top = np.argsort(drops[idx], axis=1, kind="stable")[:, :k]
+    return np.median(np.take_along_axis(mcb[idx], top, axis=1), axis=1)
+
+
+class RegimeLimit(NamedTuple):
+    """A regime's optimal mCB (winners' median) and limit (a low drop quantile), with the draws
+    of a bootstrap over its trials (the first stage of a two-stage bootstrap)."""
+
+    regime: tuple[str, float]
+    n: int
+    n_winners: int
+    quantile: float
+    center: Interval
+    limit: Interval
+    center_draws: np.ndarray  # (n_boot,)
+    limit_draws: np.ndarray  # (n_boot,)
+
+
+def regime_limit(mcb: np.ndarray, drops: np.ndarray, *, regime: tuple[str, float] = ("flops", 0.0),
+                 fraction: float = 0.1, quantile: float = 0.05, n_boot: int = 1000,
+                 level: float = 0.95, seed: int = 0) -> RegimeLimit:
+    """Optimal mCB and the `quantile` of the drops (the regime's limit), with the draws of a
+    bootstrap over the trials."""
+    mcb, drops = np.asarray(mcb, float), np.asarray(drops, float)
+    n = len(mcb)
+    k = n_winners(n, fraction=fraction)
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    centers = winners_median_draws(mcb, drops, k, idx)
+    limits = np.quantile(drops[idx], quantile, axis=1)
+    a = (1 - level) / 2
+    center = float(np.median(mcb[np.argsort(drops, kind="stable")[:k]]))
+    limit = float(np.quantile(drops, quantile))
+    return RegimeLimit(regime, n, k, quantile,
+                       Interval(center, *map(float, np.quantile(centers, [a, 1 - a]))),
+                       Interval(limit, *map(float, np.quantile(limits, [a, 1 - a]))),
+                       centers, limits)
+
+
+def refit_many(form: str, x: np.ndarray, y: np.ndarray, p0: Sequence[float], *,
+               iterations: int = 60) -> np.ndarray:
+    """Least-squares parameters of one form for each row of (x, y), all rows at once
+    (Levenberg–Marquardt from p0, numeric Jacobian); NaN rows where a fit does not converge."""
+    f = FORMS[form][0]
+    x, y = np.atleast_2d(np.asarray(x, float)), np.atleast_2d(np.asarray(y, float))
+    rows, k = x.shape[0], len(p0)
+    p = np.tile(np.asarray(p0, float), (rows, 1))
+    lam = np.full(rows, 1e-3)
+
+    def model(q: np.ndarray) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            return f(x, *[q[:, j:j + 1] for j in range(k)])
+
+    def rss_of(q: np.ndarray) -> np.ndarray:
+        r = np.sum((y - model(q)) ** 2, axis=1)
+        return np.where(np.isfinite(r), r, np.inf)
+
+    rss = rss_of(p)
+    eye = np.eye(k)
+    for _ in range(iterations):
+        r = y - model(p)
+        jac = np.empty((rows, x.shape[1], k))
+        for j in range(k):
+            h = 1e-6 * np.maximum(np.abs(p[:, j]), 1e-3)
+            up, down = p.copy(), p.copy()
+            up[:, j] += h
+            down[:, j] -= h
+            jac[:, :, j] = (model(up) - model(down)) / (2 * h[:, None])
+        jtj = np.einsum("rni,rnj->rij", jac, jac)
+        jtr = np.einsum("rni,rn->ri", jac, r)
+        damp = jtj + lam[:, None, None] * (np.einsum("rii->ri", jtj)[:, :, None] * eye + 1e-12 * eye)
+        ok = np.all(np.isfinite(damp), axis=(1, 2)) & np.all(np.isfinite(jtr), axis=1)
+        step = np.zeros_like(p)
+        try:
+            step[ok] = np.linalg.solve(damp[ok], jtr[ok][:, :, None])[:, :, 0]
+        except np.linalg.LinAlgError:
+            step[ok] = np.stack([np.linalg.lstsq(d, v, rcond=None)[0]
+                                 for d, v in zip(damp[ok], jtr[ok])])
+        trial = p + step
+        new = rss_of(trial)
+        better = new < rss
+        p[better], rss[better] = trial[better], new[better]
+        lam = np.where(better, lam / 3, lam * 4)
+        if np.all(np.abs(step) <= 1e-10 * (np.abs(p) + 1e-10)):
+            break
+    p[~np.isfinite(rss)] = np.nan
+    return p
+
+
+def _kendall_tau_b(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Kendall's τ-b of each row pair of x and y, (rows, n) each."""
+    sx = np.sign(x[:, :, None] - x[:, None, :])
+    sy = np.sign(y[:, :, None] - y[:, None, :])
+    n = x.shape[1]
+    pairs = n * (n - 1)
+    concord = np.sum(sx * sy, axis=(1, 2))
+    tx = pairs - np.sum(sx == 0, axis=(1, 2)) + n  # ordered pairs untied in x
+    ty = pairs - np.sum(sy == 0, axis=(1, 2)) + n
+    with np.errstate(all="ignore"):
+        return concord / np.sqrt(tx * ty)
+
+
+class TauInterval(NamedTuple):
+    """Kendall τ-b with a bootstrap interval (pairs resampled) and scipy's p against τ = 0."""
+
+    n: int
+    tau: Interval
+    p: float
+
+
+def unselected_fidelity(proxy: Sequence[float], retrained: Sequence[float], *,
+                        n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> TauInterval:
+    """The proxy's fidelity on recipes retrained without selection: Kendall τ-b of the proxy's
+    (validation) drops against the retrained (test) drops, percentile bootstrap over recipes."""
+    from scipy.stats import kendalltau
+
+    x, y = np.asarray(proxy, float), np.asarray(retrained, float)
+    if len(x) < 3 or len(x) != len(y):
+        raise EvopruneError(f"fidelity needs at least 3 pairs of drops, got {len(x)} and {len(y)}")
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))
+    taus = _kendall_tau_b(x[idx], y[idx])
+    t = kendalltau(x, y)
+    a = (1 - level) / 2
+    lo, hi = np.nanquantile(taus, [a, 1 - a]) if np.any(np.isfinite(taus)) else (np.nan, np.nan)
+    return TauInterval(len(x), Interval(float(t.statistic), float(lo), float(hi)), float(t.pvalue))

@@ -26,24 +26,30 @@ class StudyData:
     space: dict[str, Any]
     proxy: dict[str, Any]
     sampler: str
-    base_acc: float
+    base_acc: float  # on the selection split (`split`)
     units: list[str]
     numbers: np.ndarray
-    acc_drop: np.ndarray  # percentage points, proxy
+    acc_drop: np.ndarray  # percentage points, proxy, on the selection split
     flops_ratio: np.ndarray
     params_ratio: np.ndarray
     mcb: np.ndarray
     recipe_std: np.ndarray
     recipes: np.ndarray  # (M, N)
     is_uniform: np.ndarray
-    retrained: dict[int, float] = field(default_factory=dict)  # trial number -> retrained drop
+    retrained: dict[int, dict[int, float]] = field(default_factory=dict)  # trial -> seed -> test drop
+    seeds: np.ndarray | None = None  # the proxy fine-tune's seed per trial (None: not stored)
+    split: str = "val"  # the selection split the drops were read on (test before schema 3)
+    base_test_acc: float | None = None
 
     @property
     def label(self) -> str:
         """The space as the paper writes it: STD-0.1, mCB-1, initial, params."""
+        from dataclasses import fields
+
         from evoprune.spaces import PruningSpace
 
-        return PruningSpace(**{k: v for k, v in self.space.items() if k != "kind"}).label
+        known = {f.name for f in fields(PruningSpace)}  # older schemas stored more (std_tol)
+        return PruningSpace(**{k: v for k, v in self.space.items() if k in known}).label
 
     @property
     def regime(self) -> tuple[str, float]:
@@ -55,9 +61,14 @@ class StudyData:
 
     @property
     def uniform_drop(self) -> float | None:
-        """Proxy drop of the uniform baseline, if the study holds it."""
+        """Proxy drop of the uniform baseline (the mean over its seeds), if the study holds it."""
         idx = np.flatnonzero(self.is_uniform)
-        return float(self.acc_drop[idx[0]]) if len(idx) else None
+        return float(self.acc_drop[idx].mean()) if len(idx) else None
+
+    @property
+    def uniform_drops(self) -> np.ndarray:
+        """Proxy drops of the uniform recipe, one per seed: their spread is the proxy's noise."""
+        return self.acc_drop[self.is_uniform]
 
     @property
     def uniform_mcb(self) -> float | None:
@@ -113,7 +124,8 @@ def load_studies(storage: str, names: list[str] | None = None) -> tuple[list[Stu
         if not trials:
             warnings.append(f"study {name!r} has no COMPLETE trial: left out")
             continue
-        retrained = {n: float(r.acc_drop) for n, r in retrain_results(study).items()}
+        retrained = {n: {int(r.seed): float(r.test_drop) for r in rs}
+                     for n, rs in retrain_results(study).items()}
         records = [trial_record(t) for t in trials]
 
         def col(key: str, records: list = records) -> np.ndarray:
@@ -121,13 +133,16 @@ def load_studies(storage: str, names: list[str] | None = None) -> tuple[list[Stu
 
         out.append(StudyData(
             name=name, model=record.model, dataset=record.dataset, space=record.space,
-            proxy=record.proxy, sampler=record.sampler, base_acc=record.base_acc,
+            proxy=record.proxy, sampler=record.sampler, base_acc=record.base_val_acc,
             units=record.unit_names, numbers=np.array([t.number for t in trials]),
-            acc_drop=col("acc_drop"), flops_ratio=col("flops_ratio"),
+            acc_drop=col("val_drop"), flops_ratio=col("flops_ratio"),
             params_ratio=col("params_ratio"), mcb=col("mcb"), recipe_std=col("recipe_std"),
             recipes=np.array([r.recipe for r in records], dtype=float),
             is_uniform=np.array([r.is_uniform for r in records]),
-            retrained=retrained))
+            retrained=retrained, split=record.selection_split,
+            base_test_acc=record.base_test_acc,
+            seeds=(np.array([r.seed for r in records]) if all(r.seed is not None for r in records)
+                   else None)))
     if not out:
         raise EvopruneError("no study with COMPLETE trials to analyse" +
                             (f" ({'; '.join(warnings)})" if warnings else ""))

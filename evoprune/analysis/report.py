@@ -134,7 +134,8 @@ def compute(studies: list[StudyData], config: AnalyzeConfig, warnings: list[str]
         notes["law"] = str(exc)
     retrained_points = []
     for o in flops:
-        drops = [d for s in groups[o.regime] for d in s.retrained.values()]
+        drops = [float(np.mean(list(d.values()))) for s in groups[o.regime]
+                 for d in s.retrained.values() if d]
         if drops:
             retrained_points.append((o.center.estimate, min(drops)))
     try:
@@ -149,8 +150,9 @@ def compute(studies: list[StudyData], config: AnalyzeConfig, warnings: list[str]
             notes["predictions"] = "no prediction: " + (notes.get("mcb_curve") or notes["law"])
             break
         predictions.append(predict(mcb_curve, law, c, config.level))
-    pairs = [(float(s.acc_drop[list(s.numbers).index(n)]), d, f"{s.label} #{n}")
-             for s in studies for n, d in s.retrained.items() if n in set(s.numbers)]
+    pairs = [(float(s.acc_drop[list(s.numbers).index(n)]), float(np.mean(list(d.values()))),
+              f"{s.label} #{n}")
+             for s in studies for n, d in s.retrained.items() if d and n in set(s.numbers)]
     fid = None
     try:
         fid = fidelity([p[0] for p in pairs], [p[1] for p in pairs])

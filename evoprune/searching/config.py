@@ -18,6 +18,7 @@ from evoprune.objective import ProxyConfig, check_objectives
 from evoprune.retrain import RetrainSettings
 from evoprune.schema import identity_of
 from evoprune.spaces import PruningSpace
+from evoprune.splits import DEFAULT_VAL_SIZE
 from evoprune.storage import DEFAULT_STORAGE
 
 SAMPLERS = ("nsga2", "random", "tpe")
@@ -33,11 +34,17 @@ class BaseConfig:
     residual: bool = False  # also prune channel groups coupled by skip connections
     checkpoint: str | None = None  # trained weights; None: train once and cache
     epochs: int = 30  # epochs of that cached base training
+    val_size: float | int = DEFAULT_VAL_SIZE  # validation carved from training: fraction or count
 
     def __post_init__(self) -> None:
         """Refuse settings no base can use."""
         if self.epochs < 1:
             raise EvopruneError(f"--base-epochs must be at least 1, got {self.epochs}")
+        if not (0 < self.val_size < 1 or (self.val_size >= 1 and float(self.val_size).is_integer())):
+            raise EvopruneError(f"--val-size must be a fraction in (0, 1) or a whole number of "
+                                f"images, got {self.val_size}")
+        if self.val_size >= 1:  # a count of images (the CLI parses every value as a float)
+            object.__setattr__(self, "val_size", int(self.val_size))
 
 
 @dataclass(frozen=True)
@@ -69,8 +76,9 @@ class SearchConfig:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     retrain: RetrainSettings = field(default_factory=lambda: RetrainSettings(top_k=0))
-    objectives: tuple[str, ...] = ("acc_drop", "params")  # all minimised
-    n_trials: int = 32  # COMPLETE trials of the study in total, over all runs and workers
+    objectives: tuple[str, ...] | None = None  # all minimised; None: what the space lets vary
+    n_trials: int = 32  # COMPLETE trials of the study in total (the uniform ones included)
+    uniform_seeds: int = 3  # the uniform recipe's trials (its proxy seed noise)
     seed: int = 0  # sampler, proxy and retraining seeds derive from it
     storage: str = DEFAULT_STORAGE  # sqlite:///…, journal:….log or an RDB URL
     study_name: str | None = None  # None: MODEL-DATASET-SPACE-fC_FLOPS
@@ -82,9 +90,10 @@ class SearchConfig:
         if self.proxy.batch_size is None:
             object.__setattr__(self, "proxy", replace(
                 self.proxy, batch_size=default_proxy_batch(self.base.dataset)))
-        object.__setattr__(self, "objectives", check_objectives(self.objectives))
-        for name, value, low in (("--n-trials", self.n_trials, 1),
-                                 ("--n-workers", self.n_workers, 1)):
+        object.__setattr__(self, "objectives", objectives_for(self.space, self.objectives))
+        for name, value, low in (("--n-trials", self.n_trials, self.uniform_seeds + 1),
+                                 ("--n-workers", self.n_workers, 1),
+                                 ("--uniform-seeds", self.uniform_seeds, 1)):
             if value < low:
                 raise EvopruneError(f"{name} must be at least {low}, got {value}")
 
@@ -95,7 +104,8 @@ class SearchConfig:
         s = self.space
         parts = [self.base.model, self.base.dataset, s.label]
         if s.c_flops is not None:
-            parts.append(f"f{s.c_flops:g}")
+            top = getattr(s, "c_flops_max", None)
+            parts.append(f"f{s.c_flops:g}" + (f"-{top:g}" if top is not None else ""))
         if s.c_params is not None:
             parts.append(f"p{s.c_params:g}")
         if self.base.residual:
@@ -106,7 +116,8 @@ class SearchConfig:
         """The tree a study stores: the parts that define its trials (not where it runs)."""
         tree = to_tree(self)
         tree["space"] = self.space.to_dict()
-        for key in ("storage", "study_name", "n_workers", "device", "n_trials", "retrain"):
+        for key in ("storage", "study_name", "n_workers", "device", "n_trials", "retrain",
+                    "uniform_seeds"):
             tree.pop(key)
         tree["base"].pop("checkpoint")
         return tree
@@ -114,6 +125,36 @@ class SearchConfig:
     def identity(self) -> dict[str, Any]:
         """What a resumed study must share with the stored one (else its trials mix)."""
         return identity_of(self.stored_tree())
+
+
+def pinned(space: PruningSpace) -> dict[str, str]:
+    """Objectives the space's bands fix, each with the band that fixes it."""
+    out = {}
+    if space.c_flops is not None and getattr(space, "c_flops_max", None) is None:
+        out["flops"] = f"the FLOPs band {space.c_flops:g}±{space.delta:g}"
+    if space.c_params is not None:
+        out["params"] = f"the params band {space.c_params:g}±{space.delta:g}"
+    elif space.c_mcb is not None:
+        out["params"] = f"the mCB band {space.c_mcb:g}±{space.mcb_tol:g} at c_flops {space.c_flops:g}"
+    return out
+
+
+def objectives_for(space: PruningSpace, given: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The study's objectives: given ones the bands leave free, else acc_drop plus what varies.
+
+    A budget range (--c-flops LO:HI) adds flops: the study returns the accuracy–FLOPs front.
+    Otherwise params is added where no band fixes it; where one does, acc_drop stands alone.
+    """
+    fixed = pinned(space)
+    if given is None:
+        extra = "flops" if "flops" not in fixed else "params" if "params" not in fixed else None
+        return ("acc_drop",) + ((extra,) if extra else ())
+    names = check_objectives(given)
+    for name in names:
+        if name in fixed:
+            raise EvopruneError(f"objective {name} carries no information: {fixed[name]} fixes "
+                                f"it; leave it out of --objectives")
+    return names
 
 
 def validate(config: SearchConfig) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from evoprune.events import BaseTraining, EpochDone, Progress, SearchStarted
+from evoprune.schema import StudyRecord
 
 if TYPE_CHECKING:
     from evoprune.objective import TrialContext
@@ -21,7 +22,7 @@ class Prepared:
     study: str
     checkpoint: str
     sha256: str
-    base_acc: float
+    base_acc: float  # on the validation split
     complete: int
     units: int
     context: TrialContext | None = None
@@ -51,7 +52,7 @@ def prepare(config: SearchConfig, progress: Progress | None = None) -> Prepared:
     name = config.name()
     existing = find_study(config.storage, name)
     check_resume(existing, config.identity())  # before any model is built
-    data = load_dataset(config.base.dataset, config.base.data_root)
+    data = load_dataset(config.base.dataset, config.base.data_root, val_size=config.base.val_size)
     base = build_model(config.base.model, data.info.num_classes, data.info.in_shape)
     units = find_units(base, data.info.in_shape, residual=config.base.residual)
     decoder = Decoder(config.space, CostModel(base, units))  # refuses an unreachable band
@@ -65,24 +66,29 @@ def prepare(config: SearchConfig, progress: Progress | None = None) -> Prepared:
     if existing is not None and created(existing):
         study = resume_study(config.storage, name, say)
     else:
-        base_acc = float(context.evaluate(context.base))
-        study = create_study(config.storage, name, _record(config, checkpoint, sha, base_acc,
-                                                           decoder),
-                             config.objectives, decoder, config.sampler, config.seed, say)
-    return Prepared(name, str(checkpoint), sha, float(study.user_attrs["base_acc"]),
+        from evoprune.train import evaluate
+
+        record = _record(config, checkpoint, sha, decoder, context,
+                         test_acc=evaluate(context.base, batches, split="test").top1,
+                         sizes=data.sizes)
+        study = create_study(config.storage, name, record, config.objectives, decoder,
+                             config.sampler, config.seed, say, config.uniform_seeds)
+    return Prepared(name, str(checkpoint), sha,
+                    StudyRecord.from_attrs(study.user_attrs, name).base_val_acc,
                     n_complete(study), len(units), context)
 
 
-def _record(config: SearchConfig, checkpoint: str, sha: str, base_acc: float,
-            decoder: Any) -> Any:
-    """The study record of a new search."""
+def _record(config: SearchConfig, checkpoint: str, sha: str, decoder: Any,
+            context: TrialContext, *, test_acc: float, sizes: dict[str, int]) -> StudyRecord:
+    """The study record of a new search: the base's val and test accuracy, the split sizes."""
     from evoprune import __version__
-    from evoprune.schema import Checkpoint, StudyRecord
+    from evoprune.schema import Checkpoint
 
     return StudyRecord(config=config.stored_tree(), checkpoint=Checkpoint(str(checkpoint), sha),
-                       base_acc=base_acc, base_flops=decoder.cost.base_flops,
-                       base_params=decoder.cost.base_params,
-                       units=decoder.cost.units.describe(), evoprune_version=__version__)
+                       base_val_acc=float(context.evaluate(context.base)),
+                       base_flops=decoder.cost.base_flops, base_params=decoder.cost.base_params,
+                       units=decoder.cost.units.describe(), base_test_acc=float(test_acc),
+                       split_sizes=dict(sizes), evoprune_version=__version__)
 
 
 def _cached_checkpoint(config: SearchConfig, existing: Any, say: Progress) -> str:
@@ -95,7 +101,7 @@ def _cached_checkpoint(config: SearchConfig, existing: Any, say: Progress) -> st
             return str(path)
     b = config.base
     job = TrainJob(model=b.model, dataset=b.dataset, data_root=b.data_root, epochs=b.epochs,
-                   device=config.device)
+                   val_size=b.val_size, device=config.device)
     say(BaseTraining(b.model, b.dataset, b.epochs))
     result = cached_base(job, progress=lambda r: say(EpochDone.of(r, "base")))
     return str(result["out"])

@@ -50,8 +50,12 @@ def check_resume(existing: optuna.Study | None, identity: dict[str, Any],
 
 def create_study(storage: str, name: str, record: StudyRecord, objectives: Sequence[str],
                  decoder: Decoder, sampler: SamplerConfig, seed: int,
-                 say: Progress) -> optuna.Study:
-    """Create (or finish creating) a study: its record, metric names, the uniform trial first."""
+                 say: Progress, uniform_seeds: int = 1) -> optuna.Study:
+    """Create (or finish creating) a study: its record, metric names, the uniform trials first.
+
+    The uniform recipe is enqueued `uniform_seeds` times: trials 0, 1, … fine-tune it with
+    their own seeds, so the study measures the proxy's seed noise on it.
+    """
     import optuna
 
     from evoprune.searching.sampler import derive_seed, make_sampler
@@ -69,9 +73,10 @@ def create_study(storage: str, name: str, record: StudyRecord, objectives: Seque
     with warnings.catch_warnings():  # experimental in Optuna; the dashboard reads it
         warnings.simplefilter("ignore")
         study.set_metric_names(list(objectives))
-    if not any(t.user_attrs.get("is_uniform") for t in study.get_trials(deepcopy=False)):
-        study.enqueue_trial({f"g{i:03d}": 0.5 for i in range(decoder.n)},
-                            user_attrs={"is_uniform": True})
+    have = sum(bool(t.user_attrs.get("is_uniform")) for t in study.get_trials(deepcopy=False))
+    genes = {} if sampler.name == "random" else {f"g{i:03d}": 0.5 for i in range(decoder.n_genes)}
+    for _ in range(uniform_seeds - have):
+        study.enqueue_trial(genes, user_attrs={"is_uniform": True})
     study.set_user_attr("created", True)  # written last: the study is whole
     u = decoder.uniform()
     say(StudyCreated(name, decoder.n, float(u.flops_ratio[0]), float(u.params_ratio[0]),
@@ -131,22 +136,27 @@ def summarize(storage: str, study_name: str, k: int = 10) -> dict[str, Any]:
     states = Counter(t.state.name for t in trials)
     retrained = retrain_results(study)
     rows = [trial_row(t, retrained.get(t.number)) for t in trials if t.state.name == "COMPLETE"]
-    rows.sort(key=lambda r: (r["acc_drop"], r["params_ratio"]))
-    uniform = next((r for r in rows if r["is_uniform"]), None)
+    rows.sort(key=lambda r: (r["val_drop"], r["params_ratio"]))
+    uniform = [r for r in rows if r["is_uniform"]]
+    record = StudyRecord.from_attrs(study.user_attrs, study_name)
     return {"study": study_name, "storage": storage, "states": dict(states),
-            "base_acc": study.user_attrs.get("base_acc"), "best": rows[:k], "uniform": uniform,
+            "base_val_acc": record.base_val_acc, "base_test_acc": record.base_test_acc,
+            "split": record.selection_split, "split_sizes": record.split_sizes,
+            "best": rows[:k],
+            "uniform": uniform[0] if uniform else None, "uniform_seeds": uniform,
             "metric_names": study.metric_names}
 
 
 def trial_row(trial: Any, retrained: Any = None) -> dict[str, Any]:
     """One COMPLETE trial as a plain record."""
     r = trial_record(trial)
-    row = {"number": trial.number, "acc_drop": _nan(r.acc_drop), "proxy_acc": r.proxy_acc,
+    row = {"number": trial.number, "val_drop": _nan(r.val_drop), "val_acc": r.val_acc,
+           "seed": r.seed,
            "flops_ratio": r.flops_ratio, "params_ratio": _nan(r.params_ratio), "mcb": r.mcb,
            "recipe_std": r.recipe_std, "is_uniform": r.is_uniform, "recipe": r.recipe,
            "values": list(trial.values or [])}
-    if retrained is not None:
-        row["retrain"] = retrained.to_attrs()
+    if retrained:
+        row["retrain"] = [x.to_attrs() for x in retrained]
     return row
 
 

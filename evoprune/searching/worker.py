@@ -45,7 +45,8 @@ def build_context(config: SearchConfig, checkpoint: str, device: str, worker: in
 
     dev = resolve_device(device)
     if loaded is None:
-        data = load_dataset(config.base.dataset, config.base.data_root)
+        data = load_dataset(config.base.dataset, config.base.data_root,
+                            val_size=config.base.val_size)
         base = build_model(config.base.model, data.info.num_classes, data.info.in_shape)
         load_weights(base, checkpoint)
         units = find_units(base, data.info.in_shape, residual=config.base.residual)
@@ -53,7 +54,7 @@ def build_context(config: SearchConfig, checkpoint: str, device: str, worker: in
     else:
         base, units, batches = loaded
     decoder = Decoder(config.space, CostModel(base, units))
-    return proxy_context(base, units, decoder, batches, config.proxy, config.seed + worker)
+    return proxy_context(base, units, decoder, batches, config.proxy)
 
 
 def run_worker(config: SearchConfig, checkpoint: str, worker: int = 0,
@@ -74,8 +75,9 @@ def run_worker(config: SearchConfig, checkpoint: str, worker: int = 0,
     study = load_study(config.storage, config.name(), heartbeat=True)
     ctx = context or build_context(config, checkpoint, worker_device(config.device, worker),
                                    worker)
-    objective = Objective(ctx, base_acc=study_record(study).base_acc, proxy=config.proxy,
-                          objectives=config.objectives, seed=config.seed + worker,
+    objective = Objective(ctx, base_acc=study_record(study).base_val_acc, proxy=config.proxy,
+                          objectives=config.objectives, seed=config.seed,
+                          draw=config.sampler.name == "random",
                           worker={**worker_tag(), "index": worker}, progress=progress)
     return run_trials(study, objective, n_trials=config.n_trials, sampler=config.sampler,
                       seed=config.seed, worker=worker)

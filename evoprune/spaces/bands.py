@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from evoprune.cost import CostModel
 from evoprune.errors import EvopruneError
 from evoprune.spaces.repair import repair
-from evoprune.spaces.solvers import continuous, relaxed, solve_offset
+from evoprune.spaces.solvers import continuous, relaxed, solve_offset, tilt_pair
 from evoprune.spaces.space import PruningSpace
 from evoprune.units import kept_channels
+
+TILT_REACH = 64.0  # |tilt · r_max| the weakest unit reaches at the ends of a tilt's bracket
 
 
 @dataclass(frozen=True, eq=False)
@@ -23,52 +25,94 @@ class Bound:
     n: int  # units
     c: np.ndarray  # channels as floats
     kmin: np.ndarray  # kept channels with every unit at r_max (after rounding)
-    d: np.ndarray  # standardised log FLOPs-per-param: the second offset's direction
-    s_max: float  # the second offset's range is [-s_max, s_max]
-    z_neutral: np.ndarray  # the STD perturbation of the neutral genotype (+1, -1, …, standardised)
-    target: float  # centre of the primary band: FLOPs, else params
+    wf: np.ndarray  # FLOPs tilt weights: -d(relaxed FLOPs)/dr at the uniform recipe, mean 1
+    wp: np.ndarray  # params tilt weights, likewise
+    tilt_max: float  # a tilt's bracket is [-tilt_max, tilt_max]
+    target: float  # centre of the primary band (a range's midpoint): FLOPs, else params
     use_params: bool  # the primary band is params
+    lo: float  # the primary target's range [lo, hi] (lo == hi == target without a range)
+    hi: float
+
+    @property
+    def n_genes(self) -> int:
+        """Genes of a genotype: one per unit, and one picking the FLOPs target in a range."""
+        return self.n + (self.hi > self.lo)
+
+    def inside(self, f: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """Whether exact (FLOPs, params) ratios lie inside every band (broadcasting)."""
+        return self.overshoot(f, p) == 0
+
+    def overshoot(self, f: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """Sum of band overshoots of (FLOPs, params) ratios, each in units of its half-width."""
+        v = self.flops_over(f) + self.params_over(p)
+        s = self.space
+        if s.c_mcb is not None:
+            v = v + np.maximum(np.abs(f / p - s.c_mcb) - s.mcb_tol, 0) / s.mcb_tol
+        return v
+
+    def flops_over(self, f: np.ndarray) -> np.ndarray:
+        """Overshoot of the FLOPs band (a range's too), in half-widths (0 without the band)."""
+        s = self.space
+        if s.c_flops is None:
+            return np.zeros_like(f, dtype=np.float64)
+        hi = s.c_flops_max if s.c_flops_max is not None else s.c_flops
+        return np.maximum(np.maximum(s.c_flops - f, 0) + np.maximum(f - hi, 0) - s.delta, 0) / s.delta
+
+    def params_over(self, p: np.ndarray) -> np.ndarray:
+        """Overshoot of the params band in half-widths (0 without the band)."""
+        s = self.space
+        if s.c_params is None:
+            return np.zeros_like(p, dtype=np.float64)
+        return np.maximum(np.abs(p - s.c_params) - s.delta, 0) / s.delta
 
     def violation(self, kept: np.ndarray, recipes: np.ndarray) -> np.ndarray:
-        """Sum of band overshoots, each in units of its half-width (0 = inside every band)."""
-        s = self.space
+        """Sum of band overshoots of kept channels (M, N), in half-widths (0 = inside every band).
+
+        `recipes` is unused (no band reads the ratios themselves since STD spaces have no std
+        band); it stays so that every caller passes the pair it judges.
+        """
         flops, params = self.cost.batch(kept)
-        f, p = flops / self.cost.base_flops, params / self.cost.base_params
-        v = np.zeros(len(kept))
-        if s.c_flops is not None:
-            v += np.maximum(np.abs(f - s.c_flops) - s.delta, 0) / s.delta
-        if s.c_params is not None:
-            v += np.maximum(np.abs(p - s.c_params) - s.delta, 0) / s.delta
-        if s.c_mcb is not None:
-            v += np.maximum(np.abs(f / p - s.c_mcb) - s.mcb_tol, 0) / s.mcb_tol
-        if s.c_std is not None:
-            tol = s.std_tol * s.c_std
-            v += np.maximum(np.abs(recipes.std(1) - s.c_std) - tol, 0) / tol
-        return v
+        return self.overshoot(flops / self.cost.base_flops, params / self.cost.base_params)
 
 
 def primary(space: PruningSpace) -> tuple[float, bool]:
-    """Centre of the primary band (FLOPs, else params; an mCB band fixes params) and is-params."""
+    """Centre of the primary band (FLOPs, a range's midpoint, else params) and is-params."""
     if space.c_flops is not None:
-        return space.c_flops, False
+        hi = space.c_flops_max if space.c_flops_max is not None else space.c_flops
+        return 0.5 * (space.c_flops + hi), False
     return space.c_params, True  # type: ignore[return-value]  # a space has one of the two
 
 
 def bind(space: PruningSpace, cost: CostModel) -> Bound:
     """Bind a space to a cost model: the per-unit constants the solvers and the repair read."""
     n = len(cost.channels)
-    flops_marginal, params_marginal = cost.marginals()
-    density = np.log(np.maximum(flops_marginal, 1e-12) / np.maximum(params_marginal, 1e-12))
-    spread = density.std()
-    z = np.resize([1.0, -1.0], n)
     target, use_params = primary(space)
-    return Bound(
-        space, cost, n, cost.channels.astype(np.float64),
-        kmin=kept_channels(cost.channels, np.full(n, space.r_max), space.round_to),
-        d=(density - density.mean()) / spread if spread > 1e-9 else np.zeros(n),
-        s_max=8.0 * space.r_max,
-        z_neutral=(z - z.mean()) / z.std() if n > 1 else np.zeros(1),
-        target=target, use_params=use_params)
+    lo = space.c_flops if space.c_flops_max is not None else target
+    hi = space.c_flops_max if space.c_flops_max is not None else target
+    b = Bound(space, cost, n, cost.channels.astype(np.float64),
+              kmin=kept_channels(cost.channels, np.full(n, space.r_max), space.round_to),
+              wf=np.ones(n), wp=np.ones(n), tilt_max=1.0, target=target, use_params=use_params,
+              lo=lo, hi=hi)  # type: ignore[arg-type]
+    wf, wp = tilt_weights(b)
+    return replace(b, wf=wf, wp=wp, tilt_max=TILT_REACH / space.r_max / min(wf.min(), wp.min()))
+
+
+def tilt_weights(b: Bound) -> tuple[np.ndarray, np.ndarray]:
+    """-d(relaxed FLOPs, params)/dr per unit at the band's uniform recipe, each scaled to mean 1."""
+    u = solve_offset(b, np.zeros((1, b.n)), b.target, b.use_params)[0]
+    r = np.full(b.n, np.clip(u, 0.0, b.space.r_max))
+    h = 0.01  # central differences are exact on the relaxed cost (a quadratic form of r)
+    steps = np.concatenate([r + h * np.eye(b.n), r - h * np.eye(b.n)])
+    f, p = relaxed(b, steps)
+    gf, gp = (f[b.n:] - f[: b.n]) / (2 * h), (p[b.n:] - p[: b.n]) / (2 * h)
+    return _mean_one(gf), _mean_one(gp)
+
+
+def _mean_one(w: np.ndarray) -> np.ndarray:
+    """Weights scaled to mean 1, floored at 1e-3 of it (a unit no band reads still moves)."""
+    w = np.maximum(w, 1e-12)
+    w = w / w.mean()
+    return np.maximum(w, 1e-3)
 
 
 def check_reachable(b: Bound) -> None:
@@ -81,7 +125,7 @@ def check_reachable(b: Bound) -> None:
         goal, tol = (s.c_mcb, s.mcb_tol) if s.c_mcb is not None else (s.c_params, s.delta)
         if not lo - tol <= goal <= hi + tol:
             raise EvopruneError(f"the {s.label} space {s.bands()} is unreachable: {reach}")
-    neutral = np.full((1, b.n), 0.5)
+    neutral = np.full((1, b.n_genes), 0.5)
     if not repair(b, continuous(b, neutral, 0.0))[1][0]:
         raise EvopruneError(f"no recipe lies in the {s.label} space {s.bands()}: {reach}")
 
@@ -94,7 +138,8 @@ def _check_floor(b: Bound) -> None:
     if not cost.units.residual and any(u.kind == "internal" for u in cost.units):
         hint = ("; block-internal units alone cannot go lower: search the residual-coupled "
                 "groups too (--residual)")
-    for name, goal, low in (("c_flops", s.c_flops, floor.flops_ratio),
+    top = s.c_flops_max if s.c_flops_max is not None else s.c_flops
+    for name, goal, low in (("c_flops", top, floor.flops_ratio),
                             ("c_params", s.c_params, floor.params_ratio)):
         if goal is not None and goal + s.delta < low:
             raise EvopruneError(
@@ -105,8 +150,6 @@ def _check_floor(b: Bound) -> None:
 def reachable_text(b: Bound) -> str:
     """Say what the constrained quantity can reach at this band (for refusals)."""
     s = b.space
-    if s.c_std is not None:
-        return f"the largest recipe std reachable there is about {max_std(b):.4f}"
     if s.c_mcb is not None or (s.c_params is not None and s.c_flops is not None):
         lo, hi = second_range(b)
         name = "mCB" if s.c_mcb is not None else "c_params"
@@ -115,18 +158,9 @@ def reachable_text(b: Bound) -> str:
 
 
 def second_range(b: Bound) -> tuple[float, float]:
-    """mCB (or params ratio) at the band's FLOPs with the second offset at its two ends."""
-    r0 = np.full((2, b.n), 0.5 * b.space.r_max)
-    s = np.array([-b.s_max, b.s_max])
-    base = r0 + s[:, None] * b.d
-    t = solve_offset(b, base, b.space.c_flops, False)  # type: ignore[arg-type]
-    f, p = relaxed(b, np.clip(base + t[:, None], 0.0, b.space.r_max))
+    """mCB (or params ratio) at the band's FLOPs with the params tilt at its two ends."""
+    g = np.full((2, b.n), 0.5)
+    r = tilt_pair(b, g, np.array([-b.tilt_max, b.tilt_max]))
+    f, p = relaxed(b, r)
     values = f / p if b.space.c_mcb is not None else p
     return float(values.min()), float(values.max())
-
-
-def max_std(b: Bound) -> float:
-    """About the largest recipe std in the primary band: the neutral perturbation at scale 8."""
-    base = 8.0 * b.z_neutral[None]
-    u = solve_offset(b, base, b.target, b.use_params)
-    return float(np.clip(base + u[:, None], 0.0, b.space.r_max).std())

@@ -10,11 +10,12 @@ from evoprune.cost import CostModel
 from evoprune.errors import EvopruneError
 from evoprune.spaces.bands import bind, check_reachable
 from evoprune.spaces.repair import repair
-from evoprune.spaces.solvers import continuous
+from evoprune.spaces.sampling import draw
+from evoprune.spaces.solvers import continuous, solve_offset
 from evoprune.spaces.space import PruningSpace
 from evoprune.units import kept_channels
 
-BLENDS = (1.0, 0.75, 0.5, 0.25, 0.0)  # fallbacks toward the neutral genotype
+BLENDS = (1.0, 0.75, 0.5, 0.25, 0.0)  # fallbacks toward the neutral genotype (all genes 0.5)
 
 
 class Decoded(NamedTuple):
@@ -40,15 +41,27 @@ class Decoder:
         self.n = self.bound.n
         check_reachable(self.bound)
 
+    @property
+    def n_genes(self) -> int:
+        """Genes of a genotype: one per unit, plus the FLOPs target's gene in a budget range."""
+        return self.bound.n_genes
+
     def violation(self, kept: np.ndarray, recipes: np.ndarray) -> np.ndarray:
         """Sum of band overshoots, each in units of its half-width (0 = inside every band)."""
         return self.bound.violation(kept, recipes)
 
     def decode(self, genotypes: np.ndarray) -> Decoded:
-        """Decode a batch of genotypes (M, N) in [0, 1] into in-band recipes (deterministic)."""
+        """Decode a batch of genotypes (M, n_genes) in [0, 1] into in-band recipes (deterministic).
+
+        STD spaces: a uniform ratio plus c_std·Φ⁻¹(g), shifted into the band; the others: each
+        ratio the g-quantile of a tilted uniform law on [0, r_max] (see `solvers`); then the exact
+        repair. In a budget range the last gene picks the FLOPs target in [c_flops, c_flops_max].
+        """
         g = np.atleast_2d(np.asarray(genotypes, dtype=np.float64))
-        if g.shape[1] != self.n:
-            raise EvopruneError(f"a genotype has {g.shape[1]} genes but the space has {self.n} units")
+        if g.shape[1] != self.n_genes:
+            extra = " and 1 FLOPs target gene" if self.n_genes > self.n else ""
+            raise EvopruneError(f"a genotype has {g.shape[1]} genes but the space takes "
+                                f"{self.n_genes} ({self.n} units{extra})")
         if not np.isfinite(g).all():
             raise EvopruneError("a genotype holds NaN or inf")
         g = np.clip(g, 0.0, 1.0)
@@ -72,19 +85,37 @@ class Decoder:
         return Decoded(recipes, kept, f, p, f / p, recipes.std(1), self.violation(kept, recipes) == 0)
 
     def sample(self, n: int, seed: int = 0) -> Decoded:
-        """Draw n i.i.d. recipes: uniform genotypes decoded into the space."""
+        """Draw n i.i.d. recipes from the space's distribution (deterministic given seed).
+
+        STD spaces: uniform genotypes decoded (the uniform ratio plus N(0, c_std²) numbers; in a
+        range, the FLOPs target uniform in it). The others: the paper's initial space restricted
+        to the bands (ratios uniform on [0, r_max]^N, kept when every band holds after rounding),
+        by rejection where a pilot batch says it is cheap, else by the Gibbs sampler of `sampling`.
+        """
         if n < 1:
             raise EvopruneError(f"n must be at least 1, got {n}")
-        return self.decode(np.random.default_rng(seed).random((n, self.n)))
+        if self.space.kind == "std":
+            return self.decode(np.random.default_rng(seed).random((n, self.n_genes)))
+
+        def starts(rng: np.random.Generator, m: int) -> np.ndarray:
+            return self.decode(rng.random((m, self.n_genes))).recipes
+
+        return self.describe(draw(self.bound, n, seed, starts))
 
     def uniform(self) -> Decoded:
         """The uniform recipe of the FLOPs (or params) band: the baseline every study includes.
 
-        One ratio for every unit, then the fewest single-unit rounding steps into the band; in an
-        mCB or STD space it keeps the same FLOPs budget but not the mCB or STD constraint.
+        One ratio for every unit, then the fewest single-unit rounding steps into the band (a
+        range's midpoint ± delta); in an mCB or STD space it keeps the same FLOPs budget but not
+        the mCB constraint.
         """
         target, use_params = self.bound.target, self.bound.use_params
         band_only = PruningSpace(
             c_flops=None if use_params else target, c_params=target if use_params else None,
             delta=self.space.delta, r_max=self.space.r_max, round_to=self.space.round_to)
-        return Decoder(band_only, self.cost).decode(np.full((1, self.n), 0.5))
+        flat = Decoder(band_only, self.cost)
+        u = solve_offset(flat.bound, np.zeros((1, self.n)), target, use_params)
+        r, inside = repair(flat.bound, np.clip(np.repeat(u[:, None], self.n, 1), 0.0, self.space.r_max))
+        if not inside[0]:
+            raise EvopruneError(f"the uniform recipe cannot be repaired into {band_only.bands()}")
+        return flat.describe(r)

@@ -1,4 +1,19 @@
-"""Continuous solvers: bisections on the relaxed (real-valued channel) cost, many rows at once."""
+"""Continuous maps from genotypes to relaxed in-band recipes: bisections on the relaxed cost.
+
+Two maps, both deterministic and vectorised over rows:
+
+- STD-x spaces: z = Φ⁻¹(g) and r = clip(u + x·z, 0, r_max) with the common offset u solved into
+  the primary band. Uniform genes give z ~ N(0, 1), so the map's image of uniform genotypes is
+  the paper's construction: a uniform ratio modified by N small random numbers.
+- the other spaces: a *tilt map*. Each ratio is the g-quantile of the uniform law on
+  [0, r_max] tilted by exp(a_i·r), a_i = θ·w_i, with w_i the unit's FLOPs (or params) weight and
+  one θ per row solved into the band; mCB and FLOPs+params bands add a params tilt θp·wp_i,
+  solved by an outer bisection. This is the large-N law of uniform ratios conditioned on a
+  budget (the tilted law maximises entropy under the budget), so uniform genotypes land near
+  the paper's distribution, units with a large cost weight prune more, and a ratio reaches
+  r_max only as its gene reaches 1: an extreme budget squeezes every unit's quantiles toward
+  r_max smoothly instead of clipping many units to r_max as a common additive offset does.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +27,8 @@ if TYPE_CHECKING:
     from evoprune.spaces.bands import Bound
 
 BISECT_INNER = 26  # halvings of the common offset: 2^-26 of its range (~1e-8)
-BISECT_OUTER = 20  # halvings of the second offset (s or σ): 2^-20 of its range
+BISECT_OUTER = 20  # halvings of the params tilt: 2^-20 of its range
+BISECT_TILT = 40  # halvings of a FLOPs (or params) tilt: its bracket is wide
 
 
 def relaxed(b: Bound, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -31,7 +47,8 @@ def bisect(lo: np.ndarray, hi: np.ndarray, raise_lo: Callable[[np.ndarray], np.n
     return 0.5 * (lo + hi)
 
 
-def solve_offset(b: Bound, base: np.ndarray, target: float, use_params: bool) -> np.ndarray:
+def solve_offset(b: Bound, base: np.ndarray, target: float | np.ndarray,
+                 use_params: bool) -> np.ndarray:
     """Common offset t per row so the relaxed FLOPs (or params) ratio of clip(base + t) is target."""
     r_max = b.space.r_max
 
@@ -42,72 +59,85 @@ def solve_offset(b: Bound, base: np.ndarray, target: float, use_params: bool) ->
     return bisect(-base.max(1), r_max - base.min(1), too_much_left, BISECT_INNER)
 
 
-def _second(b: Bound, r0: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """mCB (else params ratio) of clip(r0 + t + s·d) at the FLOPs target, and those recipes."""
-    base = r0 + s[:, None] * b.d
-    t = solve_offset(b, base, b.space.c_flops, False)  # type: ignore[arg-type]
-    r = np.clip(base + t[:, None], 0.0, b.space.r_max)
+def tilted(g: np.ndarray, a: np.ndarray, r_max: float) -> np.ndarray:
+    """The g-quantile of the law on [0, r_max] with density ∝ exp(a·r) (a = 0: uniform)."""
+    s = np.where(a > 0, 1.0 - g, g)  # a > 0 mirrors a < 0: r_max - r has density ∝ exp(-a·r)
+    b = -np.abs(a) * r_max
+    flat = b > -1e-9
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = np.log1p(s * np.expm1(b)) / np.where(flat, -1.0, b) * r_max
+    x = np.where(flat, s * r_max, np.nan_to_num(x, nan=r_max, posinf=r_max))
+    return np.clip(np.where(a > 0, r_max - x, x), 0.0, r_max)
+
+
+def tilt_one(b: Bound, g: np.ndarray, target: float | np.ndarray) -> np.ndarray:
+    """Recipes tilted(g, θ·w) with θ per row putting the relaxed primary ratio at target."""
+    w, r_max = (b.wp if b.use_params else b.wf), b.space.r_max
+
+    def too_much_left(theta: np.ndarray) -> np.ndarray:  # above target: tilt toward r_max
+        f, p = relaxed(b, tilted(g, theta[:, None] * w, r_max))
+        return (p if b.use_params else f) > target
+
+    lo, hi = np.full(len(g), -b.tilt_max), np.full(len(g), b.tilt_max)
+    theta = bisect(lo, hi, too_much_left, BISECT_TILT)
+    return tilted(g, theta[:, None] * w, r_max)
+
+
+def tilt_pair(b: Bound, g: np.ndarray, theta_p: np.ndarray) -> np.ndarray:
+    """Recipes tilted(g, θf·wf + θp·wp) with θf per row putting the relaxed FLOPs at c_flops."""
+    r_max, goal = b.space.r_max, b.space.c_flops
+    push = theta_p[:, None] * b.wp
+
+    def too_much_left(theta: np.ndarray) -> np.ndarray:
+        f, _ = relaxed(b, tilted(g, theta[:, None] * b.wf + push, r_max))
+        return f > goal
+
+    reach = b.tilt_max + np.abs(theta_p) * (b.wp / b.wf).max()  # θf outweighs any θp·wp
+    theta = bisect(-reach, reach, too_much_left, BISECT_TILT)
+    return tilted(g, theta[:, None] * b.wf + push, r_max)
+
+
+def _second(b: Bound, g: np.ndarray, theta_p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """mCB (else params ratio) of the pair-tilted recipes at the FLOPs target, and the recipes."""
+    r = tilt_pair(b, g, theta_p)
     f, p = relaxed(b, r)
     return (f / p if b.space.c_mcb is not None else p), r
 
 
-def solve_two(b: Bound, r0: np.ndarray) -> np.ndarray:
-    """Offsets (t, s) on clip(r0 + t + s·d) for FLOPs and params (or mCB) targets."""
+def solve_pair(b: Bound, g: np.ndarray) -> np.ndarray:
+    """Tilts (θf, θp) per row meeting the FLOPs target and the mCB (or params) target."""
     goal = b.space.c_mcb if b.space.c_mcb is not None else b.space.c_params
-    lo, hi = np.full(len(r0), -b.s_max), np.full(len(r0), b.s_max)
-    h_lo, r_lo = _second(b, r0, lo)
-    h_hi, r_hi = _second(b, r0, hi)
+    lo, hi = np.full(len(g), -b.tilt_max), np.full(len(g), b.tilt_max)
+    h_lo, r_lo = _second(b, g, lo)
+    h_hi, r_hi = _second(b, g, hi)
     rising = h_hi >= h_lo
-    s = bisect(lo, hi, lambda mid: (_second(b, r0, mid)[0] < goal) == rising, BISECT_OUTER)
-    r = _second(b, r0, s)[1]
-    # rows whose goal lies outside [h(-S), h(S)] take the nearer end
+    theta_p = bisect(lo, hi, lambda mid: (_second(b, g, mid)[0] < goal) == rising, BISECT_OUTER)
+    r = _second(b, g, theta_p)[1]
+    # rows whose goal lies outside [h(-T), h(T)] take the nearer end
     below = np.where(rising, goal <= h_lo, goal <= h_hi)
     above = np.where(rising, goal >= h_hi, goal >= h_lo)
     r = np.where(below[:, None], np.where(rising[:, None], r_lo, r_hi), r)
     return np.where(above[:, None], np.where(rising[:, None], r_hi, r_lo), r)
 
 
-def _std_at(b: Bound, z: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    """clip(u + σz) with the common offset u that puts it at the primary band's centre."""
-    base = sigma[:, None] * z
-    u = solve_offset(b, base, b.target, b.use_params)
+def std_map(b: Bound, g: np.ndarray, target: float | np.ndarray) -> np.ndarray:
+    """STD-x: clip(u + x·Φ⁻¹(g)) with the common offset u putting the primary ratio at target."""
+    base = b.space.c_std * ndtri(np.clip(g, 1e-9, 1 - 1e-9))
+    u = solve_offset(b, base, target, b.use_params)
     return np.clip(base + u[:, None], 0.0, b.space.r_max)
 
 
-def solve_std(b: Bound, z: np.ndarray) -> np.ndarray:
-    """Offset u and scale σ ≥ c_std so that std(clip(u + σz)) = c_std at the band's centre."""
-    goal, r_max = b.space.c_std, b.space.r_max
-    r = _std_at(b, z, np.full(len(z), goal))
-    short = r.std(1) < goal * (1 - 1e-6)  # clipping ate some spread: widen σ
-    if short.any():
-        zs = z[short]
-        lo, hi = np.full(len(zs), goal), np.full(len(zs), goal * 8.0 + r_max)
-        sigma = bisect(lo, hi, lambda mid: _std_at(b, zs, mid).std(1) < goal, BISECT_OUTER)
-        r[short] = _std_at(b, zs, sigma)
-    return r
-
-
-def _standardise(z: np.ndarray, flat: float | np.ndarray) -> np.ndarray:
-    """Zero mean and unit std per row; `flat` for rows with no spread."""
-    z = z - z.mean(1, keepdims=True)
-    spread = z.std(1, keepdims=True)
-    return np.where(spread > 1e-9, z / np.maximum(spread, 1e-12), flat)
-
-
-def perturbation(b: Bound, g: np.ndarray, blend: float) -> np.ndarray:
-    """STD spaces' z: Φ⁻¹(g) standardised per row, blended toward the neutral z, restandardised."""
-    z = _standardise(ndtri(np.clip(g, 1e-6, 1 - 1e-6)), 0.0)
-    return _standardise(blend * z + (1 - blend) * b.z_neutral, b.z_neutral)
+def targets(b: Bound, g: np.ndarray) -> float | np.ndarray:
+    """The primary target per row: the last gene's pick in a range, else the band's centre."""
+    return b.lo + g[:, b.n] * (b.hi - b.lo) if b.n_genes > b.n else b.target
 
 
 def continuous(b: Bound, genotypes: np.ndarray, blend: float) -> np.ndarray:
-    """Map genotypes (blended toward the neutral point) to relaxed in-band recipes."""
-    r_max = b.space.r_max
+    """Map genotypes (M, n_genes), blended toward the neutral 0.5, to relaxed in-band recipes."""
     g = 0.5 + blend * (genotypes - 0.5)
+    units, target = g[:, : b.n], targets(b, g)
     if b.space.kind == "std":
-        return solve_std(b, perturbation(b, g, blend))
-    r0 = r_max * g
+        return std_map(b, units, target)
     if b.space.kind in ("mcb", "flops+params"):
-        return solve_two(b, r0)
-    t = solve_offset(b, r0, b.target, b.use_params)
-    return np.clip(r0 + t[:, None], 0.0, r_max)
+        return solve_pair(b, units)
+    return tilt_one(b, units, target)

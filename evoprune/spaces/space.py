@@ -1,9 +1,10 @@
-"""The pruning-space configuration: bands on FLOPs, params, mCB and recipe STD (torch-free)."""
+"""The pruning-space configuration: bands on FLOPs, params, mCB and the STD perturbation (torch-free)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from evoprune.errors import EvopruneError
@@ -18,10 +19,10 @@ class PruningSpace:
     c_params: float | None = None
     c_mcb: float | None = None
     mcb_tol: float = 0.1
-    c_std: float | None = None
-    std_tol: float = 0.05  # guaranteed |std(recipe) - c_std| <= std_tol · c_std
+    c_std: float | None = None  # STD-x: ratios uniform + N(0, x²) perturbations, then the band
     r_max: float = 0.95
     round_to: int = 1
+    c_flops_max: float | None = None  # a budget range: FLOPs band [c_flops - delta, c_flops_max + delta]
 
     def __post_init__(self) -> None:
         """Refuse impossible configurations before any work."""
@@ -50,10 +51,19 @@ class PruningSpace:
         if self.c_std is not None:
             check(math.isfinite(self.c_std) and 0 < self.c_std <= self.r_max / 2,
                   f"c_std must be in (0, r_max/2 = {self.r_max / 2}], got {self.c_std}")
-            check(math.isfinite(self.std_tol) and 0 < self.std_tol < 1,
-                  f"std_tol must be in (0, 1), got {self.std_tol}")
             check(self.c_flops is None or self.c_params is None,
                   "an STD space takes one band: --c-flops or --c-params, not both")
+        if self.c_flops_max is not None:
+            self._check_range(check)
+
+    def _check_range(self, check: Callable[[bool, str], None]) -> None:
+        """Refuse a budget range that is empty, above 1 or combined with a second band."""
+        hi = self.c_flops_max
+        check(self.c_flops is not None, "a FLOPs range needs --c-flops (its lower end)")
+        check(math.isfinite(hi) and self.c_flops < hi <= 1,  # type: ignore[operator, arg-type]
+              f"c_flops_max must be in (c_flops = {self.c_flops}, 1], got {hi}")
+        check(self.c_mcb is None and self.c_params is None,
+              "a FLOPs range takes no --c-mcb or --c-params band (yet): give a single c_flops")
 
     @property
     def kind(self) -> str:
@@ -76,16 +86,24 @@ class PruningSpace:
     def bands(self) -> str:
         """Describe the bands in words: `(FLOPs 0.25±0.002, mCB 1±0.1, r_max 0.95, round_to 1)`."""
         parts = []
-        if self.c_flops is not None:
+        if self.c_flops_max is not None:
+            parts.append(f"FLOPs {self.c_flops:g}–{self.c_flops_max:g} ±{self.delta:g}")
+        elif self.c_flops is not None:
             parts.append(f"FLOPs {self.c_flops:g}±{self.delta:g}")
         if self.c_params is not None:
             parts.append(f"params {self.c_params:g}±{self.delta:g}")
         if self.c_mcb is not None:
             parts.append(f"mCB {self.c_mcb:g}±{self.mcb_tol:g}")
         if self.c_std is not None:
-            parts.append(f"std {self.c_std:g}±{self.std_tol * self.c_std:.2g}")
+            parts.append(f"perturbation σ {self.c_std:g}")
         return f"({', '.join(parts)}, r_max {self.r_max:g}, round_to {self.round_to})"
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as plain data (a study's `space` attr)."""
         return {"kind": self.kind, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PruningSpace:
+        """Rebuild a space from `to_dict` data, ignoring `kind` and retired fields (std_tol)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
