@@ -163,6 +163,8 @@ class Objective:
     def recipe(self, trial: Any, uniform: bool, seed: int) -> Decoded:
         """The trial's recipe: the uniform one, a draw from the space, or the decoded genotype."""
         if uniform:
+            if not self.draw:  # its enqueued genes (0.5 each) are stored as its params
+                self.genes(trial)
             return self.ctx.decoder.uniform()
         if self.draw:
             return self.ctx.decoder.sample(1, seed=seed)

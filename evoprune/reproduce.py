@@ -337,11 +337,7 @@ def run_reproduce(config: ReproduceConfig, *, command: str = "",
                   progress: Progress | None = None) -> dict[str, Any]:
     """Run the study set end to end; write report.md, summary.json and figures to config.out."""
     # Long but linear: search, retrain, analyse, test (a)-(f), write; each step one call.
-    import numpy as np
-
     from evoprune.analysis import observations as obs
-    from evoprune.analysis.edf import population
-    from evoprune.analysis.fit import optimal_mcb
     from evoprune.analysis.load import by_regime, load_studies
     from evoprune.analysis.report import AnalyzeConfig, compute, write
     from evoprune.machine import machine
@@ -371,33 +367,27 @@ def run_reproduce(config: ReproduceConfig, *, command: str = "",
     t0 = time.perf_counter()
     analysis = compute(std_fit, analyze, warnings)
     analysis_summary = write(analysis, analyze, time.perf_counter() - t0)
-    held = None
-    if std_held:
-        mcb = np.concatenate([s.mcb[population(s)] for s in std_held])
-        drops = np.concatenate([s.acc_drop[population(s)] for s in std_held])
-        held = optimal_mcb(mcb, drops, regime=("flops", float(config.held_out)),
-                           fraction=config.winner_fraction, n_boot=config.n_boot,
-                           level=config.level, seed=config.seed)
+    std_params = [s for s in studies if role[s.name].role == "params"]
     space_groups = by_regime([s for s in studies if role[s.name].role == "space"])
     compare = [s for s in studies if role[s.name].role == "compare"]
     proxy = {s.name: dict(zip(map(int, s.numbers), map(float, s.acc_drop))) for s in studies}
-    base_acc = studies[0].base_acc
-    resolution = 100.0 / _test_size(config)
+    g = by_regime(std_fit)
     found = [
-        obs.std_spaces(by_regime(std_fit), config.moderate, alpha=config.alpha),
-        obs.winners_concentrate(by_regime(std_fit), fraction=config.winner_fraction,
-                                alpha=config.alpha, seed=config.seed),
-        obs.optimal_mcb_trend(analysis.optimal, config.moderate),
-        obs.law_prediction(analysis.law, analysis.mcb_curve,
-                           analysis.predictions[0] if analysis.predictions else None, held,
-                           note=analysis.notes.get("law") or analysis.notes.get("mcb_curve")),
-        obs.sampler_efficiency([s for s in compare if s.sampler == "nsga2"],
-                               [s for s in compare if s.sampler == "random"], alpha=config.alpha),
-        obs.retrained_vs_uniform(_winner_pairs(retrained, proxy), alpha=config.alpha,
-                                 resolution=resolution, fidelity=[
-                                     ([proxy[r["study"]][x["number"]] for x in r["records"]],
-                                      [x["acc_drop"] for x in r["records"]])
-                                     for r in retrained]),
+        obs.std_spaces(g, config.moderate, alpha=config.alpha),
+        obs.winners_concentrate(g, fraction=config.winner_fraction, alpha=config.alpha,
+                                seed=config.seed),
+        obs.optimal_mcb_trend(g, fraction=config.winner_fraction, n_boot=config.n_boot,
+                              alpha=config.alpha, seed=config.seed),
+        obs.law_prediction(by_regime(std_fit + std_params), std_held,
+                           fraction=config.winner_fraction, n_boot=config.n_boot,
+                           alpha=config.alpha, seed=config.seed),
+        obs.sampler_efficiency(_by_seed(compare, "nsga2"), _by_seed(compare, "random"),
+                               alpha=config.alpha, prefix=config.compare_population),
+        obs.retrained_vs_uniform(winner_pairs(retrained, "std"),
+                                 mcb_pairs=winner_pairs(retrained, "mcb"), alpha=config.alpha,
+                                 resolution=100.0 / _test_size(config),
+                                 unselected=fidelity_pairs(retrained, proxy),
+                                 n_boot=config.n_boot, seed=config.seed),
     ]
     figures = _figures(space_groups, compare, out, config)
     wall = time.perf_counter() - tic
@@ -405,11 +395,11 @@ def run_reproduce(config: ReproduceConfig, *, command: str = "",
             "wall_seconds": wall, "this_run_seconds": search_seconds,
             **_timeline(config.storage, names, retrained),
             "date": time.strftime("%Y-%m-%d %H:%M:%S"), "python": sys.version.split()[0],
-            "platform": platform.platform(), "base_acc": base_acc,
+            "platform": platform.platform(), "base_val_acc": studies[0].base_acc,
+            "base_test_acc": studies[0].base_test_acc, "seed_sd": seed_noise(studies),
             "trials": sum(len(s.numbers) for s in studies), "studies": len(studies)}
     summary = {**meta, "observations": [o._asdict() for o in found], "searches": searches,
                "retrained": retrained, "figures": figures,
-               "held_out": held._asdict() if held is not None else None,
                "analysis": {"report": "analysis/report.md", "summary": "analysis/summary.json"},
                "warnings": warnings}
     out.mkdir(parents=True, exist_ok=True)
@@ -420,6 +410,28 @@ def run_reproduce(config: ReproduceConfig, *, command: str = "",
     for o in found:
         say(f"({o.key}) {o.verdict:13s} {o.claim}")
     return summary
+
+
+def _by_seed(compare: list[Any], sampler: str) -> list[Any]:
+    """The sampler race's studies of one sampler, in seed order (paired with the other's)."""
+    runs = [s for s in compare if s.sampler == sampler]
+    return sorted(runs, key=lambda s: int(s.name.rsplit("seed", 1)[1]))
+
+
+def seed_noise(studies: list[Any]) -> dict[str, dict[str, float]]:
+    """Per regime, the proxy's seed noise: SD of the uniform recipe's drops over its seeds."""
+    import numpy as np
+
+    from evoprune.analysis.load import regime_name
+
+    out: dict[str, dict[str, float]] = {}
+    for s in studies:
+        drops = s.uniform_drops
+        name = regime_name(s.regime)
+        if len(drops) >= 2 and name not in out:  # every study of a regime shares the seeds
+            out[name] = {"n": len(drops), "mean": float(np.mean(drops)),
+                         "sd": float(np.std(drops, ddof=1))}
+    return out
 
 
 def _timeline(storage: str, names: list[str], retrained: list[dict[str, Any]]
@@ -490,15 +502,26 @@ def markdown(config: ReproduceConfig, found: list, meta: dict[str, Any],
     lines = [
         f"# Network Pruning Spaces on {c.dataset}: the paper's observations, reproduced",
         "",
-        f"{c.model} on {c.dataset} (base test accuracy {100 * meta['base_acc']:.2f}%), "
+        f"{c.model} on {c.dataset} (base accuracy {100 * meta['base_val_acc']:.2f}% on "
+        f"validation, {100 * (meta['base_test_acc'] or math.nan):.2f}% on test), "
         f"{'block-internal and residual' if c.residual else 'block-internal'} units. "
-        f"Spaces STD-{', STD-'.join(f'{s:g}' for s in c.stds)} and mCB-{c.mcb:g} (± 0.1), "
-        f"{c.n_trials} random recipes each, at c_flops {', '.join(f'{x:g}' for x in c.regimes)}"
+        f"Spaces STD-{', STD-'.join(f'{s:g}' for s in c.stds)} (perturbations N(0, x²) around "
+        f"the uniform ratio, one common offset into the band) and mCB-{c.mcb:g} (± 0.1; ratios "
+        f"uniform on [0, 0.95] restricted to the bands), {c.n_trials} random recipes each, at "
+        f"c_flops {', '.join(f'{x:g}' for x in c.regimes)}"
         + (f" and the held-out {c.held_out:g}" if c.held_out is not None else "")
+        + (f"; STD spaces at c_params {', '.join(f'{x:g}' for x in c.params_regimes)} "
+           f"({c.params_n_trials} recipes each)" if c.params_regimes else "")
         + f". Proxy: {c.proxy_epochs}-epoch fine-tune, lr {c.proxy_lr:g} cosine, batch "
-        f"{c.proxy_batch_size}. Drops are percentage points of test accuracy "
-        f"(one test image = {100 / _test_size(c):.2f} pp).",
+        f"{c.proxy_batch_size}; every space of a regime fine-tunes trial j with the same seed, "
+        f"and the uniform recipe with {c.uniform_seeds} seeds per study. Every selection reads "
+        f"the validation split ({c.val_size:g} images carved from the training set, "
+        f"stratified); test accuracy is read for the base and the retrained networks only. "
+        f"Proxy drops are percentage points of validation accuracy; retrained drops of test "
+        f"accuracy (one test image = {100 / _test_size(c):.2f} pp).",
         "",
+        "- the proxy's seed noise (SD of the uniform recipe's drop over its seeds): "
+        + "; ".join(f"{k} {v['sd']:.2f} pp (n {v['n']})" for k, v in meta["seed_sd"].items()),
         f"- command: `{meta['command']}`",
         f"- seed: {c.seed}; machine: {meta['machine']}",
         f"- time: searches {meta['search_seconds'] / 60:.1f} min (the studies' first to last "
@@ -515,11 +538,12 @@ def markdown(config: ReproduceConfig, found: list, meta: dict[str, Any],
         "| --- | --- | --- |",
     ]
     lines += [f"| ({o.key}) | {o.claim} | **{o.verdict}** |" for o in found]
-    lines += ["", "*holds*: the claimed direction, significant at "
-              f"α = {c.alpha:g}; *not shown*: the claimed direction without significance (or a "
-              "weak fit); *does not hold*: the opposite direction, or outside the predicted "
-              "interval. Intervals are bootstrap "
-              f"{100 * c.level:g}% intervals ({c.n_boot} resamples).", ""]
+    lines += ["", "*holds*: the claimed direction is significant at "
+              f"α = {c.alpha:g} (two-sided; equivalence claims by TOST within a stated margin); "
+              "*does not hold*: the opposite direction is significant; *not shown*: neither "
+              "(the data cannot tell). Each verdict's test, effect size, interval and α are in "
+              "its section. Every test was itself checked on simulated populations "
+              "(`python scripts/calibrate_verdicts.py`).", ""]
     for o in found:
         lines += [f"## ({o.key}) {o.claim}: {o.verdict}", ""]
         lines += [f"- {e}" for e in o.evidence]
@@ -536,22 +560,28 @@ def markdown(config: ReproduceConfig, found: list, meta: dict[str, Any],
         if o.key == "e":
             lines += [f"NSGA-II (population {c.compare_population}) and random sampling in the "
                       f"mCB-{c.mcb:g} space at c_flops {c.compare_regime:g}, {c.compare_trials} "
-                      f"trials a run, seeds {list(c.compare_seeds)}. With one seed both "
-                      "samplers draw the same first population (NSGA-II's first generation is "
-                      "random), so early curves coincide: a paired start, which makes the "
-                      "comparison about what evolution adds.", "",
+                      f"trials a run, paired seeds {list(c.compare_seeds)}; NSGA-II's first "
+                      "generation (random genotypes) is left out of the count. Not a claim of "
+                      "the paper.", "",
                       f"![sampler race]({figures['sampler_race']})", ""]
         if o.key == "f":
-            lines += [f"Top-{c.retrain_top_k} by proxy of each regime's mCB-{c.mcb:g} space and "
-                      f"its uniform recipe, each retrained {c.retrain_epochs} epochs "
-                      f"({c.retrain_mode}, batch {c.retrain_batch_size}, the same lr for all). The winner is the best by proxy.", "",
-                      "| c_flops | trial | proxy drop (pp) | retrained drop (pp) |",
-                      "| --- | --- | --- | --- |"]
+            lines += [f"Per regime, the winner on validation across the STD spaces (and, "
+                      f"separately, the mCB-{c.mcb:g} space's), the uniform recipe and "
+                      f"{c.retrain_random_k} unselected mCB recipes, each retrained "
+                      f"{c.retrain_epochs} epochs ({c.retrain_mode}, batch "
+                      f"{c.retrain_batch_size}) with seeds {c.seed}..{c.seed + c.retrain_seeds - 1}"
+                      ", reported on test.", "",
+                      "| c_flops | source | trial | chosen as | val drop, proxy (pp) | "
+                      "test drop per seed (pp) |", "| --- | --- | --- | --- | --- | --- |"]
             for r in retrained:
+                by_trial: dict[int, list[dict[str, Any]]] = {}
                 for x in r["records"]:
-                    label = f"#{x['number']}" + (" uniform" if x["is_uniform"] else "")
-                    p = proxy[r["study"]].get(x["number"], math.nan)
-                    lines.append(f"| {r['c_flops']:g} | {label} | {p:.2f} | {x['acc_drop']:.2f} |")
+                    by_trial.setdefault(x["number"], []).append(x)
+                for n, xs in by_trial.items():
+                    p = proxy[r["study"]].get(n, math.nan)
+                    drops = ", ".join(f"{x['test_drop']:.2f}" for x in xs)
+                    lines.append(f"| {r['c_flops']:g} | {r['source']} | #{n} | "
+                                 f"{xs[0]['chosen_as']} | {p:.2f} | {drops} |")
             lines.append("")
     lines += ["## How to rerun", "",
               "```bash", f"python scripts/reproduce.py --config studies/{c.name}.toml", "```", "",

@@ -24,7 +24,8 @@ from evoprune.errors import EvopruneError
 
 SCHEMA_VERSION = 3
 IDENTITY = ("base", "space", "proxy", "sampler", "objectives")  # what a resume must share
-BASE_IDENTITY = ("model", "dataset", "residual")  # of the base: data_root may move
+BASE_IDENTITY = ("model", "dataset", "residual", "val_size")  # data_root may move; the
+# validation split may not: trials scored on another split (or another base accuracy) would mix
 
 
 def acc_drop(base_acc: float, acc: float) -> float:
@@ -180,10 +181,17 @@ def study_record(study: Any) -> StudyRecord:
 
 
 def created(study: Any) -> bool:
-    """Whether a study's creation finished (attrs, metric names, uniform trial)."""
+    """Whether a study's creation finished (attrs, metric names, uniform trials).
+
+    Studies before version 3 count as created once their one uniform trial is queued; from
+    version 3 on, only the `created` attr does (a creation killed between the uniform trials
+    is finished on resume).
+    """
     attrs = study.user_attrs
-    return bool(attrs.get("created")) or (("space" in attrs or "config" in attrs) and any(
-        t.user_attrs.get("is_uniform") for t in study.get_trials(deepcopy=False)))
+    if attrs.get("created") or int(attrs.get("schema", 1)) >= 3:
+        return bool(attrs.get("created"))
+    return ("space" in attrs or "config" in attrs) and any(
+        t.user_attrs.get("is_uniform") for t in study.get_trials(deepcopy=False))
 
 
 @dataclass(frozen=True)

@@ -57,22 +57,16 @@ VERDICTS = (obs.HOLDS, obs.NOT_SHOWN, obs.FAILS)
 
 def make_study(regime: tuple[str, float], drops: np.ndarray, mcb: np.ndarray | None = None, *,
                c_std: float | None = 0.1, seeds: np.ndarray | None = None) -> StudyData:
-    """A StudyData of one simulated space (no uniform row), seeds attached where given."""
+    """A StudyData of one simulated space (no uniform row)."""
     m = len(drops)
     kind, c = regime
-    s = StudyData(
+    return StudyData(
         name=f"sim-{c_std}-{kind}{c}", model="sim", dataset="sim",
         space={"kind": "std", f"c_{kind}": c, "c_std": c_std}, proxy={}, sampler="random",
         base_acc=0.9, units=["u"], numbers=np.arange(m), acc_drop=np.asarray(drops, float),
         flops_ratio=np.full(m, c), params_ratio=np.full(m, c),
         mcb=np.ones(m) if mcb is None else np.asarray(mcb, float), recipe_std=np.zeros(m),
-        recipes=np.zeros((m, 1)), is_uniform=np.zeros(m, bool))
-    if seeds is not None:
-        if "seeds" in {f.name for f in dataclasses.fields(StudyData)}:
-            s = dataclasses.replace(s, seeds=seeds)
-        else:  # until load.py has the field
-            object.__setattr__(s, "seeds", seeds)
-    return s
+        recipes=np.zeros((m, 1)), is_uniform=np.zeros(m, bool), seeds=seeds)
 
 
 def with_uniform(s: StudyData, mcb: float) -> StudyData:
@@ -290,6 +284,32 @@ def calibrate(draws: int = 200, boot: int = 400, seed: int = 0, only: str = ""
     return out
 
 
+def expected(row: dict[str, Any]) -> str | None:
+    """What a row's truth is for the verdict it reads: "null", "effect" (or None: neither)."""
+    case, truth = row["case"], row["truth"]
+    if case == "(c) close":
+        return "null" if truth == "null-close" else "effect"
+    if case == "(c) rise":
+        return "null" if truth == "null-rise" else "effect"
+    return "null" if truth.startswith("null") else "effect"
+
+
+def violations(rows: list[dict[str, Any]], null_max: float = 0.05, effect_min: float = 0.8
+               ) -> list[str]:
+    """Rows outside the wanted rates: under a null, holds or does not hold above `null_max`;
+    under the effect, holds below `effect_min`."""
+    bad = []
+    for r in rows:
+        want = expected(r)
+        if want == "null" and max(r[obs.HOLDS], r[obs.FAILS]) > null_max + 1e-9:
+            bad.append(f"{r['case']} under {r['truth']}: holds {r[obs.HOLDS]:.3f}, does not hold "
+                       f"{r[obs.FAILS]:.3f} (wanted ≤ {null_max:g})")
+        if want == "effect" and r[obs.HOLDS] < effect_min - 1e-9:
+            bad.append(f"{r['case']} under {r['truth']}: holds {r[obs.HOLDS]:.3f} (wanted ≥ "
+                       f"{effect_min:g})")
+    return bad
+
+
 def table(rows: list[dict[str, Any]], draws: int) -> str:
     """The rates as a markdown table."""
     lines = ["| case | truth | holds | not shown | does not hold | s |",
@@ -314,7 +334,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(table(rows, args.draws))
     print(f"machine: {machine()}; {time.perf_counter() - tic:.0f} s in all")
-    return 0
+    bad = violations(rows)
+    print("\n".join(["outside the wanted rates:", *bad]) if bad else
+          "every row within the wanted rates (null: ≤ 5% each way; effect: ≥ 80% holds)")
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -18,9 +18,10 @@ from evoprune.searching.sampler import derive_seed, make_sampler
 from evoprune.spaces import PruningSpace
 
 TRIAL_ATTRS = {"recipe", "channels", "flops", "params", "flops_ratio", "params_ratio", "mcb",
-               "recipe_std", "proxy_acc", "acc_drop", "proxy_seconds", "is_uniform"}
-STUDY_ATTRS = {"config", "checkpoint", "base_acc", "base_flops", "base_params", "units",
-               "evoprune_version", "created", "schema"}
+               "recipe_std", "val_acc", "val_drop", "seed", "proxy_seconds", "is_uniform"}
+STUDY_ATTRS = {"config", "checkpoint", "base_val_acc", "base_test_acc", "split_sizes",
+               "base_flops", "base_params", "units", "evoprune_version", "created", "schema"}
+DIGITS_SPLITS = {"train": 1150, "val": 287, "test": 360}  # the default stratified split
 TREE = {"base", "space", "proxy", "sampler", "objectives", "seed"}
 
 
@@ -48,23 +49,31 @@ def load(storage: str, name: str = "resnet20-digits-mCB-1-f0.25") -> optuna.Stud
 
 def test_search_fills_the_study_with_in_band_trials_and_the_uniform_baseline(tmp_path, base_ckpt,
                                                                              capsys):
-    """6 COMPLETE trials, trial 0 uniform, every recipe inside both bands, every attr stored."""
+    """6 COMPLETE trials, trials 0-1 uniform (one seed each), every recipe inside both bands,
+    every attr stored; the mCB band fixes params, so acc_drop is the one objective."""
+    from evoprune.objective import trial_seed
+
     storage = f"sqlite:///{tmp_path}/s.db"
-    assert main(search_args(storage, base_ckpt, "--n-trials", "6")) == 0
+    assert main(search_args(storage, base_ckpt, "--n-trials", "6", "--uniform-seeds", "2")) == 0
     out = capsys.readouterr()
     assert "open the dashboard:  optuna-dashboard " + storage in out.out
     assert "trial    5" in out.err and "best" in out.err
     study = load(storage)
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
-    assert trials[0].user_attrs["is_uniform"] is True
-    assert not any(t.user_attrs["is_uniform"] for t in trials[1:])
+    assert [t.user_attrs["is_uniform"] for t in trials] == [True, True] + [False] * 4
     assert set(study.user_attrs) == STUDY_ATTRS
     assert set(study.user_attrs["config"]) == TREE
-    assert study.metric_names == ["acc_drop", "params"]
+    assert study.metric_names == ["acc_drop"]
     assert study.user_attrs["config"]["space"]["c_mcb"] == 1.0
-    base_acc = study.user_attrs["base_acc"]
-    assert 0.5 < base_acc <= 1.0
+    assert study.user_attrs["schema"] == 3 and study.user_attrs["split_sizes"] == DIGITS_SPLITS
+    base_acc = study.user_attrs["base_val_acc"]
+    assert 0.5 < base_acc <= 1.0 and 0.5 < study.user_attrs["base_test_acc"] <= 1.0
+    # trial j fine-tunes with a seed of the study seed and j alone; the uniform ones differ
+    assert [t.user_attrs["seed"] for t in trials] == [trial_seed(0, t.number) for t in trials]
+    assert len({t.user_attrs["seed"] for t in trials}) == 6
+    assert trials[0].user_attrs["channels"] == trials[1].user_attrs["channels"]
+    assert trials[0].params == trials[1].params == {f"g{i:03d}": 0.5 for i in range(9)}
     for t in trials:
         a = t.user_attrs
         assert set(a) >= TRIAL_ATTRS, TRIAL_ATTRS - set(a)
@@ -72,27 +81,27 @@ def test_search_fills_the_study_with_in_band_trials_and_the_uniform_baseline(tmp
         assert abs(a["flops_ratio"] - 0.25) <= 0.002
         assert abs(a["mcb"] - 1.0) <= 0.1
         assert a["flops"] == round(a["flops_ratio"] * study.user_attrs["base_flops"])
-        assert a["acc_drop"] == pytest.approx(100 * (base_acc - a["proxy_acc"]))
-        assert t.values == [a["acc_drop"], a["params_ratio"]]
+        assert a["val_drop"] == pytest.approx(100 * (base_acc - a["val_acc"]))
+        assert t.values == [a["val_drop"]]
         assert all(math.isfinite(v) for v in t.values)
         assert a["recipe_std"] == pytest.approx(float(np.std(a["recipe"])))
-    # the uniform trial is uniform up to the rounding steps into the band
-    assert trials[0].user_attrs["recipe_std"] < 0.02 < min(t.user_attrs["recipe_std"]
-                                                           for t in trials[1:])
+    # the uniform trials are uniform up to the rounding steps into the band
+    assert max(t.user_attrs["recipe_std"] for t in trials[:2]) < 0.02 < min(
+        t.user_attrs["recipe_std"] for t in trials[2:])
 
 
 def test_rerun_continues_to_n_complete_with_new_genotypes(tmp_path, base_ckpt):
     """3 trials, then the same command with --n-trials 5: 5 COMPLETE, none repeated."""
     storage = f"sqlite:///{tmp_path}/s.db"
-    assert main(search_args(storage, base_ckpt, "--n-trials", "3")) == 0
+    assert main(search_args(storage, base_ckpt, "--n-trials", "3", "--uniform-seeds", "1")) == 0
     first = {t.number: t.values for t in load(storage).get_trials()}
-    assert main(search_args(storage, base_ckpt, "--n-trials", "5")) == 0
+    assert main(search_args(storage, base_ckpt, "--n-trials", "5", "--uniform-seeds", "1")) == 0
     trials = load(storage).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
     assert {n: v for n, v in ((t.number, t.values) for t in trials) if n in first} == first
     genotypes = {tuple(sorted(t.params.items())) for t in trials}
     assert len(genotypes) == 5
-    assert main(search_args(storage, base_ckpt, "--n-trials", "5")) == 0  # nothing more to do
+    assert main(search_args(storage, base_ckpt, "--n-trials", "5", "--uniform-seeds", "1")) == 0
     assert len(load(storage).get_trials()) == 5
 
 
@@ -111,7 +120,8 @@ def test_study_name_and_identity_follow_the_space():
     digits = SearchConfig(space=PruningSpace(c_flops=0.1))
     assert c.proxy.batch_size == 128 and digits.proxy.batch_size == 32
     assert c.identity()["space"]["c_std"] == 0.05
-    assert c.identity()["base"] == {"model": "resnet56", "dataset": "cifar10", "residual": False}
+    assert c.identity()["base"] == {"model": "resnet56", "dataset": "cifar10", "residual": False,
+                                    "val_size": 0.2}
     assert SearchConfig(space=PruningSpace(c_flops=0.5), base=BaseConfig(residual=True)).name() \
         == "resnet20-digits-initial-f0.5-residual"
 
@@ -119,7 +129,8 @@ def test_study_name_and_identity_follow_the_space():
 def test_resume_with_another_configuration_or_checkpoint_is_refused(tmp_path, base_ckpt, capsys):
     """Same study name, another space or checkpoint: exit 2 and the study is unchanged."""
     storage = f"sqlite:///{tmp_path}/s.db"
-    args = search_args(storage, base_ckpt, "--n-trials", "2", "--study-name", "mine")
+    args = search_args(storage, base_ckpt, "--n-trials", "2", "--uniform-seeds", "1",
+                       "--study-name", "mine")
     assert main(args) == 0
     before = Path(tmp_path / "s.db").read_bytes()
     capsys.readouterr()
@@ -128,7 +139,10 @@ def test_resume_with_another_configuration_or_checkpoint_is_refused(tmp_path, ba
     err = capsys.readouterr().err
     assert "exists with another configuration" in err and "c_mcb" in err
     assert len(err.strip().splitlines()) == 1
-    assert main([*args, "--objectives", "acc_drop,flops"]) == 2
+    assert main([*args, "--objectives", "acc_drop,latency"]) == 2
+    assert "exists with another configuration" in capsys.readouterr().err
+    assert main([*args, "--val-size", "0.3"]) == 2  # trials scored on another validation split
+    assert "base.val_size" in capsys.readouterr().err
     # a checkpoint with other weights (and so another sha256)
     import torch
 
@@ -180,7 +194,7 @@ def test_nan_and_unrepairable_trials_fail_with_reasons_and_the_study_goes_on(tmp
     config = SearchConfig(space=PruningSpace(c_flops=0.25, c_mcb=1.0),
                           base=BaseConfig(checkpoint=base_ckpt), proxy=ProxyConfig(epochs=1),
                           sampler=SamplerConfig(population=4), storage=storage, n_trials=3,
-                          device="cpu")
+                          uniform_seeds=1, device="cpu")
     result = run_search(config)
     assert result["states"] == {"COMPLETE": 3, "FAIL": 1}
     failed = [t for t in load(storage).get_trials() if t.state == TrialState.FAIL]
@@ -209,7 +223,7 @@ def test_export_a_winner_with_prune_study_recipe(tmp_path, base_ckpt, capsys):
     from evoprune.cost import params_of
 
     storage = f"sqlite:///{tmp_path}/s.db"
-    assert main(search_args(storage, base_ckpt, "--n-trials", "2")) == 0
+    assert main(search_args(storage, base_ckpt, "--n-trials", "2", "--uniform-seeds", "1")) == 0
     trial = load(storage).get_trials()[1]
     capsys.readouterr()
     out = tmp_path / "best.pt"
@@ -231,7 +245,15 @@ def test_prepare_records_the_checkpoint_hash(tmp_path, base_ckpt):
     prepared = prepare(config)
     attrs = load(storage, prepared.study).user_attrs
     assert attrs["checkpoint"] == {"path": base_ckpt, "sha256": sha256_of(base_ckpt)}
-    assert attrs["schema"] == 2 and attrs["config"] == config.stored_tree()
+    assert attrs["schema"] == 3 and attrs["config"] == config.stored_tree()
+    assert attrs["split_sizes"] == DIGITS_SPLITS and attrs["config"]["base"]["val_size"] == 0.2
+    # the base is read on the 287 validation images and, once, on the 360 test images
+    assert prepared.base_acc == attrs["base_val_acc"]
+    assert attrs["base_val_acc"] * 287 == pytest.approx(round(attrs["base_val_acc"] * 287))
+    assert attrs["base_test_acc"] * 360 == pytest.approx(round(attrs["base_test_acc"] * 360))
+    assert [t.user_attrs["is_uniform"] for t in load(storage, prepared.study).get_trials()] == \
+        [True] * 3  # the default uniform_seeds, enqueued
+    assert load(storage, prepared.study).metric_names == ["acc_drop", "params"]
     assert prepared.complete == 0 and prepared.context is not None
     assert next(u["name"] for u in attrs["units"]) == "layer1.0.conv1"
 
@@ -314,8 +336,8 @@ def test_waiting_worker_retries_the_trial_of_a_worker_that_died(tmp_path, base_c
     storage = f"journal:{tmp_path}/s.log"
     config = SearchConfig(space=PruningSpace(c_flops=0.25, c_mcb=1.0),
                           base=BaseConfig(checkpoint=base_ckpt), proxy=ProxyConfig(epochs=1),
-                          sampler=SamplerConfig(population=4), storage=storage, n_trials=1,
-                          device="cpu", n_workers=2)
+                          sampler=SamplerConfig(population=4), storage=storage, n_trials=2,
+                          uniform_seeds=1, device="cpu", n_workers=2)
     prepare(config)
     study = load(storage)
     held = study.ask()  # the uniform trial, now RUNNING for a process that is gone
@@ -324,10 +346,11 @@ def test_waiting_worker_retries_the_trial_of_a_worker_that_died(tmp_path, base_c
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
     held.set_user_attr("worker", {"host": socket.gethostname(), "pid": int(dead), "index": 1})
-    result = run_worker(config, base_ckpt, 0)
+    result = run_worker(config, base_ckpt, 0)  # trial 1, then the dead one is all that is left
     trials = load(storage).get_trials()
-    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
-    assert result["trials_run"] == 1
-    assert retried_from(trials[1]) == 0 and trials[1].user_attrs["is_uniform"] is True
-    assert trials[1].params == trials[0].params
+    assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 2
+    assert result["trials_run"] == 2
+    assert retried_from(trials[2]) == 0 and trials[2].user_attrs["is_uniform"] is True
+    assert not trials[1].user_attrs["is_uniform"]
+    assert trials[2].params == trials[0].params
     assert "worker process died" in trials[0].user_attrs["fail_reason"]

@@ -93,7 +93,7 @@ def test_a_dead_workers_trial_is_failed_and_retried_by_optuna_semantics(tmp_path
     """FAIL with a reason; the retry is WAITING with the genotype, Optuna's retry system_attrs
     and, of the user_attrs, only `is_uniform` (not the dead `worker`, `fail_reason`, results)."""
     url = _url(tmp_path, kind)
-    study = _study_with_running(url, _dead_tag(), acc_drop=1.5)
+    study = _study_with_running(url, _dead_tag(), val_drop=1.5, seed=7)
     assert st.reap_dead_trials(study) == [0]
     failed, retry = _open(url).get_trials()
     assert failed.state == TrialState.FAIL

@@ -338,7 +338,8 @@ def refit_many(form: str, x: np.ndarray, y: np.ndarray, p0: Sequence[float], *,
             jac[:, :, j] = (model(up) - model(down)) / (2 * h[:, None])
         jtj = np.einsum("rni,rnj->rij", jac, jac)
         jtr = np.einsum("rni,rn->ri", jac, r)
-        damp = jtj + lam[:, None, None] * (np.einsum("rii->ri", jtj)[:, :, None] * eye + 1e-12 * eye)
+        diag = np.einsum("rii->ri", jtj)[:, :, None] * eye
+        damp = jtj + lam[:, None, None] * (diag + 1e-12 * eye)
         ok = np.all(np.isfinite(damp), axis=(1, 2)) & np.all(np.isfinite(jtr), axis=1)
         step = np.zeros_like(p)
         try:
@@ -393,3 +394,33 @@ def unselected_fidelity(proxy: Sequence[float], retrained: Sequence[float], *,
     a = (1 - level) / 2
     lo, hi = np.nanquantile(taus, [a, 1 - a]) if np.any(np.isfinite(taus)) else (np.nan, np.nan)
     return TauInterval(len(x), Interval(float(t.statistic), float(lo), float(hi)), float(t.pvalue))
+
+
+def selected_values(x: Sequence[float], y: Sequence[float], x_draws: np.ndarray,
+                    y_draws: np.ndarray, at: np.ndarray | float,
+                    forms: Sequence[str] = LAW_FORMS) -> np.ndarray:
+    """Refit every form to each replicate (rows of x_draws, y_draws), keep each replicate's
+    lowest-AICc form and evaluate it at `at` (one value, or one per replicate): a bootstrap
+    that carries the choice of form too. NaN where no form fits a replicate."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    rows, n = np.shape(y_draws)
+    at = np.broadcast_to(np.asarray(at, float), (rows,))
+    best_aicc = np.full(rows, np.inf)
+    out = np.full(rows, np.nan)
+    for form in forms:
+        p0 = _fit_form(form, x, y)
+        if p0 is None:
+            continue
+        p = refit_many(form, x_draws, y_draws, p0)
+        f = FORMS[form][0]
+        with np.errstate(all="ignore"):
+            rss = np.sum((y_draws - f(x_draws, *[p[:, j:j + 1] for j in range(p.shape[1])])) ** 2,
+                         axis=1)
+            kk = p.shape[1] + 1
+            aicc = n * np.log(np.maximum(rss, 1e-300) / n) + 2 * kk + (
+                2 * kk * (kk + 1) / (n - kk - 1) if n - kk - 1 > 0 else 0.0)
+            aicc = np.where(np.isfinite(aicc), aicc, np.inf)
+            value = f(at, *[p[:, j] for j in range(p.shape[1])])
+        better = (aicc < best_aicc) & np.isfinite(value)
+        best_aicc[better], out[better] = aicc[better], value[better]
+    return out

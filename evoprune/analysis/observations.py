@@ -21,7 +21,6 @@ from scipy import stats
 
 from evoprune.analysis.edf import population
 from evoprune.analysis.fit import (
-    FORMS,
     LAW_FORMS,
     MCB_CURVE_FORMS,
     LawFit,
@@ -29,6 +28,7 @@ from evoprune.analysis.fit import (
     fit_law,
     n_winners,
     regime_limit,
+    selected_values,
     unselected_fidelity,
     winners_median_draws,
 )
@@ -183,7 +183,7 @@ def aligned(a: StudyData, b: StudyData, min_pairs: int = 8) -> tuple[np.ndarray,
     """The two populations' drops, matched by proxy seed where both studies record seeds
     (common random numbers: trial j of every space uses the same seed), else as they are."""
     xa, xb = _drops(a), _drops(b)
-    sa, sb = getattr(a, "seeds", None), getattr(b, "seeds", None)
+    sa, sb = a.seeds, b.seeds
     if sa is None or sb is None:
         return xa, xb, False
     sa, sb = np.asarray(sa)[population(a)], np.asarray(sb)[population(b)]
@@ -348,13 +348,12 @@ class _Stratum(NamedTuple):
     n: int
     observed: float
     null: np.ndarray  # spreads of random subsets with the same mix of spaces
-    boot: np.ndarray  # spreads of the winners of resampled populations
 
 
 def _stratum(rng: np.random.Generator, label: str, mcbs: list[np.ndarray],
              drops: list[np.ndarray], fraction: float, n_perm: int) -> _Stratum | None:
-    """Winners of the pooled spaces `mcbs`/`drops`; null subsets drawn space by space with the
-    winners' counts; bootstrap: each space's trials resampled, winners picked again."""
+    """Winners of the pooled spaces `mcbs`/`drops`, and random subsets drawn space by space
+    with the winners' counts."""
     sizes = [len(m) for m in mcbs]
     n = sum(sizes)
     k = n_winners(n, fraction=fraction)
@@ -366,25 +365,19 @@ def _stratum(rng: np.random.Generator, label: str, mcbs: list[np.ndarray],
     counts = np.bincount(space[win], minlength=len(sizes))
     null = spread(np.concatenate([_subsets(rng, m, int(c), n_perm)
                                   for m, c in zip(mcbs, counts)], axis=1))
-    starts = np.cumsum([0, *sizes[:-1]])
-    idx = np.concatenate([st + rng.integers(0, sz, size=(n_perm, sz))
-                          for st, sz in zip(starts, sizes)], axis=1)
-    top = np.argsort(drop[idx], axis=1, kind="stable")[:, :k]
-    boot = spread(np.take_along_axis(mcb[idx], top, axis=1))
-    return _Stratum(label, k, n, float(spread(mcb[win])), null, boot)
+    return _Stratum(label, k, n, float(spread(mcb[win])), null)
 
 
 def _concentration(strata: list[_Stratum], alpha: float) -> dict[str, Any]:
-    """Mean over strata of log(winners' spread / random subsets' median spread): the estimate,
-    its permutation p each way, and a bootstrap interval of the ratio exp(mean)."""
+    """Mean over strata of log(winners' spread / random subsets' median spread): its ratio
+    exp(mean), the permutation p each way, and the central (1 − α) range of random subsets'."""
     tiny = 1e-12
     refs = [max(float(np.median(s.null)), tiny) for s in strata]
     t = float(np.mean([np.log(max(s.observed, tiny) / r) for s, r in zip(strata, refs)]))
     t_null = np.mean([np.log(np.maximum(s.null, tiny) / r) for s, r in zip(strata, refs)], axis=0)
-    t_boot = np.mean([np.log(np.maximum(s.boot, tiny) / r) for s, r in zip(strata, refs)], axis=0)
     b = len(t_null)
-    lo, hi = np.exp(np.quantile(t_boot, [alpha / 2, 1 - alpha / 2]))
-    return {"ratio": float(np.exp(t)), "lo": float(lo), "hi": float(hi),
+    lo, hi = np.exp(np.quantile(t_null, [alpha / 2, 1 - alpha / 2]))
+    return {"ratio": float(np.exp(t)), "null_lo": float(lo), "null_hi": float(hi),
             "p_narrower": float((1 + np.sum(t_null <= t)) / (1 + b)),
             "p_wider": float((1 + np.sum(t_null >= t)) / (1 + b)), "strata": len(strata)}
 
@@ -419,8 +412,8 @@ def winners_concentrate(groups: Groups, *, fraction: float = 0.1, n_perm: int = 
             if st is not None:
                 within.append(st)
     if not pooled:
-        return Observation("b", claim, UNTESTED, ["needs STD spaces with at least 3 winners (21 trials at 10%)"],
-                           {"regimes": []})
+        return Observation("b", claim, UNTESTED, ["needs STD spaces with at least 3 winners "
+                                                  "(21 trials at 10%)"], {"regimes": []})
     rows = [{"regime": s.label, "n": s.n, "k": s.k, "winners_spread": s.observed,
              "null_spread_median": float(np.median(s.null))} for s in pooled]
     evidence = [f"{row['regime']}: winners' mCB spread {row['winners_spread']:.3f} vs "
@@ -438,8 +431,9 @@ def winners_concentrate(groups: Groups, *, fraction: float = 0.1, n_perm: int = 
         verdicts.append(v)
         numbers["stratified" if name.startswith("strat") else "within"] = {**r, "verdict": v}
         evidence.append(f"{name} ({r['strata']} strata): winners' mCB spread {r['ratio']:.2f}× "
-                        f"that of random subsets [{r['lo']:.2f}, {r['hi']:.2f}] ({1 - alpha:.0%} "
-                        f"bootstrap); permutation p narrower {r['p_narrower']:.3g}, wider "
+                        f"the random subsets' (geometric mean over strata; {1 - alpha:.0%} of "
+                        f"random subsets within [{r['null_lo']:.2f}, {r['null_hi']:.2f}]); "
+                        f"permutation p narrower {r['p_narrower']:.3g}, wider "
                         f"{r['p_wider']:.3g} (each at α/2 = {alpha / 2:g}): {v}")
     return Observation("b", claim, combine(*verdicts), evidence, {"regimes": rows, **numbers})
 
@@ -448,11 +442,91 @@ def winners_concentrate(groups: Groups, *, fraction: float = 0.1, n_perm: int = 
 
 
 def _boot_p(draws: np.ndarray, value: float) -> tuple[float, float]:
-    """Percentile-bootstrap one-sided p-values against `value`: (H1 above, H1 below)."""
+    """Percentile-bootstrap one-sided p-values against `value`: (H1 above, H1 below), each
+    (1 + draws on the other side) / (1 + draws)."""
     d = draws[np.isfinite(draws)]
     if not len(d):
         return 1.0, 1.0
-    return float(np.mean(d <= value)), float(np.mean(d >= value))
+    return (float((1 + np.sum(d <= value)) / (1 + len(d))),
+            float((1 + np.sum(d >= value)) / (1 + len(d))))
+
+
+def _tost(draws: np.ndarray, low: float, high: float) -> tuple[float, float]:
+    """Bootstrap TOST: (p inside (low, high), p outside it on one side)."""
+    above_hi, below_hi = _boot_p(draws, high)
+    above_lo, below_lo = _boot_p(draws, low)
+    return max(below_hi, above_lo), min(above_hi, below_lo)
+
+
+def _interval(v: np.ndarray, alpha: float) -> tuple[float, float]:
+    """Central (1 − α) percentile interval of the finite values."""
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return math.nan, math.nan
+    lo, hi = np.quantile(v, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def _centers(groups: Groups, fraction: float, n_boot: int, alpha: float,
+             rng: np.random.Generator) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+    """Per FLOPs regime (mildest first) the optimal mCB of the pooled STD spaces, its bootstrap
+    draws and the uniform recipe's mCB."""
+    rows, draws = [], []
+    for regime in sorted(groups, key=lambda r: -r[1]):
+        mcb, drops = _pooled(groups[regime])
+        k = n_winners(len(mcb), fraction=fraction)
+        if regime[0] != "flops" or len(mcb) < max(2 * k, 6):
+            continue
+        d = winners_median_draws(mcb, drops, k, rng.integers(0, len(mcb), (n_boot, len(mcb))))
+        lo, hi = _interval(d, alpha)
+        rows.append({"c_flops": regime[1], "n": len(mcb), "k": k, "lo": lo, "hi": hi,
+                     "mcb": float(np.median(mcb[np.argsort(drops, kind="stable")[:k]])),
+                     "uniform_mcb": _uniform_mcb(groups[regime])})
+        draws.append(d)
+    return rows, draws
+
+
+def _close(rows: list[dict[str, Any]], draws: list[np.ndarray], margin: float, alpha: float
+           ) -> tuple[str, str]:
+    """Optimal − uniform per regime, a TOST against ±margin, Holm over the regimes: holds in a
+    majority equivalent, fails with half or more beyond the margin. Annotates the rows."""
+    close = [i for i, r in enumerate(rows) if r["uniform_mcb"] is not None]
+    if not close:
+        return UNTESTED, "close to the uniform recipe: no uniform recipe in these studies"
+    for i in close:
+        r, diff = rows[i], draws[i] - rows[i]["uniform_mcb"]
+        r["diff"] = r["mcb"] - r["uniform_mcb"]
+        r["diff_lo"], r["diff_hi"] = _interval(diff, alpha)
+        r["p_tost"], r["p_beyond"] = _tost(diff, -margin, margin)
+    eq, far = holm([rows[i]["p_tost"] for i in close]), holm([rows[i]["p_beyond"] for i in close])
+    for i, pe, pf in zip(close, eq, far):
+        rows[i]["p_tost_holm"], rows[i]["p_beyond_holm"] = float(pe), float(pf)
+    n_eq, n_far = int(np.sum(eq < alpha / 2)), int(np.sum(far < alpha / 2))
+    verdict = (FAILS if 2 * n_far >= len(close) else HOLDS if 2 * n_eq > len(close)
+               else NOT_SHOWN)
+    return verdict, (f"close to the uniform recipe (TOST ±{margin:g}, Holm, each side at α/2 = "
+                     f"{alpha / 2:g}): equivalent in {n_eq} of {len(close)} regimes, "
+                     f"significantly beyond the margin in {n_far}: {verdict}")
+
+
+def _rise(rows: list[dict[str, Any]], draws: list[np.ndarray], rise_from: float, alpha: float
+          ) -> tuple[str, str, dict[str, Any]]:
+    """Mean optimal mCB of the regimes with c < rise_from minus the others', bootstrap."""
+    ext = [i for i, r in enumerate(rows) if r["c_flops"] < rise_from]
+    mild = [i for i, r in enumerate(rows) if r["c_flops"] >= rise_from]
+    if not ext or not mild:
+        return UNTESTED, f"rise: needs regimes on both sides of c_flops {rise_from:g}", {}
+    d = np.mean([draws[i] for i in ext], axis=0) - np.mean([draws[i] for i in mild], axis=0)
+    rise = float(np.mean([rows[i]["mcb"] for i in ext]) - np.mean([rows[i]["mcb"] for i in mild]))
+    lo, hi = _interval(d, alpha)
+    p_up, p_down = _boot_p(d, 0.0)
+    verdict = decide(p_up, p_down, alpha)
+    text = (f"rise past {1 - rise_from:.0%} reduction: mean optimal mCB at c_flops < "
+            f"{rise_from:g} minus at c_flops ≥ {rise_from:g} {rise:+.3f} [{lo:+.3f}, {hi:+.3f}] "
+            f"({1 - alpha:.0%} bootstrap); p rise {p_up:.3g}, p fall {p_down:.3g} (each at "
+            f"α/2 = {alpha / 2:g}): {verdict}")
+    return verdict, text, {"rise": rise, "rise_lo": lo, "rise_hi": hi, "p_rise": p_up,
+                           "p_fall": p_down}
 
 
 def optimal_mcb_trend(groups: Groups, *, fraction: float = 0.1, margin: float = 0.1,
@@ -469,77 +543,25 @@ def optimal_mcb_trend(groups: Groups, *, fraction: float = 0.1, margin: float = 
     """
     claim = ("the optimal mCB is close to the uniform recipe's mCB in most regimes and rises "
              f"past {1 - rise_from:.0%} FLOPs reduction")
-    rng = np.random.default_rng(seed)
-    rows: list[dict[str, Any]] = []
-    draws: list[np.ndarray] = []
-    for regime in sorted(groups, key=lambda r: -r[1]):
-        if regime[0] != "flops":
-            continue
-        mcb, drops = _pooled(groups[regime])
-        k = n_winners(len(mcb), fraction=fraction)
-        if len(mcb) < 2 * k or len(mcb) < 6:
-            continue
-        d = winners_median_draws(mcb, drops, k, rng.integers(0, len(mcb), (n_boot, len(mcb))))
-        est = float(np.median(mcb[np.argsort(drops, kind="stable")[:k]]))
-        lo, hi = np.quantile(d, [alpha / 2, 1 - alpha / 2])
-        rows.append({"c_flops": regime[1], "n": len(mcb), "k": k, "mcb": est, "lo": float(lo),
-                     "hi": float(hi), "uniform_mcb": _uniform_mcb(groups[regime])})
-        draws.append(d)
+    rows, draws = _centers(groups, fraction, n_boot, alpha, np.random.default_rng(seed))
     if not rows:
         return Observation("c", claim, UNTESTED, ["needs FLOPs regimes with STD spaces"], {})
+    close_verdict, close_text = _close(rows, draws, margin, alpha)
+    rise_verdict, rise_text, rise_numbers = _rise(rows, draws, rise_from, alpha)
     evidence = []
-    close = [i for i, r in enumerate(rows) if r["uniform_mcb"] is not None]
-    for i in close:
-        r = rows[i]
-        diff = draws[i] - r["uniform_mcb"]
-        r["diff"] = r["mcb"] - r["uniform_mcb"]
-        r["diff_lo"], r["diff_hi"] = (float(v) for v in np.quantile(diff, [alpha / 2,
-                                                                          1 - alpha / 2]))
-        above_hi, below_hi = _boot_p(diff, margin)
-        above_lo, below_lo = _boot_p(diff, -margin)
-        r["p_tost"], r["p_beyond"] = max(below_hi, above_lo), min(above_hi, below_lo)
-    if close:
-        eq = holm([rows[i]["p_tost"] for i in close])
-        far = holm([rows[i]["p_beyond"] for i in close])
-        n_eq, n_far = int(np.sum(eq < alpha / 2)), int(np.sum(far < alpha / 2))
-        close_verdict = (FAILS if 2 * n_far >= len(close) else
-                         HOLDS if 2 * n_eq > len(close) else NOT_SHOWN)
-        for i, pe, pf in zip(close, eq, far):
-            rows[i]["p_tost_holm"], rows[i]["p_beyond_holm"] = float(pe), float(pf)
-    else:
-        close_verdict, n_eq, n_far = UNTESTED, 0, 0
     for r in rows:
         uni = (f"; uniform recipe {r['uniform_mcb']:.3f}, optimal − uniform {r['diff']:+.3f} "
                f"[{r['diff_lo']:+.3f}, {r['diff_hi']:+.3f}], TOST ±{margin:g} p {r['p_tost']:.3g} "
                f"(Holm {r['p_tost_holm']:.3g})" if r["uniform_mcb"] is not None else
                "; no uniform recipe")
         evidence.append(f"c_flops {r['c_flops']:g}: optimal mCB {r['mcb']:.3f} [{r['lo']:.3f}, "
-                        f"{r['hi']:.3f}] (winners' median, {r['k']} of {r['n']}){uni}")
-    evidence.append(f"close to the uniform recipe (TOST ±{margin:g}, Holm, each side at α/2 = "
-                    f"{alpha / 2:g}): equivalent in {n_eq} of {len(close)} regimes, significantly "
-                    f"beyond the margin in {n_far}: {close_verdict}")
-    ext = [i for i, r in enumerate(rows) if r["c_flops"] < rise_from]
-    mild = [i for i, r in enumerate(rows) if r["c_flops"] >= rise_from]
-    numbers: dict[str, Any] = {"regimes": rows, "margin": margin, "alpha": alpha,
-                               "close_verdict": close_verdict}
-    if ext and mild:
-        rise_d = (np.mean([draws[i] for i in ext], axis=0)
-                  - np.mean([draws[i] for i in mild], axis=0))
-        rise = float(np.mean([rows[i]["mcb"] for i in ext]) - np.mean([rows[i]["mcb"] for i in mild]))
-        lo, hi = np.quantile(rise_d, [alpha / 2, 1 - alpha / 2])
-        p_up, p_down = _boot_p(rise_d, 0.0)
-        rise_verdict = decide(p_up, p_down, alpha)
-        numbers.update(rise=rise, rise_lo=float(lo), rise_hi=float(hi), p_rise=p_up,
-                       p_fall=p_down)
-        evidence.append(f"rise past {1 - rise_from:.0%} reduction: mean optimal mCB at c_flops < "
-                        f"{rise_from:g} minus at c_flops ≥ {rise_from:g} {rise:+.3f} [{lo:+.3f}, "
-                        f"{hi:+.3f}] ({1 - alpha:.0%} bootstrap); p rise {p_up:.3g}, p fall "
-                        f"{p_down:.3g} (each at α/2 = {alpha / 2:g}): {rise_verdict}")
-    else:
-        rise_verdict = UNTESTED
-        evidence.append(f"rise: needs regimes on both sides of c_flops {rise_from:g}")
-    numbers["rise_verdict"] = rise_verdict
-    return Observation("c", claim, combine(close_verdict, rise_verdict), evidence, numbers)
+                        f"{r['hi']:.3f}] (winners' median, {r['k']} of {r['n']}; "
+                        f"{1 - alpha:.0%} bootstrap){uni}")
+    return Observation("c", claim, combine(close_verdict, rise_verdict),
+                       [*evidence, close_text, rise_text],
+                       {"regimes": rows, "margin": margin, "alpha": alpha,
+                        "close_verdict": close_verdict, "rise_verdict": rise_verdict,
+                        **rise_numbers})
 
 
 # --- (d) the drop-limit law and a held-out regime ---
@@ -558,18 +580,38 @@ def regime_limits(groups: Groups, *, fraction: float = 0.1, quantile: float = 0.
     return out
 
 
-def _value(form: str, x: np.ndarray, params: np.ndarray) -> np.ndarray:
-    """A form at x (one value per row of params, or per row of x and params)."""
-    with np.errstate(all="ignore"):
-        return FORMS[form][0](x, *[params[:, j] for j in range(params.shape[1])])
+class _Chain(NamedTuple):
+    """The law and the optimal-mCB curve fitted to regime points, with their replicates."""
+
+    law: LawFit
+    curve: LawFit | None
+    law_points: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x, y and replicates
+    curve_points: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None
 
 
-def _interval(v: np.ndarray, alpha: float) -> tuple[float, float]:
-    v = v[np.isfinite(v)]
-    if not len(v):
-        return math.nan, math.nan
-    lo, hi = np.quantile(v, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
+def _fit_chain(points: list[RegimeLimit], forms: Sequence[str], curve_forms: Sequence[str],
+               with_curve: bool) -> _Chain:
+    """Fit the law over all `points` and, if asked, the curve over the FLOPs ones (two-stage
+    replicates); EvopruneError where the law cannot be fitted."""
+    law_points = (np.array([p.center.estimate for p in points]),
+                  np.array([p.limit.estimate for p in points]),
+                  np.stack([p.center_draws for p in points], axis=1),
+                  np.stack([p.limit_draws for p in points], axis=1))
+    law = fit_law(law_points[0], law_points[1], forms=forms, what="the drop-limit law",
+                  draws=law_points[2:])
+    flops = [p for p in points if p.regime[0] == "flops"]
+    if not with_curve or not flops:
+        return _Chain(law, None, law_points, None)
+    x = np.array([1 - p.regime[1] for p in flops])
+    n_boot = len(flops[0].center_draws)
+    curve_points = (x, np.array([p.center.estimate for p in flops]), np.tile(x, (n_boot, 1)),
+                    np.stack([p.center_draws for p in flops], axis=1))
+    try:
+        curve = fit_law(curve_points[0], curve_points[1], forms=curve_forms,
+                        what="the optimal-mCB curve", draws=curve_points[2:])
+    except EvopruneError:
+        return _Chain(law, None, law_points, None)
+    return _Chain(law, curve, law_points, curve_points)
 
 
 def law_prediction(groups: Groups, held_out: Sequence[StudyData], *, fraction: float = 0.1,
@@ -582,91 +624,73 @@ def law_prediction(groups: Groups, held_out: Sequence[StudyData], *, fraction: f
     Each regime's limit is the `quantile` of its drops, its optimal mCB the winners' median; a
     two-stage bootstrap resamples the trials of every regime and refits the law (limit against
     optimal mCB) and the optimal-mCB curve (against FLOPs reduction, FLOPs regimes) to each
-    replicate. The held-out FLOPs regime is predicted through the curve, then the law; its own
+    replicate, each replicate choosing its form by AICc (so the interval carries the choice of
+    form too). The held-out FLOPs regime is predicted through the curve, then the law; its own
     limit is bootstrapped too, so the ratio observed / predicted carries both uncertainties.
     Holds if the ratio's (1 − α) interval lies inside [1/(1 + tolerance), 1 + tolerance] (a
     TOST, each side at α/2); fails if it lies entirely outside.
     """
     claim = "the drop-limit law fits and predicts a held-out regime"
-    points = regime_limits(groups, fraction=fraction, quantile=quantile, n_boot=n_boot,
-                           seed=seed)
     mcb, drops = _pooled(held_out)
     if not held_out or len(mcb) < 6:
         return Observation("d", claim, UNTESTED, ["needs a held-out regime with STD spaces"], {})
-    held_regime = held_out[0].regime
-    held = regime_limit(mcb, drops, regime=held_regime, fraction=fraction, quantile=quantile,
+    points = regime_limits(groups, fraction=fraction, quantile=quantile, n_boot=n_boot,
+                           seed=seed)
+    where = held_out[0].regime
+    held = regime_limit(mcb, drops, regime=where, fraction=fraction, quantile=quantile,
                         n_boot=n_boot, seed=seed + 104729)
-    flops = [p for p in points if p.regime[0] == "flops"]
     try:
-        law = fit_law([p.center.estimate for p in points], [p.limit.estimate for p in points],
-                      forms=forms, what="the drop-limit law",
-                      draws=(np.stack([p.center_draws for p in points], axis=1),
-                             np.stack([p.limit_draws for p in points], axis=1)))
+        chain = _fit_chain(points, forms, curve_forms, where[0] == "flops")
     except EvopruneError as exc:
         return Observation("d", claim, UNTESTED, [str(exc)], {})
-    curve: LawFit | None = None
-    if held_regime[0] == "flops":
-        try:
-            x = np.array([1 - p.regime[1] for p in flops])
-            curve = fit_law(x, [p.center.estimate for p in flops], forms=curve_forms,
-                            what="the optimal-mCB curve",
-                            draws=(np.tile(x, (n_boot, 1)),
-                                   np.stack([p.center_draws for p in flops], axis=1)))
-        except EvopruneError:
-            curve = None
-    law_text = ", ".join(f"{n} {p.estimate:.3g} [{p.lo:.3g}, {p.hi:.3g}]"
-                         for n, p in zip(law.names, law.params))
+    law, curve = chain.law, chain.curve
+    params = ", ".join(f"{n} {p.estimate:.3g} [{p.lo:.3g}, {p.hi:.3g}]"
+                       for n, p in zip(law.names, law.params))
     evidence = [f"limits ({quantile:.0%} quantile of the drops) against optimal mCB: "
                 + "; ".join(f"{p.regime[0]} {p.regime[1]:g} {p.limit.estimate:.2f} pp at mCB "
                             f"{p.center.estimate:.3f}" for p in points),
-                f"law: {law.form}, {law_text} (two-stage bootstrap, {1 - alpha:.0%}), R² "
-                f"{law.r2:.3f} on {len(points)} regimes"]
-    direct = _value(law.form, held.center_draws, law.samples)
+                f"law: {law.form} (lowest AICc), {params} (two-stage bootstrap, "
+                f"{1 - alpha:.0%}), R² {law.r2:.3f} on {len(points)} regimes"]
+    numbers: dict[str, Any] = {"law_form": law.form, "law_r2": law.r2, "quantile": quantile,
+                               "observed_limit": held.limit._asdict(), "tolerance": tolerance,
+                               "observed_mcb": held.center._asdict(), "alpha": alpha}
+    direct = selected_values(*chain.law_points, held.center_draws, forms)
     direct_hat = float(law(held.center.estimate))
-    numbers: dict[str, Any] = {"law_form": law.form, "law_r2": law.r2,
-                               "observed_limit": held.limit._asdict(),
-                               "observed_mcb": held.center._asdict(), "tolerance": tolerance,
-                               "quantile": quantile, "alpha": alpha}
-    if curve is not None:
-        xh = np.full(len(curve.samples), 1 - held_regime[1])
-        m_draws = _value(curve.form, xh, curve.samples)
-        pred = _value(law.form, m_draws, law.samples)
-        m_hat = float(curve(1 - held_regime[1]))
+    if curve is not None and chain.curve_points is not None:
+        m_draws = selected_values(*chain.curve_points, 1 - where[1], curve_forms)
+        pred = selected_values(*chain.law_points, m_draws, forms)
+        m_hat = float(curve(1 - where[1]))
         pred_hat = float(law(m_hat))
         via = f"the mCB curve ({curve.form}, R² {curve.r2:.3f}) then the law"
         m_lo, m_hi = _interval(m_draws, alpha)
         numbers.update(curve_form=curve.form, curve_r2=curve.r2,
                        predicted_mcb={"estimate": m_hat, "lo": m_lo, "hi": m_hi})
-        evidence.append(f"held-out {held_regime[0]} {held_regime[1]:g}: predicted optimal mCB "
-                        f"{m_hat:.3f} [{m_lo:.3f}, {m_hi:.3f}], observed "
-                        f"{held.center.estimate:.3f} [{held.center.lo:.3f}, {held.center.hi:.3f}]")
+        evidence.append(f"held-out {where[0]} {where[1]:g}: predicted optimal mCB {m_hat:.3f} "
+                        f"[{m_lo:.3f}, {m_hi:.3f}], observed {held.center.estimate:.3f} "
+                        f"[{held.center.lo:.3f}, {held.center.hi:.3f}]")
     else:
         pred, pred_hat, via = direct, direct_hat, "the law at the held-out's optimal mCB"
     with np.errstate(all="ignore"):
-        ratio = held.limit_draws / pred
+        ratio, direct_ratio = held.limit_draws / pred, held.limit_draws / direct
         ratio_hat = held.limit.estimate / pred_hat if pred_hat else math.nan
-    lo, hi = _interval(ratio, alpha)
-    top, bottom = 1 + tolerance, 1 / (1 + tolerance)
-    above_top, below_top = _boot_p(ratio, top)
-    above_bottom, below_bottom = _boot_p(ratio, bottom)
-    p_eq, p_out = max(below_top, above_bottom), min(above_top, below_bottom)
+        direct_hat = held.limit.estimate / direct_hat if direct_hat else math.nan
+    top = 1 + tolerance
+    p_eq, p_out = _tost(ratio, 1 / top, top)
     verdict = decide(p_eq, p_out, alpha) if math.isfinite(ratio_hat) else NOT_SHOWN
-    p_lo, p_hi = _interval(pred, alpha)
-    d_lo, d_hi = _interval(held.limit_draws / direct, alpha)
+    (lo, hi), (p_lo, p_hi) = _interval(ratio, alpha), _interval(pred, alpha)
+    d_lo, d_hi = _interval(direct_ratio, alpha)
     numbers.update(predicted_limit={"estimate": pred_hat, "lo": p_lo, "hi": p_hi}, via=via,
                    ratio={"estimate": ratio_hat, "lo": lo, "hi": hi}, p_equivalent=p_eq,
-                   p_outside=p_out, direct_ratio={"estimate": held.limit.estimate / direct_hat
-                                                  if direct_hat else math.nan,
-                                                  "lo": d_lo, "hi": d_hi})
+                   p_outside=p_out, direct_ratio={"estimate": direct_hat, "lo": d_lo, "hi": d_hi})
     evidence += [
-        f"held-out {held_regime[0]} {held_regime[1]:g}: predicted limit {pred_hat:.2f} "
-        f"[{p_lo:.2f}, {p_hi:.2f}] pp via {via}; observed {held.limit.estimate:.2f} "
-        f"[{held.limit.lo:.2f}, {held.limit.hi:.2f}] pp",
+        f"held-out {where[0]} {where[1]:g}: predicted limit {pred_hat:.2f} [{p_lo:.2f}, "
+        f"{p_hi:.2f}] pp via {via}; observed {held.limit.estimate:.2f} [{held.limit.lo:.2f}, "
+        f"{held.limit.hi:.2f}] pp",
         f"observed / predicted {ratio_hat:.2f} [{lo:.2f}, {hi:.2f}] ({1 - alpha:.0%}, both "
-        f"bootstraps); TOST against [{bottom:.2f}, {top:.2f}] p {p_eq:.3g}, outside p "
+        f"bootstraps); TOST against [{1 / top:.2f}, {top:.2f}] p {p_eq:.3g}, outside p "
         f"{p_out:.3g} (each at α/2 = {alpha / 2:g}): {verdict}",
         f"a second reading, the law at the held-out's own optimal mCB: observed / predicted "
-        f"{numbers['direct_ratio']['estimate']:.2f} [{d_lo:.2f}, {d_hi:.2f}]"]
+        f"{direct_hat:.2f} [{d_lo:.2f}, {d_hi:.2f}]"]
     return Observation("d", claim, verdict, evidence, numbers)
 
 
@@ -774,15 +798,16 @@ def paired_gain(pairs: Sequence[Pair], *, alpha: float = 0.05, min_pairs: int = 
     g = np.array([u - w for _c, _s, w, u in pairs], float)
     n = len(g)
     mean = float(g.mean()) if n else math.nan
-    if n >= 2 and np.std(g) > 0:
+    if n >= 2 and np.ptp(g) > 1e-9:
         t = stats.ttest_1samp(g, 0.0)
         se = float(np.std(g, ddof=1) / math.sqrt(n))
         q = float(stats.t.ppf(1 - alpha / 2, n - 1))
         p_gain = float(stats.t.sf(t.statistic, n - 1))
         p_loss = float(stats.t.cdf(t.statistic, n - 1))
         lo, hi = mean - q * se, mean + q * se
-    else:
-        p_gain = p_loss = 1.0
+    else:  # one pair, or every gain the same: a constant gain over n ≥ 2 pairs is decisive
+        p_gain = 0.0 if n >= 2 and mean > 0 else 1.0
+        p_loss = 0.0 if n >= 2 and mean < 0 else 1.0
         lo = hi = mean
     p_rank = (float(stats.wilcoxon(g, zero_method="zsplit").pvalue) if n >= 2 and np.any(g)
               else 1.0)
@@ -821,7 +846,8 @@ def retrained_vs_uniform(pairs: Sequence[Pair], *, mcb_pairs: Sequence[Pair] = (
     readings = [(n, p) for n, p in (("winner across the STD spaces", pairs),
                                     ("winner of the mCB space", mcb_pairs)) if p]
     if not readings:
-        return Observation("f", claim, UNTESTED, ["needs retrained winners and uniform recipes"], {})
+        return Observation("f", claim, UNTESTED,
+                           ["needs retrained winners and uniform recipes"], {})
     evidence = []
     numbers: dict[str, Any] = {}
     for i, (name, ps) in enumerate(readings):

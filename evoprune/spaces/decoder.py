@@ -10,7 +10,7 @@ from evoprune.cost import CostModel
 from evoprune.errors import EvopruneError
 from evoprune.spaces.bands import bind, check_reachable
 from evoprune.spaces.repair import repair
-from evoprune.spaces.sampling import draw
+from evoprune.spaces.sampling import Sampler
 from evoprune.spaces.solvers import continuous, solve_offset
 from evoprune.spaces.space import PruningSpace
 from evoprune.units import kept_channels
@@ -40,6 +40,7 @@ class Decoder:
         self.bound = bind(space, cost)
         self.n = self.bound.n
         check_reachable(self.bound)
+        self._sampler: Sampler | None = None
 
     @property
     def n_genes(self) -> int:
@@ -100,7 +101,14 @@ class Decoder:
         def starts(rng: np.random.Generator, m: int) -> np.ndarray:
             return self.decode(rng.random((m, self.n_genes))).recipes
 
-        return self.describe(draw(self.bound, n, seed, starts))
+        return self.describe(self.sampler.draw(n, seed, starts))
+
+    @property
+    def sampler(self) -> Sampler:
+        """The space's rejection and Gibbs sampler (built on first use)."""
+        if self._sampler is None:
+            self._sampler = Sampler(self.bound)
+        return self._sampler
 
     def uniform(self) -> Decoded:
         """The uniform recipe of the FLOPs (or params) band: the baseline every study includes.

@@ -33,11 +33,11 @@ if TYPE_CHECKING:
     from evoprune.spaces.bands import Bound
 
 WINDOW = 64  # levels of one unit scored in one pair step
-SWEEPS = 24  # sweeps (each unit in one pair step) before a chain's draw
+SWEEPS = 16  # sweeps (each unit in one pair step) before a chain's draw
 PILOT = 4096  # uniform draws judged before choosing rejection or Gibbs
-PARTNERS = False
+SHIFTS = 25  # level shifts of a group scored in one group step
 CHUNK = 4096  # chains run at once (memory bound)
-REJECT_PER_CELL = 1.0  # rejection draw costs about (N+1)² / REJECT_PER_CELL Gibbs cells
+REJECT_PER_CELL = 1.0  # a rejection draw costs about (N+1)² / REJECT_PER_CELL Gibbs cells
 
 
 @dataclass(frozen=True)
@@ -138,22 +138,52 @@ def monotone_bands(b: Bound) -> list[tuple[int, int, int]]:
     return out
 
 
-class _Chains:
-    """The state of many Gibbs chains: level indices, kept counts, gradients and costs."""
+def count_below(base: np.ndarray, slope: np.ndarray, d: int, c: np.ndarray, bound: int
+                ) -> np.ndarray:
+    """Columns of c (M, W, ascending) whose cost base + slope·c + d·c² (M, Wo) is below bound.
 
-    def __init__(self, b: Bound, lv: Levels, forms: tuple[np.ndarray, np.ndarray],
-                 starts: np.ndarray) -> None:
+    The cost rises with c: the real root of cost = bound placed among each chain's columns,
+    then moved a column at a time while the exact integer cost disagrees (float rounding).
+    """
+    m, width = c.shape
+    gap, b1 = (bound - base).astype(np.float64), slope.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        root = (np.sqrt(b1 * b1 + 4.0 * d * gap) - b1) / (2.0 * d) if d > 0 else gap / b1
+    span = float(c.max()) + 2.0  # chain m's columns live in [m·span, (m + 1)·span)
+    root = np.where(np.isnan(root), -1.0, np.clip(root, -1.0, span - 1.0))
+    shift = np.arange(m)[:, None]
+    at = np.searchsorted((c + shift * span).ravel(), (root + shift * span).ravel())
+    at = at.reshape(root.shape) - shift * width
+    while True:
+        low, high = c[shift, np.maximum(at - 1, 0)], c[shift, np.minimum(at, width - 1)]
+        down = (at > 0) & (base + slope * low + d * low * low >= bound)
+        up = (at < width) & (base + slope * high + d * high * high < bound)
+        if not (down.any() or up.any()):
+            return at
+        at = at - down + up
+
+
+class _Chains:
+    """Many Gibbs chains at once: level indices, kept counts, cost gradients and costs."""
+
+    def __init__(self, sampler: Sampler, starts: np.ndarray) -> None:
+        b, lv = sampler.b, sampler.lv
         kept = kept_channels(b.cost.channels, starts, b.space.round_to)
-        self.b, self.lv, self.forms = b, lv, forms
-        self.bands = monotone_bands(b)
+        self.b, self.lv, self.forms, self.bands = b, lv, sampler.forms, sampler.bands
+        self.partners = sampler.partners
         self.idx = np.stack([np.searchsorted(lv.kept[i, : lv.count[i]], kept[:, i])
                              for i in range(b.n)], axis=1)
         self.x = np.concatenate([kept, np.ones((len(kept), 1), np.int64)], axis=1)
-        self.grad = [self.x @ s for s in forms]  # S·x per chain (S symmetric)
+        self.grad = [self.x @ s for s in self.forms]  # S·x per chain (S symmetric)
         self.cost = [(g * self.x).sum(1) // 2 for g in self.grad]
 
     def window(self, i: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Candidate level indices (M, W) of unit i, ascending, and their weights (0 outside)."""
+        """Candidate level indices (M, W) of unit i, ascending, and their weights (0 outside).
+
+        A unit with more than WINDOW levels gets a random lattice: a random stride, placed
+        uniformly over its positions around the current level, so each lattice is drawn with
+        the same probability from each of its points (the step keeps the target).
+        """
         count, m = int(self.lv.count[i]), len(self.x)
         if count <= WINDOW:
             cand = np.broadcast_to(np.arange(count), (m, count))
@@ -165,87 +195,104 @@ class _Chains:
         cand = np.clip(cand, 0, count - 1)
         return cand, self.lv.length[i, cand] * valid
 
-    def coefficients(self, i: int, j: int) -> list[tuple[np.ndarray, np.ndarray, int, int, int]]:
-        """Per form: cost(a, c) = part(a) + h·c + d·c² + e·a·c with units i, j keeping a and c.
-
-        Returned as (rest, h_i, d_i, h_j, d_j, e) folded into (rest, hi, hj) arrays and ints.
-        """
-        xi, xj = self.x[:, i], self.x[:, j]
-        out = []
-        for s, g, total in zip(self.forms, self.grad, self.cost, strict=True):
-            di, dj, e = int(s[i, i] // 2), int(s[j, j] // 2), int(s[i, j])
-            hi = g[:, i] - s[i, i] * xi - e * xj
-            hj = g[:, j] - s[j, j] * xj - e * xi
-            rest = total - (hi * xi + hj * xj + di * xi * xi + dj * xj * xj + e * xi * xj)
-            out.append((rest, hi, hj, di, dj, e))
-        return out
-
-    def step(self, i: int, j: int, rng: np.random.Generator) -> None:
+    def pair_step(self, i: int, j: int, rng: np.random.Generator) -> None:
         """Redraw units i and j of every chain from the target given the other units."""
-        lv, cost = self.lv, self.b.cost
         ci, wi = self.window(i, rng)
         cj, wj = self.window(j, rng)
-        a, c = lv.kept[i, ci], lv.kept[j, cj]
-        part = [(rest[:, None] + hi[:, None] * a + di * a * a, hj, dj, e * a)
-                for rest, hi, hj, di, dj, e in self.coefficients(i, j)]
-        first, stop = self._interval(part, c)
-        # the cells: every (chain, a, column) in its run, flat and grouped by chain
-        span = (stop - first).ravel()
-        if not span.any():
-            return
-        owner = np.repeat(np.arange(span.size), span)  # flat (chain, a) of each cell
-        col = first.ravel()[owner] + np.arange(owner.size) - np.repeat(np.cumsum(span) - span, span)
-        chain, row = np.divmod(owner, a.shape[1])
-        cc = c[chain, col]
-        flops, params = (p[chain, row] + (hj[chain] + ea[chain, row]) * cc + dj * cc * cc
-                         for p, hj, dj, ea in part)
-        ok = self.b.inside(flops / cost.base_flops, params / cost.base_params)
-        cum = np.cumsum(wi[chain, row] * wj[chain, col] * ok)
-        ends = np.searchsorted(chain, np.arange(len(a)), side="right")  # each chain's last cell + 1
-        before = np.where(ends > 0, cum[np.maximum(ends, 1) - 1], 0.0)
-        before = np.concatenate([[0.0], before[:-1]])
-        total = (cum[np.maximum(ends, 1) - 1] if len(cum) else np.zeros(len(a))) - before
-        u = before + rng.random(len(a)) * total
-        moved = np.flatnonzero(total > 0)  # a chain with no weighted cell stays
-        pick = np.minimum(np.searchsorted(cum, u[moved], side="right"), ends[moved] - 1)
-        self._move(moved, i, ci[moved, row[pick]], a[moved, row[pick]])
-        self._move(moved, j, cj[moved, col[pick]], c[moved, col[pick]])
+        a, c = self.lv.kept[i, ci], self.lv.kept[j, cj]
+        xi, xj = self.x[:, i, None], self.x[:, j, None]
+        outer = []
+        for s, g, total in zip(self.forms, self.grad, self.cost, strict=True):
+            di, dj, e = s[i, i] // 2, s[j, j] // 2, s[i, j]
+            hi = g[:, i, None] - s[i, i] * xi - e * xj  # cost = rest + hi·a + di·a² + hj·c + dj·c² + e·a·c
+            hj = g[:, j, None] - s[j, j] * xj - e * xi
+            rest = total[:, None] - (hi * xi + hj * xj + di * xi * xi + dj * xj * xj + e * xi * xj)
+            outer.append((rest + hi * a + di * a * a, hj + e * a, dj))
+        rows, pa, pc, costs = self._draw(outer, wi, c, wj, rng)
+        units = np.array([i, j])
+        self._move(rows, units, np.stack([ci[rows, pa], cj[rows, pc]], 1),
+                   np.stack([a[rows, pa], c[rows, pc]], 1), costs)
 
-    def _interval(self, part: list[tuple[np.ndarray, np.ndarray, int, np.ndarray]], c: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray]:
-        """Per (chain, a): the window columns [first, stop) inside every monotone band.
+    def group_step(self, i: int, rng: np.random.Generator) -> None:
+        """Redraw unit i and a common shift of the levels of its partner group per chain.
 
-        Each cost rises with c (every coefficient is non-negative), so a band is one run of
-        columns, found by bisection; the exact check of every band follows on that run.
+        The shifts form a window placed at random around the current levels (uniformly over
+        the window's positions), so each window is drawn with the same probability from each
+        of its points and drawing within it from the target keeps the target. The move trades
+        budget between a unit and a whole group (a stage's residual width against its
+        block-internal units), which pairs of units alone do slowly.
         """
-        m, wi = part[0][0].shape
-        first, stop = np.zeros((m, wi), np.int64), np.full((m, wi), c.shape[1], np.int64)
-        rows = np.arange(m)[:, None]
+        group, s_gg, s_gi = self.partners[i]
+        shift = np.arange(SHIFTS) - rng.integers(0, SHIFTS, len(self.x))[:, None]  # (M, shifts)
+        lvl = self.idx[:, None, group] + shift[:, :, None]  # (M, shifts, G)
+        valid = ((lvl >= 0) & (lvl < self.lv.count[group])).all(2)
+        lvl = np.clip(lvl, 0, self.lv.count[group] - 1)
+        kg = self.lv.kept[group, lvl]
+        wg = np.prod(self.lv.length[group, lvl], axis=2) * valid
+        dg = kg - self.x[:, None, group]
+        ci, wi = self.window(i, rng)
+        a, xi = self.lv.kept[i, ci], self.x[:, i, None]
+        outer = []
+        for s, g, total, sgg, sgi in zip(self.forms, self.grad, self.cost, s_gg, s_gi, strict=True):
+            moved_g = (dg * g[:, None, group]).sum(2) + ((dg @ sgg) * dg).sum(2) // 2
+            slope = g[:, i, None] + dg @ sgi - s[i, i] * xi  # cost = base + slope·a + d·a²
+            base = total[:, None] + moved_g - xi * (slope + s[i, i] * xi) + s[i, i] // 2 * xi * xi
+            outer.append((base, slope, s[i, i] // 2))
+        rows, pd, pa, costs = self._draw(outer, wg, a, wi, rng)
+        units = np.append(group, i)
+        self._move(rows, units, np.concatenate([lvl[rows, pd], ci[rows, pa, None]], 1),
+                   np.concatenate([kg[rows, pd], a[rows, pa, None]], 1), costs)
+
+    def _draw(self, outer: list[tuple[np.ndarray, np.ndarray, np.ndarray]], wo: np.ndarray,
+              c: np.ndarray, wc: np.ndarray, rng: np.random.Generator
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+        """Draw one (outer, column) cell per chain ∝ wo·wc where every band holds.
+
+        `outer` gives per form (FLOPs, params) the cost base + slope·c + d·c² of each outer
+        candidate (M, Wo) with the inner unit keeping c (M, Wc). Returns the chains that have a
+        weighted cell, their outer and column picks and the picked cells' exact costs.
+        """
+        first, stop = self._interval(outer, c)
+        span = (stop - first).ravel()  # the cells: each (chain, outer) run, flat, by chain
+        owner = np.repeat(np.arange(span.size), span)
+        col = first.ravel()[owner] + np.arange(owner.size) - np.repeat(np.cumsum(span) - span, span)
+        chain, row = np.divmod(owner, wo.shape[1])
+        cc = c[chain, col]
+        costs = [base[chain, row] + slope[chain, row] * cc + d * cc * cc for base, slope, d in outer]
+        cost = self.b.cost
+        ok = self.b.inside(costs[0] / cost.base_flops, costs[1] / cost.base_params)
+        cum = np.concatenate([[0.0], np.cumsum(wo[chain, row] * wc[chain, col] * ok)])
+        ends = np.searchsorted(chain, np.arange(len(c)), side="right")  # last cell + 1, by chain
+        before = cum[np.concatenate([[0], ends[:-1]])]
+        total = cum[ends] - before
+        moved = np.flatnonzero(total > 0)  # a chain with no weighted cell stays
+        u = before[moved] + rng.random(len(c))[moved] * total[moved]
+        pick = np.clip(np.searchsorted(cum, u, side="right") - 1, 0, np.maximum(ends[moved] - 1, 0))
+        return moved, row[pick], col[pick], [v[pick] for v in costs]
+
+    def _interval(self, outer: list[tuple[np.ndarray, np.ndarray, np.ndarray]], c: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Per (chain, outer candidate): the columns [first, stop) inside every monotone band.
+
+        Each cost rises with c (no coefficient is negative), so a band is one run of columns;
+        `_draw` checks every band exactly on that run.
+        """
+        first = np.zeros(outer[0][0].shape, np.int64)
+        stop = np.full(outer[0][0].shape, c.shape[1], np.int64)
         for form, lo, hi in self.bands:
-            p, hj, dj, ea = part[form]
-
-            def count_below(bound: int) -> np.ndarray:  # columns whose cost is below bound
-                left, right = np.zeros((m, wi), np.int64), np.full((m, wi), c.shape[1], np.int64)
-                while (left < right).any():
-                    mid = (left + right) // 2
-                    cm = c[rows, np.minimum(mid, c.shape[1] - 1)]
-                    below = (p + (hj[:, None] + ea) * cm + dj * cm * cm < bound) & (left < right)
-                    left = np.where(below, mid + 1, left)
-                    right = np.where(below | (left >= right), right, mid)
-                return left
-
-            first = np.maximum(first, count_below(lo))
-            stop = np.minimum(stop, count_below(hi + 1))
+            first = np.maximum(first, count_below(*outer[form], c, lo))
+            stop = np.minimum(stop, count_below(*outer[form], c, hi + 1))
         return first, np.maximum(stop, first)
 
-    def _move(self, rows: np.ndarray, i: int, idx: np.ndarray, kept: np.ndarray) -> None:
-        """Set unit i of chains `rows` to level idx (keeping `kept`), updating gradient and cost."""
-        step = kept - self.x[rows, i]
-        for s, g, total in zip(self.forms, self.grad, self.cost, strict=True):
-            total[rows] += step * g[rows, i] + (s[i, i] // 2) * step * step
-            g[rows] += step[:, None] * s[i][None, :]
-        self.idx[rows, i] = idx
-        self.x[rows, i] = kept
+    def _move(self, rows: np.ndarray, units: np.ndarray, idx: np.ndarray, kept: np.ndarray,
+              costs: list[np.ndarray]) -> None:
+        """Set `units` of chains `rows` to levels idx (R, U) keeping `kept`, with their costs."""
+        step = kept - self.x[rows[:, None], units]
+        for s, g, total, new in zip(self.forms, self.grad, self.cost, costs, strict=True):
+            g[rows] += step @ s[units]
+            total[rows] = new
+        self.idx[rows[:, None], units] = idx
+        self.x[rows[:, None], units] = kept
 
     def ratios(self, rng: np.random.Generator) -> np.ndarray:
         """Ratios uniform in each chain's level intervals (the target given the kept counts)."""
@@ -257,57 +304,61 @@ class _Chains:
         return np.where(bad, np.where(kept == self.b.cost.channels, 0.0, lo + 0.5 * length), r)
 
 
-def gibbs(b: Bound, starts: np.ndarray, seed: int, sweeps: int = SWEEPS) -> np.ndarray:
-    """One draw per chain, chains started at in-band recipes `starts` (M, N); deterministic."""
-    lv = levels(b)
-    forms = (quadratic_form(b, True), quadratic_form(b, False))
-    chunks = range(0, len(starts), CHUNK)
-    seeds = np.random.SeedSequence(seed).spawn(len(chunks))
-    out = [_run(b, lv, forms, starts[k: k + CHUNK], np.random.default_rng(s), sweeps)
-           for k, s in zip(chunks, seeds, strict=True)]
-    return np.concatenate(out) if out else np.empty((0, b.n))
+class Sampler:
+    """The paper's initial space restricted to a bound space's bands: rejection and Gibbs."""
 
+    def __init__(self, b: Bound) -> None:
+        self.b = b
+        self.lv = levels(b)
+        self.forms = (quadratic_form(b, True), quadratic_form(b, False))
+        self.bands = monotone_bands(b)
+        self.partners = [self._partner(i) for i in range(b.n)]
 
-def _run(b: Bound, lv: Levels, forms: tuple[np.ndarray, np.ndarray], starts: np.ndarray,
-         rng: np.random.Generator, sweeps: int) -> np.ndarray:
-    """Run one vectorised batch of chains for `sweeps` sweeps of random disjoint pairs."""
-    chains = _Chains(b, lv, forms, starts)
-    for _ in range(sweeps):
-        if PARTNERS:
-            order = np.stack([np.arange(b.n), (np.arange(b.n) + rng.integers(1, b.n, b.n)) % b.n], 1)
-            order = order[rng.permutation(b.n)].ravel()
-        else:
-            order = rng.permutation(b.n)
-            if b.n % 2:
+    def _partner(self, i: int) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+        """Unit i's group: the other units of its width (a ResNet stage), and its form blocks."""
+        widths = self.b.cost.channels
+        group = np.flatnonzero((widths == widths[i]) & (np.arange(self.b.n) != i))
+        return group, [s[np.ix_(group, group)] for s in self.forms], [s[group, i] for s in self.forms]
+
+    def gibbs(self, starts: np.ndarray, seed: int, sweeps: int = SWEEPS) -> np.ndarray:
+        """One draw per chain, chains started at in-band recipes `starts` (M, N); deterministic."""
+        chunks = range(0, len(starts), CHUNK)
+        seeds = np.random.SeedSequence(seed).spawn(len(chunks))
+        out = [self._run(starts[k: k + CHUNK], np.random.default_rng(s), sweeps)
+               for k, s in zip(chunks, seeds, strict=True)]
+        return np.concatenate(out) if out else np.empty((0, self.b.n))
+
+    def _run(self, starts: np.ndarray, rng: np.random.Generator, sweeps: int) -> np.ndarray:
+        """Sweeps of random disjoint pairs, then each unit against a group of equal width."""
+        chains, n = _Chains(self, starts), self.b.n
+        for _ in range(sweeps):
+            order = rng.permutation(n)
+            if n % 2:
                 order = np.append(order, rng.choice(order[:-1]))
-        for i, j in order.reshape(-1, 2):
-            chains.step(int(i), int(j), rng)
-    return chains.ratios(rng)
+            for i, j in order.reshape(-1, 2):
+                chains.pair_step(int(i), int(j), rng)
+            for i in rng.permutation(n):
+                if len(self.partners[i][0]):
+                    chains.group_step(int(i), rng)
+        return chains.ratios(rng)
 
+    def reject_budget(self) -> float:
+        """Rejection draws that cost about as much as one Gibbs draw."""
+        width = min(int(self.lv.count.max()), WINDOW)
+        return SWEEPS * 1.5 * self.b.n * width * REJECT_PER_CELL / (self.b.n + 1) ** 2
 
-def reject_budget(b: Bound) -> float:
-    """Rejection draws that cost about as much as one Gibbs draw (per draw still needed)."""
-    width = min(int(levels_width(b)), WINDOW)
-    return SWEEPS * (b.n / 2) * width * width * REJECT_PER_CELL / (b.n + 1) ** 2
+    def draw(self, n: int, seed: int, starts: Callable[[np.random.Generator, int], np.ndarray]
+             ) -> np.ndarray:
+        """n i.i.d. draws of the target: rejection if a pilot batch says it is cheap, else Gibbs.
 
-
-def levels_width(b: Bound) -> int:
-    """The most levels of one unit (channels over round_to, about)."""
-    return int((b.cost.channels // b.space.round_to).max()) + 2
-
-
-def draw(b: Bound, n: int, seed: int, starts: Callable[[np.random.Generator, int], np.ndarray]
-         ) -> np.ndarray:
-    """n i.i.d. draws of the target: rejection if a pilot batch says it is cheap, else Gibbs.
-
-    `starts(rng, m)` returns m in-band recipes the Gibbs chains start from.
-    """
-    rng = np.random.default_rng(seed)
-    got, draws = reject(b, n, rng, PILOT, PILOT)
-    need = n - len(got)
-    if need and len(got) and need * draws / len(got) <= need * reject_budget(b):
-        more, _ = reject(b, need, rng, int(2 * need * draws / len(got)) + PILOT, PILOT)
-        got, need = np.concatenate([got, more]), need - len(more)
-    if need:
-        got = np.concatenate([got, gibbs(b, starts(rng, need), int(rng.integers(2**63)))])
-    return got
+        `starts(rng, m)` returns m in-band recipes the Gibbs chains start from.
+        """
+        rng = np.random.default_rng(seed)
+        got, draws = reject(self.b, n, rng, PILOT, PILOT)
+        need = n - len(got)
+        if need and len(got) and draws / len(got) <= self.reject_budget():
+            more, _ = reject(self.b, need, rng, int(2 * need * draws / len(got)) + PILOT, PILOT)
+            got, need = np.concatenate([got, more]), need - len(more)
+        if need:
+            got = np.concatenate([got, self.gibbs(starts(rng, need), int(rng.integers(2**63)))])
+        return got
