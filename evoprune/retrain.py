@@ -57,7 +57,7 @@ class RetrainSettings:
             raise EvopruneError("--top-k and --random-k must be 0 or more, --epochs "
                                 "(--retrain-epochs) and --batch-size at least 1")
         if self.seeds < 1:
-            raise EvopruneError(f"--retrain-seeds must be at least 1, got {self.seeds}")
+            raise EvopruneError(f"--seeds (--retrain-seeds) must be at least 1, got {self.seeds}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise EvopruneError(f"--lr must be a positive number, got {self.lr}")
 
@@ -157,6 +157,24 @@ def _done(results: Sequence[RetrainRecord], settings: dict[str, Any]) -> Retrain
                 None)
 
 
+def _current(study: Any, number: int, results: Sequence[RetrainRecord], config: RetrainConfig,
+             seed: int) -> list[RetrainRecord]:
+    """A trial's other seeds' results with these settings; those with others are dropped.
+
+    A trial's seeds must share mode, epochs, lr and batch size (their mean is its retrained
+    drop): a retraining with new settings replaces the old ones, their study copies included.
+    """
+    out = []
+    for r in results:
+        if r.seed == seed:
+            continue
+        if _done([r], config.schedule_settings(r.seed)) is None:
+            study.set_user_attr(retrain_key(number, r.seed), None)  # read as absent
+        else:
+            out.append(r)
+    return out
+
+
 def _row(trial: Any, chosen_as: str, record: RetrainRecord, skipped: bool) -> dict[str, Any]:
     """One plain output row of a retrained trial and seed."""
     return {"number": trial.number, "is_uniform": bool(trial.user_attrs.get("is_uniform")),
@@ -201,7 +219,7 @@ def run_retrain(config: RetrainConfig,
                                settings["epochs"], settings["lr"]))
             result = _retrain_one(config, settings, study, t, loaded, record, say)
             study.set_user_attr(retrain_key(t.number, seed), result.to_attrs())
-            results = [r for r in results if r.seed != seed] + [result]
+            results = [*_current(study, t.number, results, config, seed), result]
             set_finished_attr(study, t, "retrain", [r.to_attrs() for r in results])
             rows.append(_row(t, chosen_as, result, False))
     return sorted(rows, key=lambda r: (r["number"], r["seed"]))

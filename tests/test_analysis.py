@@ -21,32 +21,76 @@ from evoprune.cli import main
 PROXY = {"epochs": 1, "lr": 0.01, "batch_size": 32, "augment": True, "importance": "l2"}
 
 
-def add_study(storage: str, name: str, space: dict, drops, mcb, *, uniform: int | None = 0,
-              proxy: dict | None = None, retrained: dict[int, float] | None = None,
-              seed: int = 0) -> None:
-    """Write a study the way evoprune search does, with given drops and mCBs."""
+def add_study(storage: str, name: str, space: dict, drops, mcb, *,
+              uniform: int | tuple[int, ...] | None = 0, proxy: dict | None = None,
+              retrained: dict[int, list[float]] | None = None, seed: int = 0,
+              legacy: bool = False) -> None:
+    """Write a study the way evoprune search does (schema 3: val drops, trial seeds, retrained
+    test drops one per seed), with given drops and mCBs; `legacy`: the flat version-1 attrs,
+    test-split drops and one retraining per trial."""
+    from evoprune.schema import retrain_key
+
     rng = np.random.default_rng(seed)
     study = optuna.create_study(study_name=name, storage=storage, directions=["minimize"] * 2)
     c = space.get("c_flops") or 0.5
-    attrs = {"model": "resnet20", "dataset": "digits", "residual": True,
-             "space": {"kind": "std", "c_flops": None, "c_params": None, "c_mcb": None,
-                       "c_std": None, "delta": 0.002, "r_max": 0.95, **space},
-             "proxy": proxy or PROXY, "sampler": {"name": "random", "population": 16},
-             "base_acc": 0.98, "units": [{"name": f"u{i}", "channels": 16} for i in range(3)]}
+    uniform = (uniform,) if isinstance(uniform, int) else uniform or ()
+    space = {"kind": "std", "c_flops": None, "c_params": None, "c_mcb": None, "c_std": None,
+             "delta": 0.002, "r_max": 0.95, **space}
+    units = [{"name": f"u{i}", "channels": 16} for i in range(3)]
+    sampler = {"name": "random", "population": 16}
+    if legacy:
+        attrs = {"model": "resnet20", "dataset": "digits", "residual": True, "space": space,
+                 "proxy": proxy or PROXY, "sampler": sampler, "base_acc": 0.98, "units": units}
+    else:
+        attrs = {"config": {"base": {"model": "resnet20", "dataset": "digits", "residual": True,
+                                     "val_size": 0.2},
+                            "space": space, "proxy": proxy or PROXY, "sampler": sampler,
+                            "objectives": ["acc_drop", "params"], "seed": seed},
+                 "checkpoint": {"path": "base.pt", "sha256": "ab"}, "base_val_acc": 0.98,
+                 "base_flops": 1000, "base_params": 100, "units": units, "base_test_acc": 0.97,
+                 "split_sizes": {"train": 1150, "val": 287, "test": 360}, "schema": 3,
+                 "created": True}
     for k, v in attrs.items():
         study.set_user_attr(k, v)
     for i, (d, m) in enumerate(zip(drops, mcb)):
         recipe = list(rng.uniform(0, 0.9, 3))
+        result = ({"acc_drop": float(d), "proxy_acc": 0.98 - d / 100} if legacy else
+                  {"val_drop": float(d), "val_acc": 0.98 - d / 100, "seed": 100 + i})
         study.add_trial(optuna.create_trial(
             state=optuna.trial.TrialState.COMPLETE, values=[float(d), c / m],
             params={"g000": float(rng.random())}, distributions={"g000": FloatDistribution(0, 1)},
-            user_attrs={"acc_drop": float(d), "mcb": float(m), "flops_ratio": c,
+            user_attrs={**result, "mcb": float(m), "flops_ratio": c,
                         "params_ratio": c / float(m), "recipe_std": float(np.std(recipe)),
-                        "recipe": recipe, "channels": [8, 8, 8], "proxy_acc": 0.98 - d / 100,
-                        "is_uniform": i == uniform}))
-    for n, d in (retrained or {}).items():
-        study.set_user_attr(f"retrain:{n}", {"mode": "finetune", "epochs": 10, "lr": 0.01,
-                                             "acc": 0.98 - d / 100, "acc_drop": d})
+                        "recipe": recipe, "channels": [8, 8, 8], "is_uniform": i in uniform}))
+    for n, ds in (retrained or {}).items():
+        for s, d in enumerate(ds):
+            if legacy:
+                study.set_user_attr(f"retrain:{n}", {"mode": "finetune", "epochs": 10,
+                                                     "lr": 0.01, "acc": 0.98 - d / 100,
+                                                     "acc_drop": d})
+            else:
+                study.set_user_attr(retrain_key(n, s), {
+                    "mode": "finetune", "epochs": 10, "lr": 0.01, "seed": s,
+                    "test_acc": 0.97 - d / 100, "test_drop": d, "val_acc": 0.98 - d / 100,
+                    "val_drop": d})
+
+
+def test_a_version_1_study_loads_with_its_test_split_drops_and_one_retraining(tmp_path):
+    """Flat attrs, acc_drop and proxy_acc, retrain:N with acc and acc_drop: read as drops on the
+    test split (no validation split then), no seeds, one retraining (seed 0) per trial."""
+    storage = f"sqlite:///{tmp_path}/a.db"
+    add_study(storage, "old", {"c_flops": 0.25, "c_std": 0.1}, [5.0, 1.0, 2.0], [1.0] * 3,
+              retrained={1: [0.75]}, legacy=True)
+    add_study(storage, "new", {"c_flops": 0.25, "c_std": 0.05}, [4.0, 1.5, 2.5], [1.0] * 3,
+              retrained={1: [0.5, 1.0]})
+    (old, new), warnings = load_studies(storage)
+    assert warnings == []
+    assert (old.split, old.base_acc, old.base_test_acc, old.seeds) == ("test", 0.98, 0.98, None)
+    assert list(old.acc_drop) == [5.0, 1.0, 2.0] and old.retrained == {1: {0: 0.75}}
+    assert (new.split, new.base_acc, new.base_test_acc) == ("val", 0.98, 0.97)
+    assert list(new.seeds) == [100, 101, 102] and new.retrained == {1: {0: 0.5, 1: 1.0}}
+    a = compute([old, new], AnalyzeConfig(storage=storage, n_boot=20))
+    assert sorted((p, r) for p, r, _ in a.fidelity_pairs) == [(1.0, 0.75), (1.5, 0.75)]
 
 
 def test_edf_is_the_fraction_strictly_below():
@@ -58,15 +102,18 @@ def test_edf_is_the_fraction_strictly_below():
 def test_regime_edfs_ks_and_beats_uniform_from_the_storage(tmp_path):
     """EDF values on the grid, KS equal to scipy's, share beating the uniform recipe exact."""
     storage = f"sqlite:///{tmp_path}/a.db"
-    a = [5.0, 1.0, 2.0, 3.0, 4.0, 6.0]  # trial 0 (5.0) is the uniform baseline
-    b = [5.0, 0.5, 0.7, 1.5, 2.5, 0.2]
-    add_study(storage, "A", {"c_flops": 0.25, "c_std": 0.1}, a, [1.0] * 6)
+    a = [4.5, 5.5, 1.0, 2.0, 3.0, 4.0, 6.0]  # trials 0-1 are the uniform recipe (two seeds)
+    b = [5.0, 0.5, 0.7, 1.5, 2.5, 0.2]  # trial 0 is the uniform recipe (one seed)
+    add_study(storage, "A", {"c_flops": 0.25, "c_std": 0.1}, a, [1.0] * 7, uniform=(0, 1))
     add_study(storage, "B", {"c_flops": 0.25, "c_std": 0.01}, b, [1.0] * 6)
     studies, warnings = load_studies(storage)
     assert warnings == [] and [s.label for s in studies] == ["STD-0.1", "STD-0.01"]
+    assert list(studies[0].uniform_drops) == [4.5, 5.5] and studies[0].uniform_drop == 5.0
+    assert all(s.split == "val" and s.base_test_acc == 0.97 for s in studies)
+    assert list(studies[0].seeds) == [100 + i for i in range(7)]
     r = regime_edfs(studies, n_boot=200)
-    assert r.regime == ("flops", 0.25) and r.uniform_drop == 5.0
-    pa, pb = np.array(a[1:]), np.array(b[1:])
+    assert r.regime == ("flops", 0.25) and r.uniform_drop == 5.0  # the median of 5.0 and 5.0
+    pa, pb = np.array(a[2:]), np.array(b[1:])
     for sp, pop in zip(r.spaces, (pa, pb)):
         assert sp.n == 5
         assert np.array_equal(sp.F, [np.mean(pop < g) for g in sp.grid])
@@ -147,9 +194,10 @@ def synthetic_regimes(storage: str, cs=(0.5, 0.25, 0.1, 0.05, 0.02), n: int = 60
         mcb = rng.uniform(opt - 0.3, opt + 0.3, n)
         drops = floor + 40 * (mcb - opt) ** 2
         add_study(storage, f"r{c}", {"c_flops": c, "c_mcb": 1.0, "kind": "mcb"}, drops, mcb,
-                  uniform=None, seed=k, retrained={0: float(drops[0]) * 0.5,
-                                                   1: float(drops[1]) * 0.5,
-                                                   2: float(drops[2]) * 0.6})
+                  uniform=None, seed=k,
+                  retrained={0: [float(drops[0]) * 0.4, float(drops[0]) * 0.6],  # two seeds
+                             1: [float(drops[1]) * 0.5],
+                             2: [float(drops[2]) * 0.5, float(drops[2]) * 0.7]})
 
 
 def test_compute_recovers_the_laws_of_synthetic_regimes_and_predicts(tmp_path):
@@ -171,6 +219,12 @@ def test_compute_recovers_the_laws_of_synthetic_regimes_and_predicts(tmp_path):
     assert p.drop.lo <= 0.2 * math.exp(2 * true_m) <= p.drop.hi
     assert a.fidelity is not None and a.fidelity.n == 15
     assert a.retrained_law is not None
+    # a retrained network's drop is the mean over its seeds (paired with its proxy drop)
+    for s in studies:
+        assert s.retrained[0] == {0: pytest.approx(s.acc_drop[0] * 0.4),
+                                  1: pytest.approx(s.acc_drop[0] * 0.6)}
+    ratios = sorted(drop / proxy for proxy, drop, _ in a.fidelity_pairs)
+    assert ratios == pytest.approx([0.5] * 10 + [0.6] * 5)  # trials 0, 1: 0.5; trial 2: 0.6
 
 
 def test_analyze_all_writes_report_summary_and_figures(tmp_path, capsys):

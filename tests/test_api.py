@@ -68,11 +68,17 @@ def test_readme_example_resumes_after_a_kill_and_is_analysed(tmp_path):
     failed = [t for t in trials if t.state.name == "FAIL"]
     assert len(failed) == 1 and "died" in failed[0].user_attrs["fail_reason"]
     complete = [t for t in trials if t.state.name == "COMPLETE"]
-    assert complete[0].number == 0 and complete[0].user_attrs["is_uniform"]
+    assert complete[0].number == 0 and complete[0].user_attrs["is_uniform"]  # uniform_seeds 1
+    assert sum(bool(t.user_attrs["is_uniform"]) for t in complete) == 1
+    study = optuna.load_study(study_name=NAME, storage=storage)
+    assert study.metric_names == ["acc_drop"]  # the mCB band fixes params
+    base = study.user_attrs["base_val_acc"]
+    assert study.user_attrs["schema"] == 3 and study.user_attrs["base_test_acc"] is None
     for t in complete:
         assert abs(t.user_attrs["flops_ratio"] - 0.25) <= 0.002
         assert abs(t.user_attrs["mcb"] - 1.0) <= 0.1 or t.user_attrs["is_uniform"]
-        assert 0 <= t.user_attrs["proxy_acc"] <= 1
+        assert 0 <= t.user_attrs["val_acc"] <= 1
+        assert t.values == [pytest.approx(100 * (base - t.user_attrs["val_acc"]))]
     # the pruned network of the best trial is exactly as large as the study says
     params, best = (int(v) for v in out.split("RESULT", 1)[1].split())
     best_trial = next(t for t in trials if t.number == best)
@@ -107,6 +113,46 @@ def test_search_refuses_other_weights_and_a_bad_evaluate(tmp_path):
     with pytest.raises(evoprune.EvopruneError, match="another checkpoint"):
         evoprune.search(net, x, space=space, finetune=lambda m: None, evaluate=lambda m: 0.5,
                         n_trials=3, storage=storage, study_name="s")
+
+
+def test_search_pairs_trials_by_seed_and_repeats_the_uniform_recipe(tmp_path):
+    """finetune(net, seed) gets trial j's seed, the same in every study with that seed; the
+    uniform recipe runs uniform_seeds times; objectives follow what the space leaves free."""
+    from evoprune.objective import trial_seed
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    net, x = _net(), torch.randn(1, 1, 8, 8)
+    seen: list[int] = []
+
+    def finetune(m: nn.Module, seed: int) -> None:
+        seen.append(seed)
+
+    study = evoprune.search(net, x, space=evoprune.PruningSpace(c_flops=0.5), finetune=finetune,
+                            evaluate=lambda m: 0.5, n_trials=4, uniform_seeds=2, seed=3,
+                            storage=storage, study_name="p")
+    trials = study.get_trials()
+    assert [t.user_attrs["is_uniform"] for t in trials] == [True, True, False, False]
+    assert seen == [trial_seed(3, n) for n in range(4)] == [t.user_attrs["seed"] for t in trials]
+    assert len(set(seen)) == 4 and trials[0].user_attrs["channels"] == trials[1].user_attrs[
+        "channels"]
+    assert study.metric_names == ["acc_drop", "params"]
+    assert (study.user_attrs["base_val_acc"], study.user_attrs["split_sizes"]) == (0.5, {})
+    assert all(t.user_attrs["val_drop"] == 0.0 for t in trials)
+    other = evoprune.search(net, x, space=evoprune.PruningSpace(c_flops=0.5, delta=0.01),
+                            finetune=lambda m: None, evaluate=lambda m: 0.5, n_trials=3, seed=3,
+                            storage=storage, study_name="q")
+    assert [t.user_attrs["seed"] for t in other.get_trials()] == seen[:3]  # paired with "p"
+    with pytest.raises(evoprune.EvopruneError, match="must exceed uniform_seeds"):
+        evoprune.search(net, x, space=evoprune.PruningSpace(c_flops=0.5), finetune=finetune,
+                        evaluate=lambda m: 0.5, n_trials=2, uniform_seeds=2, storage=storage,
+                        study_name="r")
+    with pytest.raises(evoprune.EvopruneError, match="objective params carries no information"):
+        evoprune.search(net, x, space=evoprune.PruningSpace(c_flops=0.5, c_params=0.5),
+                        finetune=finetune, evaluate=lambda m: 0.5, n_trials=2,
+                        objectives=["acc_drop", "params"], storage=storage, study_name="r")
+    from evoprune.storage import find_study
+
+    assert find_study(storage, "r") is None  # refused before anything was written
 
 
 def test_prune_takes_a_recipe_or_a_trial():

@@ -183,7 +183,8 @@ def test_sample_table_and_summary(capsys):
     code, out, _ = run(capsys, "sample", "--c-flops", "0.5", "--c-std", "0.05", "--n", "4")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].startswith("STD-0.05 space of resnet20 (9 units) (FLOPs 0.5±0.002, std 0.05")
+    assert lines[0].startswith("STD-0.05 space of resnet20 (9 units) (FLOPs 0.5±0.002, "
+                               "perturbation σ 0.05")
     assert len(lines) == 2 + 4 + 1 and lines[-1].startswith("4/4 inside every band (100.0%)")
 
 
@@ -195,7 +196,9 @@ def test_sample_table_and_summary(capsys):
     (["--c-flops", "0.3", "--c-mcb", "1", "--c-std", "0.1"], "not several"),
     (["--c-flops", "0.3", "--n", "0"], "--n must be at least 1"),
     (["--c-flops", "0.3", "--r-max", "1.2"], "r_max must be in (0, 1)"),
-    (["--c-flops", "abc"], "invalid float value"),
+    (["--c-flops", "abc"], "--c-flops takes a number or LO:HI, got 'abc'"),
+    (["--c-flops", "0.1:0.2:0.3"], "--c-flops takes a number or LO:HI, got '0.1:0.2:0.3'"),
+    (["--c-flops", "0.5:0.3"], "c_flops_max must be in (c_flops = 0.5, 1], got 0.3"),
 ])
 def test_sample_bad_inputs(capsys, argv, words):
     try:
@@ -228,3 +231,48 @@ def test_non_finite_outputs_are_not_blamed_on_the_lr(monkeypatch, capsys):
     assert main(["train", "--epochs", "1"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not finite" in err[0] and "--lr" not in err[0]
+
+
+def _trial_row(number, val_drop, *, uniform=False, retrain=()):
+    return {"number": number, "val_drop": val_drop, "val_acc": 0.9, "seed": 11,
+            "flops_ratio": 0.25, "params_ratio": 0.3, "mcb": 0.833, "recipe_std": 0.1,
+            "is_uniform": uniform, "recipe": [0.5], "values": [val_drop],
+            "retrain": [{"test_drop": d, "test_acc": 0.9, "mode": "finetune", "epochs": 5,
+                         "seed": s} for s, d in enumerate(retrain)]}
+
+
+def test_search_table_names_the_selection_split_and_averages_the_retraining_seeds():
+    """The base on val and test, the proxy drops on val, a trial's retrained test drop the mean
+    over its seeds (with their count)."""
+    from evoprune.cli import _format_search
+
+    uniform = _trial_row(0, 2.0, uniform=True, retrain=(3.0,))
+    r = {"study": "s", "storage": "sqlite:///s.db", "states": {"COMPLETE": 4},
+         "base_val_acc": 0.9512, "base_test_acc": 0.9417, "split": "val", "seconds": 1.0,
+         "best": [_trial_row(3, 0.75, retrain=(1.0, 2.5)), _trial_row(2, 1.5)],
+         "uniform": uniform, "dashboard": "optuna-dashboard sqlite:///s.db"}
+    lines = _format_search(r).splitlines()
+    assert "base accuracy 95.12% (val), 94.17% (test)" in lines[0]
+    assert lines[1] == "best trials (proxy, on the val split):"
+    assert lines[3].split()[:2] == ["3", "0.75"] and "1.75 (finetune 5, 2 seeds)" in lines[3]
+    assert lines[4].split()[:2] == ["2", "1.50"] and lines[4].rstrip().endswith("-")
+    assert "3.00 (finetune 5, 1 seeds)" in lines[5] and lines[5].endswith("uniform")
+    assert lines[-1].endswith("--recipe study:s:3 --out best.pt")
+    old = {**r, "split": "test", "base_test_acc": 0.9512}  # a study before schema 3
+    assert "base accuracy 95.12% (test);" in _format_search(old).splitlines()[0]
+
+
+def test_retrain_table_has_one_line_per_trial_and_seed():
+    """Why a trial was chosen, its seed, its val drop, test accuracy and test drop."""
+    from evoprune.cli import _format_retrain
+
+    rows = [{"number": n, "chosen_as": c, "seed": s, "mode": "finetune", "epochs": 5,
+             "val_drop": 0.5 + s, "test_acc": 0.93, "test_drop": 1.25 + s, "model_path": "m.pt",
+             "is_uniform": c == "uniform", "skipped": s == 0}
+            for n, c in ((0, "uniform"), (4, "top-k"), (7, "random")) for s in (0, 1)]
+    lines = _format_retrain(rows).splitlines()
+    assert lines[0].split()[:4] == ["trial", "chosen", "seed", "mode"] and len(lines) == 7
+    assert lines[3].split() == ["4", "top-k", "0", "finetune", "5", "0.50", "93.00%", "1.25",
+                                "m.pt", "(already", "done)"]
+    assert lines[6].split() == ["7", "random", "1", "finetune", "5", "1.50", "93.00%", "2.25",
+                                "m.pt"]

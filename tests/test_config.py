@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from evoprune.cli import build_parser, main, search_config
@@ -28,14 +30,75 @@ def test_the_cli_builds_the_tree_from_its_flags_with_the_fields_defaults():
     """Flags not typed take the dataclass defaults; typed ones land on their branch."""
     args = build_parser().parse_args(["search", "--c-flops", "0.1", "--c-std", "0.05",
                                       "--proxy-epochs", "3", "--population", "8",
-                                      "--objectives", "acc_drop,flops", "--residual"])
+                                      "--objectives", "acc_drop,params", "--residual",
+                                      "--uniform-seeds", "2", "--val-size", "300",
+                                      "--retrain-seeds", "4"])
     c = search_config(args)
     assert c.space == PruningSpace(c_flops=0.1, c_std=0.05)
     assert (c.proxy.epochs, c.proxy.lr, c.proxy.batch_size) == (3, 0.01, 32)
     assert (c.sampler.name, c.sampler.population) == ("nsga2", 8)
-    assert c.base == BaseConfig(residual=True) and c.objectives == ("acc_drop", "flops")
-    assert search_config(build_parser().parse_args(["search", "--c-flops", "0.5"])) == \
-        SearchConfig(space=PruningSpace(c_flops=0.5))
+    assert c.base == BaseConfig(residual=True, val_size=300) and c.base.val_size == 300
+    assert isinstance(c.base.val_size, int) and c.objectives == ("acc_drop", "params")
+    assert (c.uniform_seeds, c.retrain.seeds, c.retrain.top_k) == (2, 4, 0)
+    default = search_config(build_parser().parse_args(["search", "--c-flops", "0.5"]))
+    assert default == SearchConfig(space=PruningSpace(c_flops=0.5))
+    assert (default.uniform_seeds, default.base.val_size, default.retrain.seeds) == (3, 0.2, 3)
+    assert default.objectives == ("acc_drop", "params")  # the FLOPs band fixes flops
+
+
+@pytest.mark.parametrize(("flags", "objectives"), [
+    (["--c-flops", "0.5"], ("acc_drop", "params")),
+    (["--c-flops", "0.25", "--c-mcb", "1.0"], ("acc_drop",)),  # the mCB band fixes params
+    (["--c-flops", "0.5", "--c-params", "0.5"], ("acc_drop",)),
+    (["--c-params", "0.5"], ("acc_drop", "flops")),  # FLOPs vary under a params band
+    (["--c-flops", "0.1:0.5"], ("acc_drop", "flops")),  # a budget range: the accuracy-FLOPs front
+])
+def test_default_objectives_are_acc_drop_and_what_the_bands_leave_free(flags, objectives):
+    """Objectives default to acc_drop plus the one cost no band fixes (none under two bands)."""
+    c = search_config(build_parser().parse_args(["search", *flags]))
+    assert c.objectives == objectives
+
+
+def test_an_objective_a_band_fixes_is_refused_naming_the_band(tmp_path, capsys):
+    """--objectives acc_drop,params in an mCB space: one line naming the band, nothing written."""
+    mcb = PruningSpace(c_flops=0.25, c_mcb=1.0)
+    with pytest.raises(EvopruneError, match=re.escape("objective params carries no information: the "
+                                                     "mCB band 1±0.1 at c_flops 0.25")):
+        SearchConfig(space=mcb, objectives=("acc_drop", "params"))
+    with pytest.raises(EvopruneError, match=re.escape("objective flops carries no information: the "
+                                                     "FLOPs band 0.25±0.002")):
+        SearchConfig(space=PruningSpace(c_flops=0.25), objectives=("acc_drop", "flops"))
+    assert SearchConfig(space=mcb, objectives=("acc_drop", "latency")).objectives == \
+        ("acc_drop", "latency")
+    assert main(["search", "--c-flops", "0.25", "--c-mcb", "1.0", "--objectives",
+                 "acc_drop,params", "--storage", f"sqlite:///{tmp_path}/s.db"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "carries no information" in err[0]
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_a_budget_range_is_parsed_into_both_ends_and_names_the_study():
+    """--c-flops 0.1:0.5 sets c_flops 0.1 and c_flops_max 0.5; a bad range is refused."""
+    c = search_config(build_parser().parse_args(["search", "--c-flops", "0.1:0.5"]))
+    assert (c.space.c_flops, c.space.c_flops_max) == (0.1, 0.5)
+    assert c.name() == "resnet20-digits-initial-f0.1-0.5"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["search", "--c-flops", "0.1:0.2:0.3"])
+    with pytest.raises(EvopruneError, match="c_flops_max must be in"):
+        search_config(build_parser().parse_args(["search", "--c-flops", "0.5:0.4"]))
+
+
+def test_uniform_seeds_and_n_trials_are_checked_together():
+    """The uniform trials count among n_trials, which must exceed them."""
+    space = PruningSpace(c_flops=0.5)
+    assert SearchConfig(space=space, n_trials=4, uniform_seeds=3).n_trials == 4
+    with pytest.raises(EvopruneError, match="--n-trials must be at least 4, got 3"):
+        SearchConfig(space=space, n_trials=3)
+    with pytest.raises(EvopruneError, match="--uniform-seeds must be at least 1, got 0"):
+        SearchConfig(space=space, n_trials=3, uniform_seeds=0)
+    with pytest.raises(EvopruneError, match="--val-size"):
+        BaseConfig(val_size=1.5)
+    assert "uniform_seeds" not in SearchConfig(space=space).stored_tree()  # not an identity
 
 
 def test_a_bad_base_epochs_names_its_own_flag(tmp_path, capsys):
@@ -50,7 +113,8 @@ def test_a_bad_base_epochs_names_its_own_flag(tmp_path, capsys):
 
 
 def test_a_version_1_study_reads_as_the_same_tree():
-    """The flat attrs of studies written before the schema give the same identity."""
+    """The flat attrs of studies written before the schema give the same identity, but for the
+    validation split they did not have (their trials were scored on test: no resume mixes)."""
     c = SearchConfig(space=PruningSpace(c_flops=0.25, c_mcb=1.0),
                      base=BaseConfig(residual=True), objectives=("acc_drop",))
     v1 = {"model": "resnet20", "dataset": "digits", "residual": True,
@@ -59,7 +123,9 @@ def test_a_version_1_study_reads_as_the_same_tree():
           "checkpoint": {"path": "b.pt", "sha256": "ab"}, "base_acc": 0.98, "seed": 0,
           "units": [{"name": "conv1"}], "created": True}
     record = StudyRecord.from_attrs(v1, "old")
-    assert record.schema == 1 and diff(record.identity(), c.identity()) == []
+    assert record.schema == 1 and record.selection_split == "test"
+    assert diff(record.identity(), c.identity()) == ["base.val_size: stored None, now 0.2"]
+    assert (record.base_val_acc, record.base_test_acc) == (0.98, 0.98)
     assert (record.model, record.residual, record.round_to) == ("resnet20", True, 1)
-    with pytest.raises(EvopruneError, match="storage schema 3"):
-        StudyRecord.from_attrs({**v1, "schema": 3}, "future")
+    with pytest.raises(EvopruneError, match="storage schema 4; this evoprune reads up to 3"):
+        StudyRecord.from_attrs({**v1, "schema": 4}, "future")

@@ -1,4 +1,5 @@
-"""optuna-dashboard serves a two-objective sqlite study: its trials, values and metric names."""
+"""optuna-dashboard serves a two-objective sqlite study: its trials, values and metric names;
+and a random-sampler study, whose trials have no params (their recipes are drawn, not decoded)."""
 from __future__ import annotations
 
 import csv
@@ -21,6 +22,7 @@ import pytest
 pytest.importorskip("optuna_dashboard")
 
 STUDY = "evoprune-dashboard"
+RANDOM = "evoprune-random"
 METRICS = ["acc_drop", "params"]
 DIST = optuna.distributions.FloatDistribution(0.0, 1.0)
 # number -> (params g000/g001, values acc_drop/params); trial 2 is dominated by 0 and 1.
@@ -64,9 +66,21 @@ def _make_study(url: str) -> int:
                 params=params,
                 distributions={name: DIST for name in params},
                 values=values,
-                user_attrs={"acc_drop": values[0], "params": int(values[1])},
+                user_attrs={"val_drop": values[0], "params": int(values[1]), "seed": 7},
             )
         )
+    return int(study._study_id)
+
+
+def _make_random_study(url: str) -> int:
+    """A random-sampler study: COMPLETE trials with values and user_attrs but no params."""
+    study = optuna.create_study(study_name=RANDOM, storage=url, directions=["minimize"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["acc_drop"])
+    for n, drop in enumerate((1.5, 0.5)):
+        study.add_trial(optuna.trial.create_trial(
+            value=drop, user_attrs={"val_drop": drop, "seed": n, "recipe": [0.5, 0.25]}))
     return int(study._study_id)
 
 
@@ -100,6 +114,7 @@ def test_dashboard_serves_study_trials_and_metric_names(tmp_path: Path) -> None:
     """The dashboard lists the study and returns its 3 trials, Pareto front and metric names."""
     url = f"sqlite:///{tmp_path}/d.db"
     study_id = _make_study(url)
+    random_id = _make_random_study(url)
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "dashboard.log"
@@ -111,7 +126,7 @@ def test_dashboard_serves_study_trials_and_metric_names(tmp_path: Path) -> None:
 
             # Study list: GET /api/studies
             summaries = _get_json(base, "/api/studies")["study_summaries"]
-            assert [s["study_name"] for s in summaries] == [STUDY]
+            assert [s["study_name"] for s in summaries] == [STUDY, RANDOM]
             assert summaries[0]["study_id"] == study_id
             assert summaries[0]["directions"] == ["minimize", "minimize"]
 
@@ -128,7 +143,8 @@ def test_dashboard_serves_study_trials_and_metric_names(tmp_path: Path) -> None:
                 assert t["values"] == values
                 assert {p["name"]: float(p["param_external_value"]) for p in t["params"]} == params
                 attrs = {a["key"]: a["value"] for a in t["user_attrs"]}
-                assert attrs == {"acc_drop": str(values[0]), "params": str(int(values[1]))}
+                assert attrs == {"val_drop": str(values[0]), "params": str(int(values[1])),
+                                 "seed": "7"}
             assert sorted(t["number"] for t in detail["best_trials"]) == [0, 1]
             assert detail["union_search_space"] == [
                 {"name": "g000", "distribution": {"type": "FloatDistribution", "low": 0.0,
@@ -143,6 +159,14 @@ def test_dashboard_serves_study_trials_and_metric_names(tmp_path: Path) -> None:
             assert [[int(r[0]), float(r[2]), float(r[3])] for r in rows[1:]] == [
                 [n, *TRIALS[n][1]] for n in (0, 1, 2)
             ]
+
+            # a random-sampler study: trials without params, one objective
+            drawn = _get_json(base, f"/api/studies/{random_id}")
+            assert drawn["objective_names"] == ["acc_drop"]
+            assert [(t["values"], t["params"]) for t in drawn["trials"]] == [([1.5], []),
+                                                                              ([0.5], [])]
+            assert drawn["union_search_space"] == []
+            assert [t["number"] for t in drawn["best_trials"]] == [1]
         finally:
             proc.terminate()
             try:

@@ -19,17 +19,16 @@ UNITS = 6
 
 
 def make_study(name: str, regime: tuple[str, float], m: int = 30, *, c_std: float | None = None,
-               uniform: bool = True, seed: int = 0) -> StudyData:
-    """A synthetic study of `m` trials (the first one the uniform baseline when `uniform`)."""
+               uniform: int = 3, seed: int = 0) -> StudyData:
+    """A synthetic study of `m` trials, the first `uniform` of them the uniform recipe (one per
+    proxy seed, as `uniform_seeds` makes them: one recipe, drops that differ by seed noise)."""
     rng = np.random.default_rng(seed)
     kind, c = regime
     recipes = rng.uniform(0.1, 0.8, size=(m, UNITS))
     mcb = rng.normal(1.0, 0.1, m)
-    is_uniform = np.zeros(m, dtype=bool)
-    if uniform:
-        recipes[0] = 1 - np.sqrt(c)
-        mcb[0] = 1.0
-        is_uniform[0] = True
+    is_uniform = np.arange(m) < uniform
+    recipes[is_uniform] = 1 - np.sqrt(c)
+    mcb[is_uniform] = 1.0
     target = np.full(m, c) + rng.normal(0, 0.005, m)
     other = c * mcb if kind == "params" else c / mcb
     space = {"kind": "flops" if kind == "flops" else "params", f"c_{kind}": c, "c_std": c_std}
@@ -40,7 +39,8 @@ def make_study(name: str, regime: tuple[str, float], m: int = 30, *, c_std: floa
         acc_drop=np.abs(rng.normal(3.0, 1.0, m)) + 5 * (mcb - 1.0) ** 2,
         flops_ratio=target if kind == "flops" else other,
         params_ratio=other if kind == "flops" else target,
-        mcb=mcb, recipe_std=recipes.std(axis=1), recipes=recipes, is_uniform=is_uniform)
+        mcb=mcb, recipe_std=recipes.std(axis=1), recipes=recipes, is_uniform=is_uniform,
+        seeds=np.arange(m) + 1000 * seed, split="val", base_test_acc=0.89)
 
 
 def assert_png(path: str, tmp_path: Path, min_width: int = 300) -> None:
@@ -151,6 +151,11 @@ def test_plot_edfs(groups):
             band = ax.collections[r.spaces.index(s)].get_paths()[0].vertices[:, 1]
             assert band.min() == pytest.approx(s.lo.min()) and band.max() == pytest.approx(s.hi.max())
         base = line(ax, "uniform (")
+        # each study's uniform drop is the mean over its seeds; the regime's their median
+        g = groups[r.regime]
+        assert r.uniform_drop == pytest.approx(float(np.median(
+            [s.acc_drop[:3].mean() for s in g])))
+        assert all(s.uniform_drops.std() > 0 for s in g)  # seed noise, not one value thrice
         assert base.get_label() == f"uniform ({r.uniform_drop:.2f} pp)"
         assert list(base.get_xdata()) == [r.uniform_drop] * 2
         assert legend(ax) == [ln.get_label() for ln in ax.get_lines()]
@@ -172,7 +177,8 @@ def test_plot_distributions(groups):
                 v = getattr(s, q)[s.searched]
                 assert xs.min() <= v.min() + 1e-9 and xs.max() >= v.max() - 1e-9
         assert grid[i, 0].get_ylabel() == "density"
-    assert legend(grid[0, 0]) == [f"{s.label} (n=29)" for s in groups[REGIMES[0]]]
+    # 30 trials less the 3 of the uniform recipe
+    assert legend(grid[0, 0]) == [f"{s.label} (n=27)" for s in groups[REGIMES[0]]]
 
 
 def test_plot_winning_recipes(groups):
@@ -296,7 +302,7 @@ def test_tiny_inputs(tmp_path):
     """One regime, one space of 1–2 points, no laws: every function still draws."""
     r = ("flops", 0.25)
     for m in (1, 2):
-        s = make_study(f"tiny{m}", r, m=m, uniform=m == 2, seed=m)
+        s = make_study(f"tiny{m}", r, m=m, uniform=int(m == 2), seed=m)
         g = {r: [s]}
         opt = [optimal_mcb(s.mcb, s.acc_drop, regime=r, n_boot=50,
                            uniform_mcb=s.uniform_mcb)]

@@ -20,18 +20,22 @@ VERDICTS = {obs.HOLDS, obs.NOT_SHOWN, obs.FAILS, obs.UNTESTED}
 
 def test_the_committed_study_set_plans_the_papers_design():
     """studies/digits.toml: 3 STD spaces + mCB-1 at 4 regimes and the held-out one (20 studies of
-    48 trials), then NSGA-II and random at 0.05 over 4 seeds each (8 studies)."""
+    32 recipes + 3 uniform trials), STD spaces at 2 params regimes, then NSGA-II and random at
+    0.05 over 4 paired seeds (8 studies); every space study shares one seed (paired trials)."""
     config = load_config(CONFIG)
     assert config.regimes == (0.25, 0.1, 0.05, 0.02) and config.held_out == 0.035
     planned = plan(config)
     roles = [p.role for p in planned]
     assert roles.count("space") == 16 and roles.count("held_out") == 4
-    assert roles.count("compare") == 8
+    assert roles.count("params") == 6 and roles.count("compare") == 8
     compare = [p.search for p in planned if p.role == "compare"]
     assert sorted({s.sampler.name for s in compare}) == ["nsga2", "random"]
-    assert {s.space.c_flops for s in compare} == {0.05} and {s.n_trials for s in compare} == {48}
-    assert len({p.search.name() for p in planned}) == 28
-    assert len({p.search.seed for p in planned if p.role != "compare"}) == 20
+    assert {s.space.c_flops for s in compare} == {0.05} and {s.n_trials for s in compare} == {35}
+    assert len({p.search.name() for p in planned}) == 34
+    assert {p.search.seed for p in planned if p.role != "compare"} == {0}
+    assert {p.search.base.val_size for p in planned} == {360}
+    assert {p.search.uniform_seeds for p in planned} == {3}
+    assert {p.search.n_trials for p in planned if p.role == "space"} == {35}
     assert all(p.search.proxy.epochs == 2 and p.search.proxy.batch_size == 32 for p in planned)
 
 
@@ -40,7 +44,7 @@ def test_quick_overrides_nested_tables():
     quick = load_config(CONFIG, quick=True, out="elsewhere")
     assert quick.proxy_epochs == 1 and quick.n_trials == 4 and quick.compare_seeds == (1, 2)
     assert quick.stds == (0.1, 0.01) and quick.n_boot == 100 and quick.out == "elsewhere"
-    assert len(plan(quick)) == 5 * 3 + 4
+    assert len(plan(quick)) == 5 * 3 + 2 + 4
 
 
 @pytest.mark.parametrize(("kwargs", "words"), [
@@ -97,7 +101,9 @@ def test_reproduce_quick_runs_end_to_end_and_resumes(tmp_path):
     assert race.numbers["nsga2"] == e["numbers"]["nsga2"]
     assert race.numbers["random"] == e["numbers"]["random"]
     f = next(o for o in summary["observations"] if o["key"] == "f")
-    assert len(f["numbers"]["pairs"]) == 5  # one retrained winner and uniform per regime
+    pairs = f["numbers"]["pairs"]  # the winner across STD spaces and the uniform, per seed
+    assert len(pairs) == 5 * config.retrain_seeds
+    assert sorted({p[0] for p in pairs}) == sorted((*config.regimes, config.held_out))
 
     again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -31,15 +31,18 @@ class Recorder(optuna.samplers.RandomSampler):
 
 
 def test_the_inner_sampler_never_reads_the_uniform_baseline():
-    """Trial 0 (the uniform baseline, whose genes are not its recipe) is hidden; the rest not."""
+    """Trials 0-2 (the uniform baseline, one per seed, whose genes are not its recipe) are
+    hidden; the rest not."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     recorder = Recorder()
     study = optuna.create_study(sampler=DistinctSampler(recorder, 0))
-    study.enqueue_trial({"g000": 0.5, "g001": 0.5}, user_attrs={"is_uniform": True})
+    for _ in range(3):  # uniform_seeds 3: the same genes, enqueued three times
+        study.enqueue_trial({"g000": 0.5, "g001": 0.5}, user_attrs={"is_uniform": True})
     study.optimize(lambda t: t.suggest_float("g000", 0, 1) + t.suggest_float("g001", 0, 1),
-                   n_trials=8)
-    assert recorder.seen == set(range(1, 8))
-    assert len(study.trials) == 8 and study.trials[0].user_attrs["is_uniform"]
+                   n_trials=10)
+    assert recorder.seen == set(range(3, 10))
+    assert [bool(t.user_attrs.get("is_uniform")) for t in study.trials] == [True] * 3 + [False] * 7
+    assert all(t.params == {"g000": 0.5, "g001": 0.5} for t in study.trials[:3])
 
 
 def test_make_sampler_names_the_inner_sampler():

@@ -213,6 +213,8 @@ def test_screen_prunes_weak_trials_and_keeps_counting_complete_ones(tmp_path, ba
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert len(complete) == 8
     assert all("screen_acc" in t.user_attrs for t in trials)
+    assert all(t.params == {} for t in trials)  # the random sampler draws recipes: no genes
+    assert sum(bool(t.user_attrs.get("is_uniform")) for t in trials) == 3  # uniform_seeds
     assert all(t.user_attrs.get("screened_out") for t in pruned)
     assert len(pruned) >= 1
 

@@ -9,11 +9,12 @@ import numpy as np
 from evoprune.cost import CostModel
 from evoprune.errors import EvopruneError
 from evoprune.spaces.repair import repair
-from evoprune.spaces.solvers import continuous, relaxed, solve_offset, tilt_pair
+from evoprune.spaces.solvers import continuous, relaxed, solve_offset, tilt_pair, tilted_mean_at
 from evoprune.spaces.space import PruningSpace
 from evoprune.units import kept_channels
 
 TILT_REACH = 64.0  # |tilt · r_max| the weakest unit reaches at the ends of a tilt's bracket
+MEAN_FIELD_STEPS = 8  # damped fixed-point steps of the tilt weights
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,14 +99,28 @@ def bind(space: PruningSpace, cost: CostModel) -> Bound:
 
 
 def tilt_weights(b: Bound) -> tuple[np.ndarray, np.ndarray]:
-    """-d(relaxed FLOPs, params)/dr per unit at the band's uniform recipe, each scaled to mean 1."""
+    """FLOPs and params tilt weights (mean 1): -d(relaxed cost)/dr at the mean-field recipe.
+
+    The mean-field recipe is the mean of the tilted law whose tilt is the cost gradient at that
+    same recipe (a damped fixed point from the uniform recipe), so units that are cheap to keep
+    where the budget lands (block-internal units when the residual widths are pruned hard) get
+    small weights, as under the paper's distribution.
+    """
     u = solve_offset(b, np.zeros((1, b.n)), b.target, b.use_params)[0]
     r = np.full(b.n, np.clip(u, 0.0, b.space.r_max))
+    for _ in range(MEAN_FIELD_STEPS):
+        gf, gp = gradients(b, r)
+        r = 0.5 * (r + tilted_mean_at(b, _mean_one(gp if b.use_params else gf)))
+    gf, gp = gradients(b, r)
+    return _mean_one(gf), _mean_one(gp)
+
+
+def gradients(b: Bound, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """-d(relaxed FLOPs ratio, params ratio)/dr_i at recipe r (exact central differences)."""
     h = 0.01  # central differences are exact on the relaxed cost (a quadratic form of r)
     steps = np.concatenate([r + h * np.eye(b.n), r - h * np.eye(b.n)])
     f, p = relaxed(b, steps)
-    gf, gp = (f[b.n:] - f[: b.n]) / (2 * h), (p[b.n:] - p[: b.n]) / (2 * h)
-    return _mean_one(gf), _mean_one(gp)
+    return (f[b.n:] - f[: b.n]) / (2 * h), (p[b.n:] - p[: b.n]) / (2 * h)
 
 
 def _mean_one(w: np.ndarray) -> np.ndarray:

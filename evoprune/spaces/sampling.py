@@ -33,11 +33,16 @@ if TYPE_CHECKING:
     from evoprune.spaces.bands import Bound
 
 WINDOW = 64  # levels of one unit scored in one pair step
-SWEEPS = 16  # sweeps (each unit in one pair step) before a chain's draw
+SWEEPS = 8  # sweeps (pairs over every unit, then each unit's flow) before a chain's draw
 PILOT = 4096  # uniform draws judged before choosing rejection or Gibbs
-SHIFTS = 25  # level shifts of a group scored in one group step
+SHIFTS = 25  # flows of a group scored in one group step
+FLOW_STEP = 0.1  # the flows' lattice step (logit units)
+PAIRS = 1.0
 CHUNK = 4096  # chains run at once (memory bound)
 REJECT_PER_CELL = 1.0  # a rejection draw costs about (N+1)² / REJECT_PER_CELL Gibbs cells
+
+
+Flow = tuple[np.ndarray, np.ndarray, list[np.ndarray]]  # units, ±1 signs, their form blocks
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class Levels:
     lo: np.ndarray  # (N, L) lower end of the ratio interval keeping that count
     length: np.ndarray  # (N, L) its length (0 for padding and for r = 0 only counts)
     count: np.ndarray  # (N,) levels per unit
+    index: np.ndarray  # (N, max channels + 1): the level of each kept count (0 where unreachable)
 
 
 def unit_levels(c: int, round_to: int, r_max: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -70,10 +76,13 @@ def levels(b: Bound) -> Levels:
     def pad(v: np.ndarray, fill: float) -> np.ndarray:
         return np.concatenate([v, np.full(width - len(v), fill, dtype=v.dtype)])
 
+    index = np.zeros((len(rows), int(b.cost.channels.max()) + 1), np.int64)
+    for i, (k, _, _) in enumerate(rows):
+        index[i, k] = np.arange(len(k))
     return Levels(np.stack([pad(k, k[-1]) for k, _, _ in rows]),
                   np.stack([pad(lo, 0.0) for _, lo, _ in rows]),
                   np.stack([pad(ln, 0.0) for _, _, ln in rows]),
-                  np.array([len(k) for k, _, _ in rows]))
+                  np.array([len(k) for k, _, _ in rows]), index)
 
 
 def quadratic_form(b: Bound, flops: bool) -> np.ndarray:
@@ -138,22 +147,22 @@ def monotone_bands(b: Bound) -> list[tuple[int, int, int]]:
     return out
 
 
-def count_below(base: np.ndarray, slope: np.ndarray, d: int, c: np.ndarray, bound: int
-                ) -> np.ndarray:
-    """Columns of c (M, W, ascending) whose cost base + slope·c + d·c² (M, Wo) is below bound.
+def count_below(base: np.ndarray, slope: np.ndarray, d: int, c: np.ndarray,
+                bounds: tuple[int, int]) -> np.ndarray:
+    """Columns of c (M, W, ascending) whose cost base + slope·c + d·c² (M, Wo) is below each bound.
 
-    The cost rises with c: the real root of cost = bound placed among each chain's columns,
-    then moved a column at a time while the exact integer cost disagrees (float rounding).
+    Returns (2, M, Wo). The cost rises with c: the real root of cost = bound placed among each
+    chain's columns, then moved a column at a time while the exact integer cost disagrees.
     """
     m, width = c.shape
+    bound = np.array(bounds, dtype=np.int64)[:, None, None]
     gap, b1 = (bound - base).astype(np.float64), slope.astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         root = (np.sqrt(b1 * b1 + 4.0 * d * gap) - b1) / (2.0 * d) if d > 0 else gap / b1
     span = float(c.max()) + 2.0  # chain m's columns live in [m·span, (m + 1)·span)
-    root = np.where(np.isnan(root), -1.0, np.clip(root, -1.0, span - 1.0))
     shift = np.arange(m)[:, None]
-    at = np.searchsorted((c + shift * span).ravel(), (root + shift * span).ravel())
-    at = at.reshape(root.shape) - shift * width
+    root = np.where(np.isnan(root), -1.0, np.clip(root, -1.0, span - 1.0)) + shift * span
+    at = np.searchsorted((c + shift * span).ravel(), root.ravel()).reshape(root.shape) - shift * width
     while True:
         low, high = c[shift, np.maximum(at - 1, 0)], c[shift, np.minimum(at, width - 1)]
         down = (at > 0) & (base + slope * low + d * low * low >= bound)
@@ -170,9 +179,8 @@ class _Chains:
         b, lv = sampler.b, sampler.lv
         kept = kept_channels(b.cost.channels, starts, b.space.round_to)
         self.b, self.lv, self.forms, self.bands = b, lv, sampler.forms, sampler.bands
-        self.partners = sampler.partners
-        self.idx = np.stack([np.searchsorted(lv.kept[i, : lv.count[i]], kept[:, i])
-                             for i in range(b.n)], axis=1)
+        self.r = starts.copy()
+        self.idx = lv.index[np.arange(b.n), kept]
         self.x = np.concatenate([kept, np.ones((len(kept), 1), np.int64)], axis=1)
         self.grad = [self.x @ s for s in self.forms]  # S·x per chain (S symmetric)
         self.cost = [(g * self.x).sum(1) // 2 for g in self.grad]
@@ -209,39 +217,46 @@ class _Chains:
             rest = total[:, None] - (hi * xi + hj * xj + di * xi * xi + dj * xj * xj + e * xi * xj)
             outer.append((rest + hi * a + di * a * a, hj + e * a, dj))
         rows, pa, pc, costs = self._draw(outer, wi, c, wj, rng)
-        units = np.array([i, j])
-        self._move(rows, units, np.stack([ci[rows, pa], cj[rows, pc]], 1),
-                   np.stack([a[rows, pa], c[rows, pc]], 1), costs)
+        ri, rj = self.uniform_in(i, ci[rows, pa], rng), self.uniform_in(j, cj[rows, pc], rng)
+        self._set(rows, np.array([i, j]), np.stack([a[rows, pa], c[rows, pc]], 1),
+                  np.stack([ri, rj], 1), costs)
 
-    def group_step(self, i: int, rng: np.random.Generator) -> None:
-        """Redraw unit i and a common shift of the levels of its partner group per chain.
+    def flow_step(self, j: int, flow: Flow, rng: np.random.Generator) -> None:
+        """Redraw unit j and a flow t of the flow's units (j not among them) per chain.
 
-        The shifts form a window placed at random around the current levels (uniformly over
-        the window's positions), so each window is drawn with the same probability from each
-        of its points and drawing within it from the target keeps the target. The move trades
-        budget between a unit and a whole group (a stage's residual width against its
-        block-internal units), which pairs of units alone do slowly.
+        The flow moves each unit's logit log(r / (r_max - r)) by ±t (its sign), a bijection of
+        [0, r_max] onto itself, so no unit near 0 or r_max blocks it. The t lie on a lattice
+        window placed at random around 0 (the same window from each of its points); within
+        it t is drawn ∝ the target at the moved point times the flow's Jacobian, which keeps
+        the target (a group move, Liu & Sabatti 2000). A residual width flowing against its
+        stage's block-internal units is the move pairs of units make slowly; unit j, drawn
+        with it, lands the cost inside the band.
         """
-        group, s_gg, s_gi = self.partners[i]
-        shift = np.arange(SHIFTS) - rng.integers(0, SHIFTS, len(self.x))[:, None]  # (M, shifts)
-        lvl = self.idx[:, None, group] + shift[:, :, None]  # (M, shifts, G)
-        valid = ((lvl >= 0) & (lvl < self.lv.count[group])).all(2)
-        lvl = np.clip(lvl, 0, self.lv.count[group] - 1)
-        kg = self.lv.kept[group, lvl]
-        wg = np.prod(self.lv.length[group, lvl], axis=2) * valid
-        dg = kg - self.x[:, None, group]
-        ci, wi = self.window(i, rng)
-        a, xi = self.lv.kept[i, ci], self.x[:, i, None]
+        units, sign, s_ff = flow
+        r_max = self.b.space.r_max
+        t = (np.arange(SHIFTS) - rng.integers(0, SHIFTS, len(self.x))[:, None]) * FLOW_STEP
+        r = self.r[:, None, units]  # (M, 1, F)
+        inner = (r > 0) & (r < r_max)  # ratios at 0 or r_max (starts only) stay put
+        rs = np.where(inner, r, 0.5 * r_max)
+        logit = np.log(rs) - np.log(r_max - rs)
+        moved_r = np.where(inner, r_max / (1.0 + np.exp(-(logit + t[:, :, None] * sign))), r)
+        ms = np.where(inner, moved_r, 0.5 * r_max)
+        log_jac = np.log(ms) + np.log(r_max - ms) - np.log(rs) - np.log(r_max - rs)
+        kf = kept_channels(self.b.cost.channels[units], moved_r, self.b.space.round_to)
+        wf = np.exp(log_jac.sum(2))
+        df = kf - self.x[:, None, units]  # (M, T, F)
+        cj, wj = self.window(j, rng)
+        a, xj = self.lv.kept[j, cj], self.x[:, j, None]
         outer = []
-        for s, g, total, sgg, sgi in zip(self.forms, self.grad, self.cost, s_gg, s_gi, strict=True):
-            moved_g = (dg * g[:, None, group]).sum(2) + ((dg @ sgg) * dg).sum(2) // 2
-            slope = g[:, i, None] + dg @ sgi - s[i, i] * xi  # cost = base + slope·a + d·a²
-            base = total[:, None] + moved_g - xi * (slope + s[i, i] * xi) + s[i, i] // 2 * xi * xi
-            outer.append((base, slope, s[i, i] // 2))
-        rows, pd, pa, costs = self._draw(outer, wg, a, wi, rng)
-        units = np.append(group, i)
-        self._move(rows, units, np.concatenate([lvl[rows, pd], ci[rows, pa, None]], 1),
-                   np.concatenate([kg[rows, pd], a[rows, pa, None]], 1), costs)
+        for s, g, total, sff in zip(self.forms, self.grad, self.cost, s_ff, strict=True):
+            moved = (df * g[:, None, units]).sum(2) + ((df @ sff) * df).sum(2) // 2
+            slope = g[:, j, None] + df @ s[units, j] - s[j, j] * xj  # cost = base + slope·a + d·a²
+            base = total[:, None] + moved - xj * (slope + s[j, j] * xj) + s[j, j] // 2 * xj * xj
+            outer.append((base, slope, s[j, j] // 2))
+        rows, pt, pa, costs = self._draw(outer, wf, a, wj, rng)
+        rj = self.uniform_in(j, cj[rows, pa], rng)
+        self._set(rows, np.append(units, j), np.concatenate([kf[rows, pt], a[rows, pa, None]], 1),
+                  np.concatenate([moved_r[rows, pt], rj[:, None]], 1), costs)
 
     def _draw(self, outer: list[tuple[np.ndarray, np.ndarray, np.ndarray]], wo: np.ndarray,
               c: np.ndarray, wc: np.ndarray, rng: np.random.Generator
@@ -259,9 +274,11 @@ class _Chains:
         chain, row = np.divmod(owner, wo.shape[1])
         cc = c[chain, col]
         costs = [base[chain, row] + slope[chain, row] * cc + d * cc * cc for base, slope, d in outer]
-        cost = self.b.cost
-        ok = self.b.inside(costs[0] / cost.base_flops, costs[1] / cost.base_params)
-        cum = np.concatenate([[0.0], np.cumsum(wo[chain, row] * wc[chain, col] * ok)])
+        weight = wo[chain, row] * wc[chain, col]
+        if self.b.space.c_mcb is not None:  # the runs hold the FLOPs and params bands exactly
+            cost = self.b.cost
+            weight *= self.b.inside(costs[0] / cost.base_flops, costs[1] / cost.base_params)
+        cum = np.concatenate([[0.0], np.cumsum(weight)])
         ends = np.searchsorted(chain, np.arange(len(c)), side="right")  # last cell + 1, by chain
         before = cum[np.concatenate([[0], ends[:-1]])]
         total = cum[ends] - before
@@ -280,28 +297,31 @@ class _Chains:
         first = np.zeros(outer[0][0].shape, np.int64)
         stop = np.full(outer[0][0].shape, c.shape[1], np.int64)
         for form, lo, hi in self.bands:
-            first = np.maximum(first, count_below(*outer[form], c, lo))
-            stop = np.minimum(stop, count_below(*outer[form], c, hi + 1))
+            below_lo, below_hi = count_below(*outer[form], c, (lo, hi + 1))
+            first, stop = np.maximum(first, below_lo), np.minimum(stop, below_hi)
         return first, np.maximum(stop, first)
 
-    def _move(self, rows: np.ndarray, units: np.ndarray, idx: np.ndarray, kept: np.ndarray,
-              costs: list[np.ndarray]) -> None:
-        """Set `units` of chains `rows` to levels idx (R, U) keeping `kept`, with their costs."""
+    def uniform_in(self, i: int, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Ratios of unit i uniform in the intervals of levels idx (the target given the level)."""
+        return self.lv.lo[i, idx] + rng.random(idx.shape) * self.lv.length[i, idx]
+
+    def _set(self, rows: np.ndarray, units: np.ndarray, kept: np.ndarray, r: np.ndarray,
+             costs: list[np.ndarray]) -> None:
+        """Set `units` of chains `rows` to ratios r (R, U) keeping `kept`, whose costs are `costs`."""
         step = kept - self.x[rows[:, None], units]
-        for s, g, total, new in zip(self.forms, self.grad, self.cost, costs, strict=True):
+        for g, total, new, s in zip(self.grad, self.cost, costs, self.forms, strict=True):
             g[rows] += step @ s[units]
             total[rows] = new
-        self.idx[rows[:, None], units] = idx
+        self.r[rows[:, None], units] = r
         self.x[rows[:, None], units] = kept
+        self.idx[rows[:, None], units] = self.lv.index[units, kept]
 
-    def ratios(self, rng: np.random.Generator) -> np.ndarray:
-        """Ratios uniform in each chain's level intervals (the target given the kept counts)."""
-        units = np.arange(self.b.n)
-        lo, length = self.lv.lo[units, self.idx], self.lv.length[units, self.idx]
-        r = lo + rng.random(self.idx.shape) * length
-        kept = self.x[:, :-1]
-        bad = kept_channels(self.b.cost.channels, r, self.b.space.round_to) != kept
-        return np.where(bad, np.where(kept == self.b.cost.channels, 0.0, lo + 0.5 * length), r)
+    def ratios(self) -> np.ndarray:
+        """The chains' ratios (a ratio a float edge case moved off its level: its level's middle)."""
+        kept, units = self.x[:, :-1], np.arange(self.b.n)
+        bad = kept_channels(self.b.cost.channels, self.r, self.b.space.round_to) != kept
+        middle = self.lv.lo[units, self.idx] + 0.5 * self.lv.length[units, self.idx]
+        return np.where(bad, np.where(kept == self.b.cost.channels, 0.0, middle), self.r)
 
 
 class Sampler:
@@ -312,13 +332,15 @@ class Sampler:
         self.lv = levels(b)
         self.forms = (quadratic_form(b, True), quadratic_form(b, False))
         self.bands = monotone_bands(b)
-        self.partners = [self._partner(i) for i in range(b.n)]
+        widths = b.cost.channels
+        self.flows = [self._flow(np.flatnonzero(widths == widths[i]), i) for i in range(b.n)]
+        # the unit drawn with unit i's flow: any unit of another width (finer, or elsewhere)
+        self.others = [np.flatnonzero(widths != widths[i]) for i in range(b.n)]
 
-    def _partner(self, i: int) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
-        """Unit i's group: the other units of its width (a ResNet stage), and its form blocks."""
-        widths = self.b.cost.channels
-        group = np.flatnonzero((widths == widths[i]) & (np.arange(self.b.n) != i))
-        return group, [s[np.ix_(group, group)] for s in self.forms], [s[group, i] for s in self.forms]
+    def _flow(self, group: np.ndarray, i: int) -> Flow:
+        """Unit i flowing against the other units of `group` (its width: a ResNet stage)."""
+        sign = np.where(group == i, 1.0, -1.0)
+        return group, sign, [s[np.ix_(group, group)] for s in self.forms]
 
     def gibbs(self, starts: np.ndarray, seed: int, sweeps: int = SWEEPS) -> np.ndarray:
         """One draw per chain, chains started at in-band recipes `starts` (M, N); deterministic."""
@@ -335,12 +357,13 @@ class Sampler:
             order = rng.permutation(n)
             if n % 2:
                 order = np.append(order, rng.choice(order[:-1]))
-            for i, j in order.reshape(-1, 2):
+            for i, j in order.reshape(-1, 2)[: int(PAIRS * (n // 2))]:
                 chains.pair_step(int(i), int(j), rng)
             for i in rng.permutation(n):
-                if len(self.partners[i][0]):
-                    chains.group_step(int(i), rng)
-        return chains.ratios(rng)
+                others = self.others[i] if len(self.others[i]) else np.flatnonzero(np.arange(n) != i)
+                if len(self.flows[i][0]) > 1 and len(others):
+                    chains.flow_step(int(rng.choice(others)), self.flows[i], rng)
+        return chains.ratios()
 
     def reject_budget(self) -> float:
         """Rejection draws that cost about as much as one Gibbs draw."""

@@ -27,8 +27,10 @@ if TYPE_CHECKING:
     from evoprune.spaces.bands import Bound
 
 BISECT_INNER = 26  # halvings of the common offset: 2^-26 of its range (~1e-8)
-BISECT_OUTER = 20  # halvings of the params tilt: 2^-20 of its range
-BISECT_TILT = 40  # halvings of a FLOPs (or params) tilt: its bracket is wide
+BISECT_OUTER = 16  # halvings of the params tilt's log scale
+SECOND_MARGIN = 0.8  # the mCB (or params) goal stays within this share of its band's half-width
+BISECT_TILT = 28  # halvings of a FLOPs (or params) tilt's log scale
+TILT_REACH_MEAN = 64.0  # |tilt · r_max| of the weakest unit at the ends of the mean's bracket
 
 
 def relaxed(b: Bound, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -70,6 +72,42 @@ def tilted(g: np.ndarray, a: np.ndarray, r_max: float) -> np.ndarray:
     return np.clip(np.where(a > 0, r_max - x, x), 0.0, r_max)
 
 
+def bisect_tilt(reach: np.ndarray, raise_lo: Callable[[np.ndarray], np.ndarray],
+                steps: int) -> np.ndarray:
+    """Bisect a tilt θ per row in [-reach, reach] on a log scale, θ = ±(e^|y| - 1).
+
+    Tilts span orders of magnitude (a mild budget wants |θ| ~ 1, an extreme one ~ 100s), so
+    halving y gives every θ the same relative precision for few steps.
+    """
+    top = np.log1p(reach)
+
+    def theta(y: np.ndarray) -> np.ndarray:
+        return np.sign(y) * np.expm1(np.abs(y))
+
+    return theta(bisect(-top, top, lambda y: raise_lo(theta(y)), steps))
+
+
+def tilted_mean(a: np.ndarray, r_max: float) -> np.ndarray:
+    """Mean of the law on [0, r_max] with density ∝ exp(a·r)."""
+    x = np.asarray(a, dtype=np.float64) * r_max
+    small = np.abs(x) < 1e-6
+    xs = np.where(small, 1.0, x)
+    with np.errstate(over="ignore"):
+        m = 1.0 / -np.expm1(-xs) - 1.0 / xs
+    return r_max * np.where(small, 0.5 + x / 12.0, m)
+
+
+def tilted_mean_at(b: Bound, w: np.ndarray) -> np.ndarray:
+    """The tilted-mean recipe with tilts θ·w, θ putting its relaxed primary ratio at the target."""
+    def too_much_left(theta: np.ndarray) -> np.ndarray:
+        f, p = relaxed(b, tilted_mean(theta[:, None] * w, b.space.r_max))
+        return (p if b.use_params else f) > b.target
+
+    reach = np.full(1, TILT_REACH_MEAN / b.space.r_max / w.min())
+    theta = bisect_tilt(reach, too_much_left, BISECT_TILT)
+    return tilted_mean(theta[:, None] * w, b.space.r_max)[0]
+
+
 def tilt_one(b: Bound, g: np.ndarray, target: float | np.ndarray) -> np.ndarray:
     """Recipes tilted(g, θ·w) with θ per row putting the relaxed primary ratio at target."""
     w, r_max = (b.wp if b.use_params else b.wf), b.space.r_max
@@ -78,8 +116,7 @@ def tilt_one(b: Bound, g: np.ndarray, target: float | np.ndarray) -> np.ndarray:
         f, p = relaxed(b, tilted(g, theta[:, None] * w, r_max))
         return (p if b.use_params else f) > target
 
-    lo, hi = np.full(len(g), -b.tilt_max), np.full(len(g), b.tilt_max)
-    theta = bisect(lo, hi, too_much_left, BISECT_TILT)
+    theta = bisect_tilt(np.full(len(g), b.tilt_max), too_much_left, BISECT_TILT)
     return tilted(g, theta[:, None] * w, r_max)
 
 
@@ -93,7 +130,7 @@ def tilt_pair(b: Bound, g: np.ndarray, theta_p: np.ndarray) -> np.ndarray:
         return f > goal
 
     reach = b.tilt_max + np.abs(theta_p) * (b.wp / b.wf).max()  # θf outweighs any θp·wp
-    theta = bisect(-reach, reach, too_much_left, BISECT_TILT)
+    theta = bisect_tilt(reach, too_much_left, BISECT_TILT)
     return tilted(g, theta[:, None] * b.wf + push, r_max)
 
 
@@ -105,13 +142,21 @@ def _second(b: Bound, g: np.ndarray, theta_p: np.ndarray) -> tuple[np.ndarray, n
 
 
 def solve_pair(b: Bound, g: np.ndarray) -> np.ndarray:
-    """Tilts (θf, θp) per row meeting the FLOPs target and the mCB (or params) target."""
-    goal = b.space.c_mcb if b.space.c_mcb is not None else b.space.c_params
-    lo, hi = np.full(len(g), -b.tilt_max), np.full(len(g), b.tilt_max)
-    h_lo, r_lo = _second(b, g, lo)
-    h_hi, r_hi = _second(b, g, hi)
+    """Tilts (θf, θp) per row: FLOPs at c_flops, and the mCB (or params) ratio in its band.
+
+    A row whose params tilt 0 already lands within SECOND_MARGIN of the band keeps it (as
+    the initial space restricted to the band would); the others move to that margin's nearer
+    edge, so the map fills the band instead of pinning its centre.
+    """
+    s = b.space
+    centre, tol = (s.c_mcb, s.mcb_tol) if s.c_mcb is not None else (s.c_params, s.delta)
+    reach = np.full(len(g), b.tilt_max)
+    h_lo, r_lo = _second(b, g, -reach)
+    h_hi, r_hi = _second(b, g, reach)
+    goal = np.clip(_second(b, g, np.zeros(len(g)))[0], centre - SECOND_MARGIN * tol,
+                   centre + SECOND_MARGIN * tol)
     rising = h_hi >= h_lo
-    theta_p = bisect(lo, hi, lambda mid: (_second(b, g, mid)[0] < goal) == rising, BISECT_OUTER)
+    theta_p = bisect_tilt(reach, lambda mid: (_second(b, g, mid)[0] < goal) == rising, BISECT_OUTER)
     r = _second(b, g, theta_p)[1]
     # rows whose goal lies outside [h(-T), h(T)] take the nearer end
     below = np.where(rising, goal <= h_lo, goal <= h_hi)

@@ -12,7 +12,8 @@ HERE = Path(__file__).parent
 
 
 def search_argv(storage: str, ckpt: str, n: int, *extra: str) -> list[str]:
-    """A fast search on digits: 1 proxy epoch, a 4-trial NSGA-II population."""
+    """A fast search on digits: 1 proxy epoch, a 4-trial NSGA-II population (and the default
+    3 uniform trials, unless `extra` says otherwise)."""
     return ["search", "--c-flops", "0.25", "--c-mcb", "1.0", "--checkpoint", ckpt,
             "--storage", storage, "--proxy-epochs", "1", "--population", "4",
             "--device", "cpu", "--n-trials", str(n), *extra]
@@ -39,10 +40,11 @@ def complete(study: optuna.Study) -> dict[int, tuple]:
 
 
 def duplicates(study: optuna.Study) -> int:
-    """COMPLETE trials whose genotype another COMPLETE trial already had."""
+    """COMPLETE searched trials whose genotype another COMPLETE trial already had (the uniform
+    trials share theirs by design: one per proxy seed)."""
     seen, dup = set(), 0
     for t in study.get_trials(deepcopy=False):
-        if t.state.name == "COMPLETE":
+        if t.state.name == "COMPLETE" and not t.user_attrs.get("is_uniform"):
             key = tuple(sorted(t.params.items()))
             dup += key in seen
             seen.add(key)

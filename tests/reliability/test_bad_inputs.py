@@ -16,7 +16,8 @@ import pytest
 from evoprune.cli import main
 
 STUDY = "resnet20-digits-mCB-1-f0.25"
-SEARCH = ["search", "--c-flops", "0.25", "--c-mcb", "1.0", "--checkpoint", "{ckpt}",
+SEARCH = ["search", "--c-flops", "0.25", "--c-mcb", "1.0", "--uniform-seeds", "1",
+          "--checkpoint", "{ckpt}",
           "--storage", "{db}", "--proxy-epochs", "1", "--population", "4", "--device", "cpu",
           "--n-trials", "2"]
 FRESH = ["--storage", "sqlite:///{dir}/new.db", "--device", "cpu"]
@@ -37,11 +38,21 @@ CASES = [
     (["search", *FRESH, "--c-flops", "0.25", "--proxy-lr", "-1"], "proxy-lr"),
     (["search", *FRESH, "--c-flops", "0.25", "--checkpoint", "/nonexistent.pt"], "does not exist"),
     (["search", *FRESH, "--c-flops", "0.25", "--n-trials", "0"], "n-trials"),
+    (["search", *FRESH, "--c-flops", "0.25", "--n-trials", "3"],  # 3 uniform trials by default
+     "--n-trials must be at least 4"),
+    (["search", *FRESH, "--c-flops", "0.25", "--uniform-seeds", "0"], "--uniform-seeds"),
+    (["search", *FRESH, "--c-flops", "0.25", "--val-size", "1.5"], "--val-size"),
+    (["search", *FRESH, "--c-flops", "0.25", "--retrain-seeds", "0"], "--retrain-seeds"),
+    (["search", *FRESH, "--c-flops", "0.25:0.1"], "c_flops_max must be in"),
+    (["search", *FRESH, "--c-flops", "0.25", "--c-mcb", "1.0", "--objectives",
+      "acc_drop,params"], "objective params carries no information"),
     (["search", "--c-flops", "0.25", "--storage", "sqlite:///{dir}/no/such/folder.db"],
      "does not exist"),
     # search: a resume whose configuration differs from the stored study's
     ([*SEARCH, "--mcb-tol", "0.2"], "exists with another configuration"),
-    ([*SEARCH, "--objectives", "acc_drop,flops"], "exists with another configuration"),
+    ([*SEARCH, "--objectives", "acc_drop,flops"], "objective flops carries no information"),
+    ([*SEARCH, "--objectives", "acc_drop,latency"], "exists with another configuration"),
+    ([*SEARCH, "--val-size", "0.3"], "exists with another configuration"),
     ([*SEARCH[:-6], "--proxy-epochs", "2", *SEARCH[-4:]], "exists with another configuration"),
     ([*SEARCH, "--sampler", "random"], "exists with another configuration"),
     # retrain
@@ -50,6 +61,8 @@ CASES = [
     (["retrain", "--storage", "{db}", "--study-name", STUDY, "--top-k", "-1"], "top-k"),
     (["retrain", "--storage", "{db}", "--study-name", STUDY, "--lr", "-0.1"], "lr"),
     (["retrain", "--storage", "{db}", "--study-name", STUDY, "--mode", "magic"], "magic"),
+    (["retrain", "--storage", "{db}", "--study-name", STUDY, "--seeds", "0"], "--seeds"),
+    (["retrain", "--storage", "{db}", "--study-name", STUDY, "--random-k", "-1"], "--random-k"),
     # analyze
     (["analyze", "--storage", "sqlite:///{dir}/new.db", "--all", "--out", "{dir}/an"],
      "no study storage"),

@@ -15,9 +15,10 @@ POINTS = ["step", "write", "time", "step", "write", "step", "time", "write", "st
 
 
 def _draw(point: str, rng: random.Random) -> int:
-    """The occasion of the fault: an optimizer step of the next two trials (45 per epoch on
-    digits at batch 32), a write statement of set-up or the next trials, a moment in ms."""
-    return {"step": rng.randint(1, 90), "write": rng.randint(1, 60),
+    """The occasion of the fault: an optimizer step of the next two trials (36 per epoch on
+    digits' 1150 training images at batch 32), a write statement of set-up (31 with the 3
+    uniform trials) or the next trials, a moment in ms."""
+    return {"step": rng.randint(1, 72), "write": rng.randint(1, 60),
             "time": rng.randint(2500, 6000)}[point]
 
 
@@ -65,17 +66,19 @@ def test_ten_sigkills_then_resume_leave_exactly_n_complete(tmp_path, base_ckpt, 
     assert "RUNNING" not in states and "WAITING" not in states
     assert lost == 0 and dup == 0
     assert sum(bool(t.user_attrs.get("is_uniform")) for t in trials
-               if t.state.name == "COMPLETE") == 1
+               if t.state.name == "COMPLETE") == 3, (log, [  # the default uniform_seeds
+        (t.number, t.state.name, t.user_attrs.get("is_uniform"), t.user_attrs.get("fail_reason"),
+         t.system_attrs.get("failed_trial")) for t in trials])
     for t in trials:
         if t.state.name == "FAIL":  # a killed trial: declared, and its genotype retried
             assert "died" in t.user_attrs.get("fail_reason", ""), t.user_attrs
 
 
 def test_a_study_killed_while_being_created_is_finished_on_resume(tmp_path, base_ckpt, figures):
-    """SIGKILL inside the study's creation (its attrs, metric names, uniform trial): the rerun
+    """SIGKILL inside the study's creation (its attrs, metric names, uniform trials): the rerun
     finishes the creation instead of refusing a study whose attrs look different."""
     storage = f"sqlite:///{tmp_path}/s.db"
-    argv = search_argv(storage, base_ckpt, 2)
+    argv = search_argv(storage, base_ckpt, 4)
     for k in (3, 6, 9):  # the creation's 3rd, 6th and 9th write statements
         run = run_with_fault("write", k, argv)
         figures["kill_runs"] += 1
@@ -90,7 +93,33 @@ def test_a_study_killed_while_being_created_is_finished_on_resume(tmp_path, base
     study = load(storage)
     states = [t.state.name for t in study.get_trials()]
     figures["kill_studies"] += 1
-    figures["exact_n"] += states.count("COMPLETE") == 2
-    assert states == ["COMPLETE", "COMPLETE"]
+    figures["exact_n"] += states.count("COMPLETE") == 4
+    assert states == ["COMPLETE"] * 4
     assert study.user_attrs["created"] is True and "config" in study.user_attrs
-    assert [bool(t.user_attrs.get("is_uniform")) for t in study.get_trials()] == [True, False]
+    assert [bool(t.user_attrs.get("is_uniform")) for t in study.get_trials()] == \
+        [True, True, True, False]
+
+
+def test_a_creation_killed_between_the_uniform_trials_enqueues_the_rest(tmp_path, base_ckpt,
+                                                                        figures):
+    """SIGKILL after the first of the 3 uniform trials is queued (write 22 of a fresh creation:
+    the second one's INSERT): the study is not created yet, and the rerun queues the 2 missing
+    uniform trials before any searched one, so the study holds all 3 seeds."""
+    storage = f"sqlite:///{tmp_path}/s.db"
+    argv = search_argv(storage, base_ckpt, 5)
+    run = run_with_fault("write", 22, argv)
+    figures["kill_runs"] += 1
+    assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
+    figures["kills"] += 1
+    figures["kills_write"] += 1
+    half = find_study(storage, "resnet20-digits-mCB-1-f0.25")
+    assert half is not None and not half.user_attrs.get("created")
+    assert [t.user_attrs.get("is_uniform") for t in half.get_trials()] == [True]
+    final = run_with_fault("time", 10**9, argv)
+    assert final.returncode == 0, final.stderr[-2000:]
+    trials = load(storage).get_trials()
+    figures["kill_studies"] += 1
+    figures["exact_n"] += [t.state.name for t in trials].count("COMPLETE") == 5
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 5
+    assert [bool(t.user_attrs.get("is_uniform")) for t in trials] == [True] * 3 + [False] * 2
+    assert len({t.user_attrs["seed"] for t in trials[:3]}) == 3

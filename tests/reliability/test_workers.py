@@ -9,7 +9,7 @@ from helpers import complete, duplicates, load, run_with_fault, search_argv
 @pytest.mark.parametrize("workers", [2, 4])
 def test_workers_share_one_journal_storage(tmp_path, base_ckpt, figures, workers):
     """--n-workers 2 and 4 on one journal file: exactly n COMPLETE, every worker's trials kept,
-    no duplicate genotype, one uniform trial, no traceback or lock error."""
+    no duplicate genotype, the 3 uniform trials (one per seed), no traceback or lock error."""
     n = 8
     storage = f"journal:{tmp_path}/s.log"
     run = run_with_fault("time", 10**9, search_argv(storage, base_ckpt, n, "--n-workers",
@@ -28,16 +28,17 @@ def test_workers_share_one_journal_storage(tmp_path, base_ckpt, figures, workers
     assert all(t.user_attrs.get("surplus") for t in trials if t.state.name == "PRUNED")
     assert len({t.user_attrs["worker"]["pid"] for t in done}) >= 2
     assert duplicates(study) == 0
-    assert sum(bool(t.user_attrs.get("is_uniform")) for t in done) == 1
+    assert sum(bool(t.user_attrs.get("is_uniform")) for t in done) == 3
+    assert len({t.user_attrs["seed"] for t in done}) == n  # every trial its own proxy seed
     assert len(complete(study)) == n
 
 
 def test_a_nan_planted_in_a_fine_tune_fails_that_trial_and_the_search_goes_on(tmp_path,
                                                                               base_ckpt, figures):
-    """NaN weights after the 60th optimizer step (trial 1's fine-tune, trial 0 taking 45): the
+    """NaN weights after the 60th optimizer step (trial 1's fine-tune, trial 0 taking 36): the
     NaN guard fails trial 1 with its reason; the search still ends with n COMPLETE."""
     storage = f"sqlite:///{tmp_path}/s.db"
-    run = run_with_fault("nan", 60, search_argv(storage, base_ckpt, 3))
+    run = run_with_fault("nan", 60, search_argv(storage, base_ckpt, 3, "--uniform-seeds", "1"))
     assert run.returncode == 0, run.stderr[-2000:]
     trials = load(storage).get_trials()
     failed = [t for t in trials if t.state.name == "FAIL"]
