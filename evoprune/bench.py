@@ -159,20 +159,11 @@ def reject_sample(decoder: Decoder, n: int, seed: int = 0, max_draws: int = 10_0
     """The paper's/EagleEye's sampler, the reference bench_space races: returns (accepted, draws).
 
     Uniform ratios in [0, r_max], `batch` at a time, kept when the rounded recipe is inside every
-    band, until n are kept or at least max_draws are drawn.
+    band, until n are kept or at least max_draws are drawn (`evoprune.spaces.sampling.reject`).
     """
-    from evoprune.units import kept_channels
+    from evoprune.spaces.sampling import reject
 
-    rng = np.random.default_rng(seed)
-    accepted: list[np.ndarray] = []
-    kept_n = draws = 0
-    while kept_n < n and draws < max_draws:
-        r = rng.uniform(0.0, decoder.space.r_max, (batch, decoder.n))
-        draws += batch
-        kept = kept_channels(decoder.cost.channels, r, decoder.space.round_to)
-        accepted.append(r[decoder.violation(kept, r) == 0])
-        kept_n += len(accepted[-1])
-    recipes = np.concatenate(accepted)[:n] if accepted else np.empty((0, decoder.n))
+    recipes, draws = reject(decoder.bound, n, np.random.default_rng(seed), max_draws, batch)
     return decoder.describe(recipes), draws
 
 
@@ -197,9 +188,10 @@ def _bench_space_one(name: str, residual: bool, c_flops: float, n: int, seconds:
     base = build_model(name, classes, shape)
     cost = CostModel(base, find_units(base, shape, residual=residual))
     decoder = Decoder(PruningSpace(c_flops=c_flops), cost)
-    decoder.sample(8, seed)  # warm-up
+    genotypes = np.random.default_rng(seed).random((n, decoder.n_genes))
+    decoder.decode(genotypes[:8])  # warm-up
     start = time.perf_counter()
-    out = decoder.sample(n, seed)
+    out = decoder.decode(genotypes)
     decode_s = time.perf_counter() - start
     valid = int(out.inside.sum())
     accepted = draws = 0

@@ -23,6 +23,7 @@ GRACE_S = 120
 TAGLESS_GRACE_S = 10  # a RUNNING trial without a worker tag this old was killed at birth
 RETRY_INHERITS = ("is_uniform",)  # the only user_attrs a retried trial keeps (see retry_trial)
 DIED = "its worker process died (killed or crashed)"  # the fail_reason of a reaped trial
+ORPHAN_GRACE_S = 60  # a reaped trial of another host's reaper this long without its retry
 
 
 def storage_kind(url: str) -> str:
@@ -244,6 +245,37 @@ def reap_dead_trials(study: Any) -> list[int]:
     return reaped
 
 
+def retry_orphans(study: Any) -> list[int]:
+    """Queue the retry of reaped trials whose reaper died between their FAIL and the retry.
+
+    `reap_dead_trials` FAILs a trial and then queues its retry, two writes: a reaper killed
+    between them leaves a FAIL trial no retry follows (with uniform_seeds, a uniform seed lost).
+    Such a trial is an orphan once its reaper (`reaped_by`) is dead on this host, or
+    ORPHAN_GRACE_S after its FAIL elsewhere. Called when a search resumes (one process), not by
+    the workers' polls, which would race each other to the same retry.
+    """
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    retried = {int(n) for t in trials for n in t.system_attrs.get("retry_history", [])}
+    retried |= {int(t.user_attrs["retry_of"]) for t in trials if "retry_of" in t.user_attrs}
+    host, now = socket.gethostname(), datetime.datetime.now()
+    out = []
+    for t in trials:
+        by = t.user_attrs.get("reaped_by")
+        if t.state != TrialState.FAIL or not isinstance(by, dict) or t.number in retried:
+            continue
+        if by.get("host") == host:
+            if _alive(int(by.get("pid", 0))):
+                continue
+        elif t.datetime_complete is None or \
+                (now - t.datetime_complete).total_seconds() < ORPHAN_GRACE_S:
+            continue
+        retry_trial(study, t)
+        out.append(t.number)
+    return out
+
+
 def _fail_dead(study: Any, trial: Any) -> Any | None:
     """FAIL a dead worker's RUNNING trial with its reason; the failed trial, None on a lost race."""
     # Losing to another process that finished the trial first shows as Optuna's
@@ -258,6 +290,8 @@ def _fail_dead(study: Any, trial: Any) -> Any | None:
 
     try:
         set_running_trial_user_attr(study, trial, "fail_reason", DIED)
+        set_running_trial_user_attr(study, trial, "reaped_by",  # read by retry_orphans
+                                    {"host": socket.gethostname(), "pid": os.getpid()})
         return study.tell(trial.number, state=TrialState.FAIL)
     except UpdateFinishedTrialError:
         return None

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scipy.special import ndtri
 
 from evoprune.bench import reject_sample
 from evoprune.cost import CostModel
@@ -18,13 +19,16 @@ from evoprune.spaces.bands import bind, primary
 from evoprune.spaces.repair import ratios_for, repair
 from evoprune.spaces.solvers import (
     BISECT_INNER,
-    BISECT_OUTER,
+    SECOND_MARGIN,
+    bisect_tilt,
     continuous,
-    perturbation,
     relaxed,
     solve_offset,
-    solve_std,
-    solve_two,
+    solve_pair,
+    std_map,
+    tilt_one,
+    tilted,
+    tilted_mean,
 )
 from evoprune.units import find_units, kept_channels
 
@@ -41,21 +45,20 @@ def cost_model(name: str, residual: bool) -> CostModel:
 def assert_inside(space: PruningSpace, cost: CostModel, recipes: np.ndarray) -> None:
     """Check every band independently of the decoder: exact cost of the rounded channels."""
     assert ((recipes >= 0) & (recipes <= space.r_max)).all()
+    top = space.c_flops_max if space.c_flops_max is not None else space.c_flops
     for r in recipes:
         c = cost.of_channels(kept_channels(cost.channels, r, space.round_to))
         if space.c_flops is not None:
-            assert abs(c.flops_ratio - space.c_flops) <= space.delta
+            assert space.c_flops - space.delta <= c.flops_ratio <= top + space.delta
         if space.c_params is not None:
             assert abs(c.params_ratio - space.c_params) <= space.delta
         if space.c_mcb is not None:
             assert abs(c.mcb - space.c_mcb) <= space.mcb_tol
-        if space.c_std is not None:
-            assert abs(r.std() - space.c_std) <= space.std_tol * space.c_std
 
 
 @st.composite
 def spaces(draw):
-    kind = draw(st.sampled_from(["initial", "std", "mcb", "params", "flops+params"]))
+    kind = draw(st.sampled_from(["initial", "std", "mcb", "params", "flops+params", "range"]))
     c = draw(st.floats(0.02, 0.9))
     r_max = draw(st.sampled_from([0.8, 0.9, 0.95, 0.99]))
     round_to = draw(st.sampled_from([1, 1, 1, 8]))
@@ -69,6 +72,10 @@ def spaces(draw):
         return PruningSpace(c_flops=c, c_mcb=draw(st.floats(0.6, 1.6)), **common)
     if kind == "params":
         return PruningSpace(c_params=c, **common)
+    if kind == "range":
+        std = draw(st.sampled_from([None, 0.05]))
+        top = draw(st.floats(c + 0.01, 1.0))
+        return PruningSpace(c_flops=c, c_flops_max=top, c_std=std, **common)
     return PruningSpace(c_flops=c, c_params=draw(st.floats(0.02, 0.9)), **common)
 
 
@@ -83,7 +90,7 @@ def test_every_decoded_recipe_is_inside_every_band(name, residual, space, seed):
     except EvopruneError as exc:  # refused up front, saying what is reachable
         assert "reachable" in str(exc) or "widen --delta" in str(exc), str(exc)
         return
-    genotypes = np.random.default_rng(seed).random((16, len(cost.channels)))
+    genotypes = np.random.default_rng(seed).random((16, decoder.n_genes))
     genotypes[0] = 0.0  # the corners of the box too
     genotypes[1] = 1.0
     out = decoder.decode(genotypes)
@@ -132,18 +139,88 @@ def test_unreachable_mcb_gives_the_reachable_range():
     ({"c_flops": 0.3, "delta": 0}, "delta"),
     ({"c_flops": 0.3, "round_to": 0}, "round_to"),
     ({"c_flops": float("nan")}, "c_flops"),
+    ({"c_flops": 0.3, "c_flops_max": 0.3}, r"c_flops_max must be in \(c_flops = 0.3, 1\]"),
+    ({"c_flops": 0.3, "c_flops_max": 1.2}, "c_flops_max must be in"),
+    ({"c_params": 0.3, "c_flops_max": 0.5}, "a FLOPs range needs --c-flops"),
+    ({"c_flops": 0.1, "c_flops_max": 0.5, "c_mcb": 1.0}, "a FLOPs range takes no --c-mcb"),
+    ({"c_flops": 0.1, "c_flops_max": 0.5, "c_params": 0.2}, "a FLOPs range takes no"),
 ])
 def test_bad_space_configurations(kwargs, message):
     with pytest.raises(EvopruneError, match=message):
         PruningSpace(**kwargs)
 
 
-def test_std_space_std_is_c_std_within_the_stated_tolerance():
+def test_std_space_recipe_std_spreads_as_n_normal_numbers_do():
+    # STD-x: ratios u + x·z with z ~ N(0, 1) per unit; the recipe std is not pinned but spreads
+    # as the std of N normal numbers does (Fig. 2, row 2 of the paper)
     cost = cost_model("resnet56", True)
-    for c_flops, c_std in ((0.5, 0.1), (0.05, 0.1), (0.02, 0.01)):
-        space = PruningSpace(c_flops=c_flops, c_std=c_std)
-        out = Decoder(space, cost).sample(64, seed=3)
-        assert np.abs(out.std - c_std).max() <= 0.05 * c_std
+    for c_flops, c_std in ((0.5, 0.1), (0.25, 0.05), (0.1, 0.01)):
+        out = Decoder(PruningSpace(c_flops=c_flops, c_std=c_std), cost).sample(1000, seed=3)
+        iid = (c_std * np.random.default_rng(3).standard_normal((20000, len(cost.channels)))).std(1)
+        assert out.std.mean() == pytest.approx(iid.mean(), rel=0.02)
+        assert out.std.std() == pytest.approx(iid.std(), rel=0.1)  # about 13% of c_std
+        assert out.std.std() > 0.1 * c_std
+        assert out.inside.all()
+
+
+def test_space_text_and_plain_data():
+    ranged = PruningSpace(c_flops=0.1, c_flops_max=0.5, c_std=0.1)
+    assert (ranged.label, ranged.kind) == ("STD-0.1", "std")
+    assert ranged.bands() == "(FLOPs 0.1–0.5 ±0.002, perturbation σ 0.1, r_max 0.95, round_to 1)"
+    assert PruningSpace(c_flops=0.25).bands() == "(FLOPs 0.25±0.002, r_max 0.95, round_to 1)"
+    data = ranged.to_dict()
+    assert data["c_flops_max"] == 0.5 and "std_tol" not in data
+    assert PruningSpace.from_dict({**data, "std_tol": 0.05}) == ranged  # old studies' attrs load
+
+
+def test_budget_range_takes_a_target_gene():
+    cost = cost_model("resnet56", True)
+    for space in (PruningSpace(c_flops=0.1, c_flops_max=0.5),
+                  PruningSpace(c_flops=0.1, c_flops_max=0.5, c_std=0.05)):
+        decoder = Decoder(space, cost)
+        n = len(cost.channels)
+        assert decoder.n_genes == n + 1
+        g = np.full((5, n + 1), 0.5)
+        g[:, -1] = [0.0, 0.25, 0.5, 0.75, 1.0]
+        out = decoder.decode(g)  # the relaxed FLOPs hit the target; rounding moves them a little
+        assert out.flops_ratio == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5], abs=0.015)
+        assert (np.diff(out.flops_ratio) > 0.06).all()
+        assert_inside(space, cost, out.recipes)
+        with pytest.raises(EvopruneError, match=rf"genotype has {n} genes but the space takes "
+                                                rf"{n + 1} \({n} units and 1 FLOPs target gene\)"):
+            decoder.decode(np.full((1, n), 0.5))
+        drawn = decoder.sample(400, seed=0)
+        assert_inside(space, cost, drawn.recipes)
+        counts = np.histogram(drawn.flops_ratio, bins=4, range=(0.098, 0.502))[0]
+        if space.kind == "std":  # the target is uniform in the range
+            assert counts.min() > 70, counts
+        u = decoder.uniform()
+        assert abs(u.flops_ratio[0] - 0.3) <= 0.002 and np.ptp(u.recipes[0]) <= 0.1
+
+
+def test_tilted_law_quantiles_and_means():
+    g = (np.arange(100_000) + 0.5) / 100_000
+    for a in (-40.0, -3.0, 0.0, 1e-9, 2.0, 500.0):
+        r = tilted(g, np.full_like(g, a), 0.95)
+        assert ((r >= 0) & (r <= 0.95)).all() and (np.diff(r) >= 0).all()
+        assert r.mean() == pytest.approx(float(tilted_mean(np.array(a), 0.95)), abs=1e-4)
+    assert tilted_mean(np.array([0.0, -3.0 / 0.95]), 0.95) == pytest.approx(
+        [0.475, 0.95 * (1 / (1 - np.exp(3.0)) + 1 / 3.0)])
+    assert tilted(np.array([0.25]), np.array([0.0]), 0.8)[0] == pytest.approx(0.2)
+    theta = bisect_tilt(np.array([1000.0, 1000.0]), lambda t: t < np.array([-3.7, 250.0]), 28)
+    assert theta == pytest.approx([-3.7, 250.0], rel=1e-6)
+
+
+def test_decode_of_uniform_genotypes_keeps_units_off_r_max():
+    # the additive map clip(r_max·g + t) put 27% and 41% of the units at r_max at c_flops 0.05
+    # and 0.02 (resnet20, residual units); the tilt map puts a unit there only as its gene → 1
+    cost = cost_model("resnet20", True)
+    for space, at_most in ((PruningSpace(c_flops=0.05), 0.01), (PruningSpace(c_flops=0.02), 0.05),
+                           (PruningSpace(c_flops=0.02, c_mcb=1.0), 0.05)):
+        decoder = Decoder(space, cost)
+        out = decoder.decode(np.random.default_rng(0).random((500, decoder.n_genes)))
+        assert (out.recipes >= space.r_max - 1e-9).mean() <= at_most
+        assert out.inside.all()
 
 
 def test_decode_is_deterministic_and_nearby_genotypes_give_nearby_recipes():
@@ -206,21 +283,30 @@ def test_importing_the_space_does_not_import_torch():
 def test_bind_constants():
     cost = cost_model("resnet56", True)
     b = bind(PruningSpace(c_params=0.1, r_max=0.9, round_to=8), cost)
-    assert b.n == len(cost.channels) and (b.target, b.use_params, b.s_max) == (0.1, True, 7.2)
+    assert b.n == len(cost.channels) and (b.target, b.use_params, b.lo, b.hi) == (0.1, True, 0.1, 0.1)
     assert np.array_equal(b.kmin, kept_channels(cost.channels, np.full(b.n, 0.9), 8))
-    for v in (b.d, b.z_neutral):
-        assert abs(v.mean()) < 1e-12 and abs(v.std() - 1) < 1e-12
+    for w in (b.wf, b.wp):
+        assert abs(w.mean() - 1) < 1e-12 and (w > 0).all()
+    residual = np.array([u.kind == "residual" for u in cost.units])
+    assert b.wf[residual].min() > 2 * b.wf[~residual].max()  # a stage's width costs the most
+    assert b.tilt_max == pytest.approx(64 / 0.9 / min(b.wf.min(), b.wp.min()))
     assert primary(PruningSpace(c_flops=0.3, c_mcb=1.0)) == (0.3, False)
+    ranged = bind(PruningSpace(c_flops=0.1, c_flops_max=0.5), cost)
+    assert (ranged.target, ranged.lo, ranged.hi, ranged.n_genes) == (0.3, 0.1, 0.5, b.n + 1)
 
 
 def test_violation_counts_each_overshoot_in_half_widths():
     cost = cost_model("resnet56", True)
     b = bind(PruningSpace(c_flops=0.25, c_std=0.1), cost)
-    full = np.zeros((1, b.n))  # FLOPs ratio 1 and std 0: both bands missed
+    full = np.zeros((1, b.n))  # FLOPs ratio 1: the FLOPs band missed (an STD space has no std band)
     v = b.violation(kept_channels(cost.channels, full), full)
-    assert v[0] == pytest.approx((1 - 0.25 - 0.002) / 0.002 + (0.1 - 0.005) / 0.005)
+    assert v[0] == pytest.approx((1 - 0.25 - 0.002) / 0.002)
     mcb = bind(PruningSpace(c_flops=1.0, c_mcb=2.0, mcb_tol=0.5), cost)
     assert mcb.violation(cost.channels[None], full)[0] == pytest.approx((2 - 1 - 0.5) / 0.5)
+    ranged = bind(PruningSpace(c_flops=0.1, c_flops_max=0.5), cost)
+    f = np.array([0.05, 0.0985, 0.3, 0.5015, 0.6])
+    assert ranged.overshoot(f, f) == pytest.approx([(0.05 - 0.002) / 0.002, 0, 0, 0,
+                                                    (0.1 - 0.002) / 0.002])
 
 
 def test_solve_offset_hits_the_relaxed_target_within_its_bisection_width():
@@ -236,31 +322,41 @@ def test_solve_offset_hits_the_relaxed_target_within_its_bisection_width():
                 <= 2 * width / 2.0 ** (BISECT_INNER + 1)).all()
 
 
-def test_solve_two_meets_both_relaxed_targets():
+def test_solve_pair_meets_flops_and_keeps_the_second_band():
     cost = cost_model("resnet56", True)
-    r0 = 0.95 * np.random.default_rng(1).random((64, len(cost.channels)))
+    g = np.random.default_rng(1).random((64, len(cost.channels)))
     for space in (PruningSpace(c_flops=0.25, c_mcb=1.0), PruningSpace(c_flops=0.3, c_params=0.2)):
         b = bind(space, cost)
-        r = solve_two(b, r0)
+        r = solve_pair(b, g)
         f, p = relaxed(b, r)
-        second = f / p - 1.0 if space.c_mcb is not None else p - 0.2
-        assert np.abs(f - space.c_flops).max() < 1e-7
-        assert np.abs(second).max() < 1e-3  # 1% of the mCB tolerance, half the params band
+        second, centre, tol = ((f / p, 1.0, 0.1) if space.c_mcb is not None else (p, 0.2, 0.002))
+        assert np.abs(f - space.c_flops).max() < 1e-6
+        assert np.abs(second - centre).max() <= SECOND_MARGIN * tol * 1.01 + 2e-5  # bisection width
         assert ((r >= 0) & (r <= 0.95)).all()
+    wide = bind(PruningSpace(c_flops=0.25, c_mcb=1.0, mcb_tol=0.5), cost)
+    free, lone = solve_pair(wide, g), tilt_one(wide, g, 0.25)
+    f, p = relaxed(wide, lone)
+    kept = np.abs(f / p - 1.0) <= SECOND_MARGIN * 0.5
+    assert kept.sum() >= 48 and not kept.all()
+    assert np.abs(free - lone)[kept].max() < 1e-4  # rows already inside the band keep one tilt
+    assert np.abs(free - lone)[~kept].max() > 0.01
 
 
-def test_solve_std_spreads_to_c_std_within_the_scale_bisection():
+def test_std_map_is_a_common_offset_on_x_times_normal_quantiles():
     cost = cost_model("resnet56", True)
     b = bind(PruningSpace(c_flops=0.05, c_std=0.1), cost)
-    z = perturbation(b, np.random.default_rng(2).random((64, b.n)), 1.0)
-    assert np.abs(z.mean(1)).max() < 1e-12 and np.abs(z.std(1) - 1).max() < 1e-12
-    r = solve_std(b, z)
+    g = np.random.default_rng(2).random((64, b.n))
+    r = std_map(b, g, 0.05)
     f, _ = relaxed(b, r)
     assert np.abs(f - 0.05).max() < 1e-7
-    at_c_std = np.clip(0.1 * z + solve_offset(b, 0.1 * z, 0.05, False)[:, None], 0, 0.95)
-    assert (at_c_std.std(1) < 0.099).sum() > 10  # clipping ate spread: σ grew past c_std there
-    sigma_width = 0.1 * 8.0 + 0.95 - 0.1  # σ's bracket; std(clip(u + σz)) moves about 1 per σ
-    assert np.abs(r.std(1) - 0.1).max() <= 2 * sigma_width / 2.0 ** (BISECT_OUTER + 1)
+    z = 0.1 * ndtri(g)
+    free = (r > 0) & (r < 0.95)
+    offset = np.where(free, r - z, np.nan)
+    assert np.nanmax(offset, 1) - np.nanmin(offset, 1) == pytest.approx(np.zeros(64), abs=1e-12)
+    clipped = np.where(z + np.nanmean(offset, 1)[:, None] <= 0, 0.0, 0.95)
+    assert np.array_equal(r[~free], clipped[~free])
+    mid = std_map(b, np.full((1, b.n), 0.5), 0.05)
+    assert np.ptp(mid) == 0  # the neutral genotype is the uniform recipe
 
 
 def test_repair_ends_inside_every_band_and_leaves_inside_rows_alone():

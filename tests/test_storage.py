@@ -121,6 +121,30 @@ def test_a_retried_retry_names_the_original_and_the_whole_chain(tmp_path, kind):
     assert third.user_attrs == {"is_uniform": True}
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_reaper_killed_between_the_fail_and_the_retry_leaves_an_orphan_retried_once(
+        tmp_path, kind, monkeypatch):
+    """The FAIL and the retry are two writes: a reaper killed between them leaves a FAIL trial
+    without retry. retry_orphans (a resume) queues it once its reaper is dead, and only once."""
+    url = _url(tmp_path, kind)
+    study = _study_with_running(url, _dead_tag())
+    real_retry, real_alive = st.retry_trial, st._alive
+    monkeypatch.setattr(st, "retry_trial", lambda *_a: None)  # the reaper dies before its retry
+    assert st.reap_dead_trials(study) == [0]
+    monkeypatch.setattr(st, "retry_trial", real_retry)
+    (failed,) = _open(url).get_trials()
+    assert failed.state == TrialState.FAIL
+    assert failed.user_attrs["reaped_by"] == {"host": socket.gethostname(), "pid": os.getpid()}
+    assert st.retry_orphans(_open(url)) == []  # its reaper (this process) lives: it may retry yet
+    monkeypatch.setattr(st, "_alive", lambda pid: pid != os.getpid() and real_alive(pid))
+    assert st.retry_orphans(_open(url)) == [0]
+    failed, retry = _open(url).get_trials()
+    assert retry.state == TrialState.WAITING and retry.params == GENES
+    assert retry.user_attrs == {"is_uniform": True} and st.retried_from(retry) == 0
+    assert st.retry_orphans(_open(url)) == []  # retried: no second retry
+    assert len(_open(url).get_trials()) == 2
+
+
 def test_retried_from_reads_the_legacy_user_attr_of_older_studies():
     """A trial written before Optuna's callback was used carries only `retry_of`."""
     old = optuna.trial.create_trial(state=TrialState.WAITING, user_attrs={"retry_of": 3})

@@ -88,10 +88,11 @@ def resume_study(storage: str, name: str, say: Progress) -> optuna.Study:
     """Load a created study and reap the trials its dead workers left RUNNING."""
     import optuna
 
-    from evoprune.storage import open_storage, reap_dead_trials
+    from evoprune.storage import open_storage, reap_dead_trials, retry_orphans
 
     study = optuna.load_study(study_name=name, storage=open_storage(storage, heartbeat=True))
     reaped = reap_dead_trials(study)
+    retry_orphans(study)  # a reaper killed between a FAIL and its retry
     if reaped:
         say(TrialsReaped(tuple(reaped)))
     return study

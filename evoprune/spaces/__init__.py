@@ -1,16 +1,20 @@
-"""Pruning spaces (Sec. 3 of the paper): bands on FLOPs, params, mCB and recipe STD.
+"""Pruning spaces (Sec. 3 of the paper): bands on FLOPs (or a FLOPs range), params, mCB; STD-x.
 
 A `PruningSpace` is the frozen configuration; `Decoder` binds it to a model's cost model and maps
-any genotype g in [0, 1]^N (one static float per unit, as an optimizer proposes) to a recipe
-inside every band *after channel rounding*, by construction rather than rejection. The parts:
+any genotype g in [0, 1]^n_genes (one static float per unit, as an optimizer proposes, plus one
+picking the FLOPs target in a budget range) to a recipe inside every band *after channel
+rounding*, by construction rather than rejection; `Decoder.sample` draws i.i.d. recipes from the
+space's own distribution. The parts:
 
 - `space.py`: `PruningSpace`, the configuration and its validation (no torch);
 - `bands.py`: the space bound to a cost model, band targets, the violation, reachability checks;
-- `solvers.py`: a base recipe r0 = R·g (STD: z = Φ⁻¹(g)), then bisections on the relaxed cost: a
-  common offset t for the FLOPs (or params) band, a second offset s along d (each unit's
-  standardised log FLOPs-per-param) for mCB or FLOPs+params bands, the scale σ of z for STD;
+- `solvers.py`: the continuous maps: STD-x is a uniform ratio plus x·Φ⁻¹(g) shifted into the
+  band (the paper's construction); the other spaces map each gene to a quantile of a tilted
+  uniform law on [0, r_max], the tilt solved per row into the band (mean-field weights);
 - `repair.py`: greedy single-unit rounding steps on the exact integer cost into every band;
-- `decoder.py`: `Decoder` (decode, describe, sample, uniform) and `Decoded`.
+- `sampling.py`: the paper's initial space restricted to the bands, by rejection or by an exact
+  Gibbs sampler (pair and flow steps on the kept-channel levels);
+- `decoder.py`: `Decoder` (decode, describe, sample, uniform, n_genes) and `Decoded`.
 
 A genotype whose repair fails (rare: an extreme corner of the box) is blended toward the
 neutral genotype until it succeeds; the neutral genotype is decoded when the space is bound, so

@@ -9,11 +9,17 @@ import numpy as np
 from evoprune.cost import CostModel
 from evoprune.errors import EvopruneError
 from evoprune.spaces.repair import repair
-from evoprune.spaces.solvers import continuous, relaxed, solve_offset, tilt_pair, tilted_mean_at
+from evoprune.spaces.solvers import (
+    TILT_REACH,
+    continuous,
+    relaxed,
+    solve_offset,
+    tilt_pair,
+    tilted_mean_at,
+)
 from evoprune.spaces.space import PruningSpace
 from evoprune.units import kept_channels
 
-TILT_REACH = 64.0  # |tilt · r_max| the weakest unit reaches at the ends of a tilt's bracket
 MEAN_FIELD_STEPS = 8  # damped fixed-point steps of the tilt weights
 
 
@@ -26,7 +32,7 @@ class Bound:
     n: int  # units
     c: np.ndarray  # channels as floats
     kmin: np.ndarray  # kept channels with every unit at r_max (after rounding)
-    wf: np.ndarray  # FLOPs tilt weights: -d(relaxed FLOPs)/dr at the uniform recipe, mean 1
+    wf: np.ndarray  # FLOPs tilt weights: -d(relaxed FLOPs)/dr at the mean-field recipe, mean 1
     wp: np.ndarray  # params tilt weights, likewise
     tilt_max: float  # a tilt's bracket is [-tilt_max, tilt_max]
     target: float  # centre of the primary band (a range's midpoint): FLOPs, else params
@@ -57,7 +63,8 @@ class Bound:
         if s.c_flops is None:
             return np.zeros_like(f, dtype=np.float64)
         hi = s.c_flops_max if s.c_flops_max is not None else s.c_flops
-        return np.maximum(np.maximum(s.c_flops - f, 0) + np.maximum(f - hi, 0) - s.delta, 0) / s.delta
+        outside = np.maximum(s.c_flops - f, 0) + np.maximum(f - hi, 0)  # |f - c| without a range
+        return np.maximum(outside - s.delta, 0) / s.delta
 
     def params_over(self, p: np.ndarray) -> np.ndarray:
         """Overshoot of the params band in half-widths (0 without the band)."""

@@ -66,7 +66,7 @@ class Decoder:
         if not np.isfinite(g).all():
             raise EvopruneError("a genotype holds NaN or inf")
         g = np.clip(g, 0.0, 1.0)
-        out = np.empty_like(g)
+        out = np.empty((len(g), self.n))
         todo = np.arange(len(g))
         for blend in BLENDS:
             if not len(todo):
@@ -123,7 +123,7 @@ class Decoder:
             delta=self.space.delta, r_max=self.space.r_max, round_to=self.space.round_to)
         flat = Decoder(band_only, self.cost)
         u = solve_offset(flat.bound, np.zeros((1, self.n)), target, use_params)
-        r, inside = repair(flat.bound, np.clip(np.repeat(u[:, None], self.n, 1), 0.0, self.space.r_max))
+        r, inside = repair(flat.bound, np.clip(np.tile(u[:, None], self.n), 0, flat.space.r_max))
         if not inside[0]:
             raise EvopruneError(f"the uniform recipe cannot be repaired into {band_only.bands()}")
         return flat.describe(r)

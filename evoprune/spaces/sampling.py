@@ -2,21 +2,31 @@
 
 The target is the law of ratios uniform on [0, r_max]^N conditioned on every band holding
 after channel rounding (exactly the bands `Bound.violation` checks). Rounding maps each unit's
-ratio to a kept count k_i, so the target factorises: k has mass ∝ Π_i len_i(k_i) on the
-in-band k (len_i(k) is the length of the ratio interval that keeps k channels), and each r_i
-is uniform on its interval given k_i.
+ratio to a kept count k_i (a *level*), so the target factorises: k has mass ∝ Π_i len_i(k_i)
+on the in-band k (len_i(k) is the length of the ratio interval keeping k channels), and each
+r_i is uniform on its interval given k_i.
 
 - `reject`: uniform ratios, a batch at a time, kept when inside every band (exact).
-- `gibbs`: a pair-wise Gibbs sampler on k. A step picks two units (i, j) and redraws (k_i, k_j)
-  from the target given the other units: every pair of levels in a window (the whole range of
-  both units when it has at most `WINDOW` levels) is scored on the exact integer cost (FLOPs and
-  params are quadratic in (k_i, k_j) given the rest), weighted len_i·len_j where every band
-  holds. Pairs trade budget between units, so chains move along the thin band where a single
-  unit given all others could only shuffle a channel or two. A window over a wide unit is a
-  random lattice (random stride, random position of the current level in it): the lattice is
-  chosen with the same probability from each of its points, so the step keeps the target.
-  Many chains run vectorised from in-band starts; each gives one draw after `SWEEPS` sweeps.
-- `draw`: rejection when a pilot batch says it is cheap, Gibbs for the rest.
+- `Sampler.gibbs`: a Gibbs sampler, many chains vectorised, each started at an in-band recipe
+  and giving one draw after `SWEEPS` sweeps (independent draws). A sweep has two kinds of
+  steps, each drawing exactly from the target restricted to a set of states that is the same
+  from each of its points (so each keeps the target):
+  * pair steps: two units (i, j) redraw their levels given the others. FLOPs and params are
+    quadratic in (k_i, k_j), every cost rises with each k, so for each k_i the in-band k_j
+    are one run of levels (found from the quadratic's root, then checked on the exact
+    integer cost); the pair is drawn ∝ len_i·len_j over those cells. Pairs trade budget
+    where one unit given all others could only shuffle a channel or two.
+  * flow steps: unit i's logit log(r/(r_max - r)) moves by +t and those of the other units of
+    its width (a ResNet stage) by -t, t on a lattice window around 0, drawn with a unit j of
+    another width that lands the cost in the band; t is weighted by the flow's Jacobian (a
+    group move). A stage's residual width against its block-internal units is the slow
+    direction of pair steps (halving a residual width must double its stage's other widths).
+  Windows over wide units are random lattices placed uniformly around the current point.
+- `Sampler.draw`: rejection when a pilot batch says it is cheap, Gibbs for the rest.
+
+Checked against exact enumeration on small problems and against rejection (two-sample KS
+on every unit's ratio, recipe std, mCB) in tests/test_space_sampling.py and
+scripts/space_match.py.
 """
 
 from __future__ import annotations
@@ -32,14 +42,14 @@ from evoprune.units import kept_channels
 if TYPE_CHECKING:
     from evoprune.spaces.bands import Bound
 
-WINDOW = 64  # levels of one unit scored in one pair step
-SWEEPS = 8  # sweeps (pairs over every unit, then each unit's flow) before a chain's draw
-PILOT = 4096  # uniform draws judged before choosing rejection or Gibbs
-SHIFTS = 25  # flows of a group scored in one group step
-FLOW_STEP = 0.1  # the flows' lattice step (logit units)
-PAIRS = 1.0
+WINDOW = 64  # levels of one unit scored in one step (more: a random lattice of them)
+SWEEPS = 6  # sweeps before a chain's draw (chains from a uniform recipe mix in about 4)
+SHIFTS = 15  # flows t of one flow step
+FLOW_STEP = 0.2  # the flows' lattice step (logit units)
 CHUNK = 4096  # chains run at once (memory bound)
-REJECT_PER_CELL = 1.0  # a rejection draw costs about (N+1)² / REJECT_PER_CELL Gibbs cells
+PILOT = 4096  # uniform draws judged before choosing rejection or Gibbs
+REJECT_PER_DRAW = 2000  # rejection draws that cost about as much as one Gibbs draw ...
+REJECT_FLOOR = 30_000  # ... and as much as a Gibbs run's fixed cost (sample(1))
 
 
 Flow = tuple[np.ndarray, np.ndarray, list[np.ndarray]]  # units, ±1 signs, their form blocks
@@ -58,7 +68,8 @@ class Levels:
 
 def unit_levels(c: int, round_to: int, r_max: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Kept counts one unit reaches for r in [0, r_max], each with its ratio interval (lo, len)."""
-    m = np.arange(int(np.floor(c * (1 - r_max) / round_to + 0.5)), int(np.floor(c / round_to + 0.5)) + 1)
+    first, last = (int(np.floor(c * (1 - r) / round_to + 0.5)) for r in (r_max, 0.0))
+    m = np.arange(first, last + 1)  # multiples of round_to, as `kept_channels` rounds
     lo = np.maximum(1 - (m + 0.5) * round_to / c, 0.0)
     hi = np.minimum(1 - (m - 0.5) * round_to / c, r_max)
     k = np.clip(m * round_to, round_to, c)
@@ -212,7 +223,8 @@ class _Chains:
         outer = []
         for s, g, total in zip(self.forms, self.grad, self.cost, strict=True):
             di, dj, e = s[i, i] // 2, s[j, j] // 2, s[i, j]
-            hi = g[:, i, None] - s[i, i] * xi - e * xj  # cost = rest + hi·a + di·a² + hj·c + dj·c² + e·a·c
+            # cost = rest + hi·a + di·a² + hj·c + dj·c² + e·a·c with i keeping a and j keeping c
+            hi = g[:, i, None] - s[i, i] * xi - e * xj
             hj = g[:, j, None] - s[j, j] * xj - e * xi
             rest = total[:, None] - (hi * xi + hj * xj + di * xi * xi + dj * xj * xj + e * xi * xj)
             outer.append((rest + hi * a + di * a * a, hj + e * a, dj))
@@ -233,30 +245,40 @@ class _Chains:
         with it, lands the cost inside the band.
         """
         units, sign, s_ff = flow
+        moved_r, kf, wf = self._flowed(units, sign, rng)
+        cj, wj = self.window(j, rng)
+        a = self.lv.kept[j, cj]
+        outer = self._costs_with(j, units, kf - self.x[:, None, units], s_ff)
+        rows, pt, pa, costs = self._draw(outer, wf, a, wj, rng)
+        rj = self.uniform_in(j, cj[rows, pa], rng)
+        self._set(rows, np.append(units, j), np.concatenate([kf[rows, pt], a[rows, pa, None]], 1),
+                  np.concatenate([moved_r[rows, pt], rj[:, None]], 1), costs)
+
+    def _flowed(self, units: np.ndarray, sign: np.ndarray, rng: np.random.Generator
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ratios (M, T, F) and kept counts of `units` after each flow t, and the Jacobians (M, T)."""
         r_max = self.b.space.r_max
         t = (np.arange(SHIFTS) - rng.integers(0, SHIFTS, len(self.x))[:, None]) * FLOW_STEP
         r = self.r[:, None, units]  # (M, 1, F)
         inner = (r > 0) & (r < r_max)  # ratios at 0 or r_max (starts only) stay put
         rs = np.where(inner, r, 0.5 * r_max)
         logit = np.log(rs) - np.log(r_max - rs)
-        moved_r = np.where(inner, r_max / (1.0 + np.exp(-(logit + t[:, :, None] * sign))), r)
-        ms = np.where(inner, moved_r, 0.5 * r_max)
+        moved = np.where(inner, r_max / (1.0 + np.exp(-(logit + t[:, :, None] * sign))), r)
+        ms = np.where(inner, moved, 0.5 * r_max)
         log_jac = np.log(ms) + np.log(r_max - ms) - np.log(rs) - np.log(r_max - rs)
-        kf = kept_channels(self.b.cost.channels[units], moved_r, self.b.space.round_to)
-        wf = np.exp(log_jac.sum(2))
-        df = kf - self.x[:, None, units]  # (M, T, F)
-        cj, wj = self.window(j, rng)
-        a, xj = self.lv.kept[j, cj], self.x[:, j, None]
-        outer = []
+        kept = kept_channels(self.b.cost.channels[units], moved, self.b.space.round_to)
+        return moved, kept, np.exp(log_jac.sum(2))
+
+    def _costs_with(self, j: int, units: np.ndarray, step: np.ndarray, s_ff: list[np.ndarray]
+                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per form: cost = base + slope·a + d·a² with `units` moved by step (M, T, F), j at a."""
+        xj, out = self.x[:, j, None], []
         for s, g, total, sff in zip(self.forms, self.grad, self.cost, s_ff, strict=True):
-            moved = (df * g[:, None, units]).sum(2) + ((df @ sff) * df).sum(2) // 2
-            slope = g[:, j, None] + df @ s[units, j] - s[j, j] * xj  # cost = base + slope·a + d·a²
+            moved = (step * g[:, None, units]).sum(2) + ((step @ sff) * step).sum(2) // 2
+            slope = g[:, j, None] + step @ s[units, j] - s[j, j] * xj
             base = total[:, None] + moved - xj * (slope + s[j, j] * xj) + s[j, j] // 2 * xj * xj
-            outer.append((base, slope, s[j, j] // 2))
-        rows, pt, pa, costs = self._draw(outer, wf, a, wj, rng)
-        rj = self.uniform_in(j, cj[rows, pa], rng)
-        self._set(rows, np.append(units, j), np.concatenate([kf[rows, pt], a[rows, pa, None]], 1),
-                  np.concatenate([moved_r[rows, pt], rj[:, None]], 1), costs)
+            out.append((base, slope, s[j, j] // 2))
+        return out
 
     def _draw(self, outer: list[tuple[np.ndarray, np.ndarray, np.ndarray]], wo: np.ndarray,
               c: np.ndarray, wc: np.ndarray, rng: np.random.Generator
@@ -342,6 +364,14 @@ class Sampler:
         sign = np.where(group == i, 1.0, -1.0)
         return group, sign, [s[np.ix_(group, group)] for s in self.forms]
 
+    def _flow_partner(self, i: int, rng: np.random.Generator) -> tuple[int, Flow]:
+        """Unit i's flow and the unit drawn with it: of another width, else one left out of it."""
+        if len(self.others[i]):
+            return int(rng.choice(self.others[i])), self.flows[i]
+        group = self.flows[i][0]
+        j = int(rng.choice(group[group != i])) if len(group) > 1 else i
+        return j, self._flow(group[group != j], i)
+
     def gibbs(self, starts: np.ndarray, seed: int, sweeps: int = SWEEPS) -> np.ndarray:
         """One draw per chain, chains started at in-band recipes `starts` (M, N); deterministic."""
         chunks = range(0, len(starts), CHUNK)
@@ -351,24 +381,19 @@ class Sampler:
         return np.concatenate(out) if out else np.empty((0, self.b.n))
 
     def _run(self, starts: np.ndarray, rng: np.random.Generator, sweeps: int) -> np.ndarray:
-        """Sweeps of random disjoint pairs, then each unit against a group of equal width."""
+        """Sweeps of random disjoint pairs, then each unit's flow against its width group."""
         chains, n = _Chains(self, starts), self.b.n
         for _ in range(sweeps):
             order = rng.permutation(n)
             if n % 2:
                 order = np.append(order, rng.choice(order[:-1]))
-            for i, j in order.reshape(-1, 2)[: int(PAIRS * (n // 2))]:
+            for i, j in order.reshape(-1, 2):
                 chains.pair_step(int(i), int(j), rng)
             for i in rng.permutation(n):
-                others = self.others[i] if len(self.others[i]) else np.flatnonzero(np.arange(n) != i)
-                if len(self.flows[i][0]) > 1 and len(others):
-                    chains.flow_step(int(rng.choice(others)), self.flows[i], rng)
+                j, flow = self._flow_partner(int(i), rng)
+                if len(flow[0]) > 1:
+                    chains.flow_step(j, flow, rng)
         return chains.ratios()
-
-    def reject_budget(self) -> float:
-        """Rejection draws that cost about as much as one Gibbs draw."""
-        width = min(int(self.lv.count.max()), WINDOW)
-        return SWEEPS * 1.5 * self.b.n * width * REJECT_PER_CELL / (self.b.n + 1) ** 2
 
     def draw(self, n: int, seed: int, starts: Callable[[np.random.Generator, int], np.ndarray]
              ) -> np.ndarray:
@@ -379,8 +404,9 @@ class Sampler:
         rng = np.random.default_rng(seed)
         got, draws = reject(self.b, n, rng, PILOT, PILOT)
         need = n - len(got)
-        if need and len(got) and draws / len(got) <= self.reject_budget():
-            more, _ = reject(self.b, need, rng, int(2 * need * draws / len(got)) + PILOT, PILOT)
+        expected = need * draws / max(len(got), 1e-9)  # rejection draws for the rest
+        if need and expected <= max(REJECT_PER_DRAW * need, REJECT_FLOOR):
+            more, _ = reject(self.b, need, rng, int(2 * expected) + PILOT, PILOT)
             got, need = np.concatenate([got, more]), need - len(more)
         if need:
             got = np.concatenate([got, self.gibbs(starts(rng, need), int(rng.integers(2**63)))])

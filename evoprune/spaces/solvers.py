@@ -1,18 +1,21 @@
 """Continuous maps from genotypes to relaxed in-band recipes: bisections on the relaxed cost.
 
-Two maps, both deterministic and vectorised over rows:
+Two maps, both deterministic and vectorised over rows (the exact repair follows):
 
 - STD-x spaces: z = Φ⁻¹(g) and r = clip(u + x·z, 0, r_max) with the common offset u solved into
   the primary band. Uniform genes give z ~ N(0, 1), so the map's image of uniform genotypes is
   the paper's construction: a uniform ratio modified by N small random numbers.
-- the other spaces: a *tilt map*. Each ratio is the g-quantile of the uniform law on
-  [0, r_max] tilted by exp(a_i·r), a_i = θ·w_i, with w_i the unit's FLOPs (or params) weight and
-  one θ per row solved into the band; mCB and FLOPs+params bands add a params tilt θp·wp_i,
-  solved by an outer bisection. This is the large-N law of uniform ratios conditioned on a
-  budget (the tilted law maximises entropy under the budget), so uniform genotypes land near
-  the paper's distribution, units with a large cost weight prune more, and a ratio reaches
-  r_max only as its gene reaches 1: an extreme budget squeezes every unit's quantiles toward
-  r_max smoothly instead of clipping many units to r_max as a common additive offset does.
+- the other spaces (NSGA-II's map): a *tilt map*. Each ratio is the g-quantile of the uniform
+  law on [0, r_max] tilted by exp(a_i·r), a_i = θ·w_i, one θ per row solved into the band. This
+  is the large-N law of uniform ratios conditioned on a budget (the tilted law maximises
+  entropy under it); the weights w_i are the cost's gradient at the mean of that law (a
+  mean-field fixed point, `bands.tilt_weights`), so units that cost much where the budget
+  lands (a stage's residual width) prune more and uniform genotypes land near the paper's
+  distribution. A ratio reaches r_max only as its gene reaches 1: an extreme budget squeezes
+  every unit's quantiles toward r_max smoothly, where a common additive offset clipped many
+  units to r_max. mCB and FLOPs+params bands add a params tilt θp·wp_i, solved by an outer
+  bisection only for rows whose second ratio falls outside SECOND_MARGIN of its band, so the
+  map fills the band rather than pinning its centre.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ BISECT_INNER = 26  # halvings of the common offset: 2^-26 of its range (~1e-8)
 BISECT_OUTER = 16  # halvings of the params tilt's log scale
 SECOND_MARGIN = 0.8  # the mCB (or params) goal stays within this share of its band's half-width
 BISECT_TILT = 28  # halvings of a FLOPs (or params) tilt's log scale
-TILT_REACH_MEAN = 64.0  # |tilt · r_max| of the weakest unit at the ends of the mean's bracket
+TILT_REACH = 64.0  # |tilt · r_max| the weakest unit reaches at the ends of a tilt's bracket
 
 
 def relaxed(b: Bound, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -103,7 +106,7 @@ def tilted_mean_at(b: Bound, w: np.ndarray) -> np.ndarray:
         f, p = relaxed(b, tilted_mean(theta[:, None] * w, b.space.r_max))
         return (p if b.use_params else f) > b.target
 
-    reach = np.full(1, TILT_REACH_MEAN / b.space.r_max / w.min())
+    reach = np.full(1, TILT_REACH / b.space.r_max / w.min())
     theta = bisect_tilt(reach, too_much_left, BISECT_TILT)
     return tilted_mean(theta[:, None] * w, b.space.r_max)[0]
 
@@ -153,8 +156,8 @@ def solve_pair(b: Bound, g: np.ndarray) -> np.ndarray:
     reach = np.full(len(g), b.tilt_max)
     h_lo, r_lo = _second(b, g, -reach)
     h_hi, r_hi = _second(b, g, reach)
-    goal = np.clip(_second(b, g, np.zeros(len(g)))[0], centre - SECOND_MARGIN * tol,
-                   centre + SECOND_MARGIN * tol)
+    h0, r0 = _second(b, g, np.zeros(len(g)))
+    goal = np.clip(h0, centre - SECOND_MARGIN * tol, centre + SECOND_MARGIN * tol)
     rising = h_hi >= h_lo
     theta_p = bisect_tilt(reach, lambda mid: (_second(b, g, mid)[0] < goal) == rising, BISECT_OUTER)
     r = _second(b, g, theta_p)[1]
@@ -162,7 +165,8 @@ def solve_pair(b: Bound, g: np.ndarray) -> np.ndarray:
     below = np.where(rising, goal <= h_lo, goal <= h_hi)
     above = np.where(rising, goal >= h_hi, goal >= h_lo)
     r = np.where(below[:, None], np.where(rising[:, None], r_lo, r_hi), r)
-    return np.where(above[:, None], np.where(rising[:, None], r_hi, r_lo), r)
+    r = np.where(above[:, None], np.where(rising[:, None], r_hi, r_lo), r)
+    return np.where((goal == h0)[:, None], r0, r)
 
 
 def std_map(b: Bound, g: np.ndarray, target: float | np.ndarray) -> np.ndarray:

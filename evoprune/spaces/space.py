@@ -22,7 +22,7 @@ class PruningSpace:
     c_std: float | None = None  # STD-x: ratios uniform + N(0, x²) perturbations, then the band
     r_max: float = 0.95
     round_to: int = 1
-    c_flops_max: float | None = None  # a budget range: FLOPs band [c_flops - delta, c_flops_max + delta]
+    c_flops_max: float | None = None  # a range: FLOPs band [c_flops - delta, c_flops_max + delta]
 
     def __post_init__(self) -> None:
         """Refuse impossible configurations before any work."""
