@@ -166,8 +166,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
         _tree_arg(run, flag, name, default_of(SearchConfig, name), help, **kw)
     _tree_arg(run, "--objectives", "objectives", None,
               f"comma list from {','.join(OBJECTIVES)}, all minimised; default acc_drop plus "
-              "params, plus flops instead with a budget range, acc_drop alone where a band "
-              "fixes params (mCB, params); a fixed objective is refused",
+              "what the bands leave free: params under a FLOPs band, flops under a params "
+              "band or a budget range, nothing more under an mCB band; a fixed objective is "
+              "refused",
               type=lambda s: tuple(o.strip() for o in s.split(",") if o.strip()))
     p.add_argument("--json", action="store_true", help="print one final JSON object")
 

@@ -81,13 +81,14 @@ def exact_law(b: Bound) -> tuple[np.ndarray, np.ndarray]:
     ({"c_mcb": 1.0, "mcb_tol": 0.3}, 1, 4, 5, (4, 5, 6, 4, 5)),
     ({"round_to": 2}, 2, 64, 15, (4, 5, 6, 4, 5)),
     ({}, 3, 64, 15, (5, 5, 5, 5)),  # one width: each flow leaves out the unit drawn with it
+    ({"delta": 0.2}, 5, 64, 15, (9,)),  # one unit
 ])
 def test_gibbs_draws_the_enumerated_law(monkeypatch, extra, seed, window, shifts, channels):
     monkeypatch.setattr(sampling, "WINDOW", window)
     monkeypatch.setattr(sampling, "SHIFTS", shifts)
-    b = small_bound(PruningSpace(c_flops=0.3, delta=0.03, **extra), seed, channels)
+    b = small_bound(PruningSpace(**{"c_flops": 0.3, "delta": 0.03, **extra}), seed, channels)
     combos, prob = exact_law(b)
-    assert len(combos) >= 3
+    assert len(combos) >= 2
     # every chain starts at the most likely kept vector (the middle of its ratio intervals)
     start = combos[np.argmax(prob)]
     lv = [unit_levels(int(c), b.space.round_to, b.space.r_max) for c in b.cost.channels]

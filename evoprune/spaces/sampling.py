@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from evoprune.errors import EvopruneError
 from evoprune.units import kept_channels
 
 if TYPE_CHECKING:
@@ -174,13 +175,14 @@ def count_below(base: np.ndarray, slope: np.ndarray, d: int, c: np.ndarray,
     shift = np.arange(m)[:, None]
     root = np.where(np.isnan(root), -1.0, np.clip(root, -1.0, span - 1.0)) + shift * span
     at = np.searchsorted((c + shift * span).ravel(), root.ravel()).reshape(root.shape) - shift * width
-    while True:
+    for _ in range(width + 1):  # a rising cost settles within a column or two
         low, high = c[shift, np.maximum(at - 1, 0)], c[shift, np.minimum(at, width - 1)]
         down = (at > 0) & (base + slope * low + d * low * low >= bound)
         up = (at < width) & (base + slope * high + d * high * high < bound)
         if not (down.any() or up.any()):
             return at
         at = at - down + up
+    raise EvopruneError("internal: a Gibbs step's cost does not rise with the kept channels")
 
 
 class _Chains:
@@ -384,16 +386,23 @@ class Sampler:
         """Sweeps of random disjoint pairs, then each unit's flow against its width group."""
         chains, n = _Chains(self, starts), self.b.n
         for _ in range(sweeps):
-            order = rng.permutation(n)
-            if n % 2:
-                order = np.append(order, rng.choice(order[:-1]))
-            for i, j in order.reshape(-1, 2):
+            for i, j in self._pairs(rng):
                 chains.pair_step(int(i), int(j), rng)
             for i in rng.permutation(n):
                 j, flow = self._flow_partner(int(i), rng)
-                if len(flow[0]) > 1:
+                if len(flow[0]) > 1 or n == 1:  # one unit alone: an empty flow, j redrawn
                     chains.flow_step(j, flow, rng)
         return chains.ratios()
+
+    def _pairs(self, rng: np.random.Generator) -> np.ndarray:
+        """Disjoint random pairs covering every unit (one unit twice when N is odd)."""
+        n = self.b.n
+        if n < 2:
+            return np.empty((0, 2), np.int64)
+        order = rng.permutation(n)
+        if n % 2:
+            order = np.append(order, rng.choice(order[:-1]))
+        return order.reshape(-1, 2)
 
     def draw(self, n: int, seed: int, starts: Callable[[np.random.Generator, int], np.ndarray]
              ) -> np.ndarray:
