@@ -72,7 +72,8 @@ def _base_args(p: argparse.ArgumentParser, prefix: str = "base.", checkpoint: bo
     g = p.add_argument_group("base network and data")
     _tree_arg(g, "--model", f"{prefix}model", d.model,
               "zoo model (resnet20/32/56/110, vgg16, mobilenetv2, resnet18, resnet50, "
-              "tv_mobilenetv2, digitsnet) or package.module:callable")
+              "tv_mobilenetv2, digitsnet), torchvision:NAME (any torchvision CNN classifier, "
+              "e.g. torchvision:densenet121) or package.module:callable")
     _tree_arg(g, "--dataset", f"{prefix}dataset", d.dataset,
               "digits, cifar10, cifar100, imagefolder or synthetic[:CxHxW[:classes]]")
     _tree_arg(g, "--data-root", f"{prefix}data_root", d.data_root,
@@ -194,7 +195,9 @@ def _prune_args(p: argparse.ArgumentParser) -> None:
 def _train_args(p: argparse.ArgumentParser) -> None:
     from evoprune.splits import DEFAULT_VAL_SIZE
 
-    p.add_argument("--model", default="resnet20", help="zoo model or package.module:callable")
+    p.add_argument("--model", default="resnet20",
+                   help="zoo model, torchvision:NAME (e.g. torchvision:densenet121) "
+                        "or package.module:callable")
     p.add_argument("--dataset", default="digits", help="digits (default), cifar10, cifar100, "
                                                        "imagefolder, synthetic[:CxHxW[:classes]]")
     p.add_argument("--data-root", help="dataset folder (CIFAR in torchvision's layout)")

@@ -21,7 +21,15 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from evoprune.errors import EvopruneError
-from evoprune.units import Units, check_recipe, example_input, kept_channels, preserved_mode
+from evoprune.units import (
+    NORMS,
+    Units,
+    check_recipe,
+    example_input,
+    kept_channels,
+    preserved_mode,
+    steps,
+)
 
 
 class Cost(NamedTuple):
@@ -45,18 +53,22 @@ class Cost(NamedTuple):
 
 @dataclass(frozen=True)
 class LayerCost:
-    """One row of the table: how a layer's cost scales with its units' kept channels."""
+    """One row of the table: a layer's output and input widths as linear forms in x.
+
+    x = (kept_1, …, kept_N, 1); `out[i]` is the layer's output channels per kept channel of
+    unit i (the last entry: the fixed channels). `inp` is the inputs each output sees: the input
+    channels for a dense conv or linear (a concatenation sums several units; a flatten counts
+    each channel's spatial block), the constant group width for depthwise and grouped convs.
+    """
 
     name: str
-    kind: str  # conv | depthwise | linear | bn
-    out_unit: int  # unit index whose kept channels are the layer's outputs, -1 when fixed
-    in_unit: int  # unit index feeding the layer's inputs, -1 when fixed
-    out_channels: int
-    in_per_group: int  # inputs each output sees (in / groups)
-    in_mult: int  # input features per unit channel (linear after a flatten with space > 1)
+    kind: str  # conv | grouped | linear | norm | param
+    out: tuple[int, ...]
+    inp: tuple[int, ...]
     kernel: int  # kh · kw
     positions: int  # output positions per image, summed over calls (H·W for a conv)
     bias: bool
+    per_channel: int = 0  # norm/param rows: parameters per output channel
 
 
 def flops_of(model: nn.Module, in_shape: Sequence[int]) -> int:
@@ -79,6 +91,7 @@ class CostModel:
     def __init__(self, model: nn.Module, units: Units) -> None:
         self.units = units
         self.channels = units.channels
+        self.plain = bool((units.steps == 1).all())  # no grouped conv: every count is a level
         self.table, measured = _record_table(model, units)
         n = len(units)
         self._qf, self._qp = _quadratic_forms(self.table, n, self.channels)
@@ -104,7 +117,12 @@ class CostModel:
 
     def kept(self, recipe: Sequence[float] | Mapping[str, float], round_to: int = 1) -> np.ndarray:
         """Return the kept channels per unit for a validated recipe."""
-        return kept_channels(self.channels, check_recipe(self.units, recipe), round_to)
+        return kept_channels(self.channels, check_recipe(self.units, recipe),
+                             steps(self.units, round_to))
+
+    def rounding(self, round_to: int = 1) -> int | np.ndarray:
+        """The per-unit channel step of a space's round_to on these units (see `units.steps`)."""
+        return steps(self.units, round_to)
 
     def of_channels(self, kept: Sequence[int] | np.ndarray) -> Cost:
         """Return the cost of the subnetwork keeping `kept[i]` channels of unit i."""
@@ -115,7 +133,7 @@ class CostModel:
     def of_recipe(self, recipe: Sequence[float] | Mapping[str, float], round_to: int = 1) -> Cost:
         """Return the cost of the subnetwork a recipe prunes to (rounding as `kept_channels`)."""
         r = recipe if type(recipe) is np.ndarray else None
-        if r is None or round_to != 1 or r.shape != self._fchannels.shape:
+        if r is None or round_to != 1 or not self.plain or r.shape != self._fchannels.shape:
             return self.of_channels(self.kept(recipe, round_to))
         kept = self._fchannels * (1.0 - r)  # fast path, same rounding as kept_channels
         if not (r.min() >= 0.0 and kept.min() > 0.0):  # r < 1; NaN fails both
@@ -155,16 +173,38 @@ class CostModel:
         return np.einsum("mi,ij,mj->m", x, self._qf, x), np.einsum("mi,ij,mj->m", x, self._qp, x)
 
 
-def _record_table(model: nn.Module, units: Units) -> tuple[list[LayerCost], int]:
-    """Run one shape pass: tabulate every conv, linear and BN; also count its FLOPs."""
-    modules = dict(model.named_modules())
-    out_of: dict[str, int] = {}
-    in_of: dict[str, int] = {}
+def _slices(units: Units) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per layer, features per kept channel of each unit on its output and input side."""
+    n = len(units)
+    outs: dict[str, np.ndarray] = {}
+    ins: dict[str, np.ndarray] = {}
     for i, unit in enumerate(units):
-        for name in unit.producers + unit.followers:
-            out_of[name] = i
-        for name in unit.consumers:
-            in_of[name] = i
+        for name, side, mult in unit.slices or _plain_slices(unit):
+            forms = outs if side == "out" else ins
+            forms.setdefault(name, np.zeros(n + 1, dtype=np.int64))[i] += mult
+    return outs, ins
+
+
+def _plain_slices(unit: Any) -> list[tuple[str, str, int]]:
+    """Slices of a unit built without them (one feature per channel, as before concatenations)."""
+    return [(name, "out", 1) for name in unit.producers + unit.followers] + \
+        [(name, "in", 1) for name in unit.consumers]
+
+
+def _form(forms: dict[str, np.ndarray], name: str, total: int, channels: np.ndarray) -> np.ndarray:
+    """Complete a layer's linear form with its fixed channels (total minus the units' share)."""
+    form = forms.get(name, np.zeros(len(channels) + 1, dtype=np.int64)).copy()
+    form[-1] = total - int(form[:-1] @ channels)
+    if form[-1] < 0:
+        raise EvopruneError(f"internal: the units cut more channels of {name} than it has")
+    return form
+
+
+def _record_table(model: nn.Module, units: Units) -> tuple[list[LayerCost], int]:
+    """Run one shape pass: tabulate every conv, linear, norm and cut parameter; count its FLOPs."""
+    modules = dict(model.named_modules())
+    outs, ins = _slices(units)
+    channels = units.channels
     positions: dict[str, int] = {}
 
     def hook(name: str):
@@ -182,51 +222,68 @@ def _record_table(model: nn.Module, units: Units) -> tuple[list[LayerCost], int]
     finally:
         for h in handles:
             h.remove()
-    table: list[LayerCost] = []
-    for name, m in modules.items():
-        out_u, in_u = out_of.get(name, -1), in_of.get(name, -1)
-        if isinstance(m, nn.Conv2d):
-            depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
-            if m.groups > 1 and not depthwise and (out_u >= 0 or in_u >= 0):
-                raise EvopruneError(f"grouped conv {name} (groups={m.groups}) cannot be pruned "
-                                    "exactly: leave its channel group out of the units")
-            table.append(LayerCost(
-                name, "depthwise" if depthwise else "conv", out_u, -1 if depthwise else in_u,
-                m.out_channels, m.in_channels // m.groups, 1, m.kernel_size[0] * m.kernel_size[1],
-                positions.get(name, 0), m.bias is not None))
-        elif isinstance(m, nn.Linear):
-            mult = m.in_features // int(units.channels[in_u]) if in_u >= 0 else 1
-            table.append(LayerCost(name, "linear", out_u, in_u, m.out_features, m.in_features,
-                                   mult, 1, positions.get(name, 0), m.bias is not None))
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-            table.append(LayerCost(name, "bn", out_u, -1, m.num_features, 0, 1, 0, 0, m.affine))
-        elif out_u >= 0 or in_u >= 0:
-            raise EvopruneError(f"layer {name} ({type(m).__name__}) is cut by a channel group but "
-                                "evoprune counts only Conv2d, Linear and BatchNorm layers")
+    table = [row for name, m in modules.items()
+             if (row := _row(name, m, outs, ins, channels, positions)) is not None]
+    params = dict(model.named_parameters())
+    for name in sorted(set(outs) - set(modules)):  # parameters outside modules (layer scales)
+        p = params[name]
+        total = int(outs[name][:-1] @ channels)
+        size = next((s for s in p.shape if s >= total), total)
+        table.append(LayerCost(name, "param", tuple(_form(outs, name, size, channels)), (), 0, 0,
+                               False, p.numel() // size))
     return table, int(counter.get_total_flops())
+
+
+def _row(name: str, m: nn.Module, outs: dict[str, np.ndarray], ins: dict[str, np.ndarray],
+         channels: np.ndarray, positions: dict[str, int]) -> LayerCost | None:
+    """Return the table row of one module (None for modules without counted parameters)."""
+    n1 = len(channels) + 1
+    const = np.zeros(n1, dtype=np.int64)
+    if isinstance(m, nn.Conv2d):
+        out = _form(outs, name, m.out_channels, channels)
+        kernel, pos, bias = m.kernel_size[0] * m.kernel_size[1], positions.get(name, 0), m.bias is not None
+        if m.groups == 1:
+            return LayerCost(name, "conv", tuple(out), tuple(_form(ins, name, m.in_channels, channels)),
+                             kernel, pos, bias)
+        if name in ins and not np.array_equal(_form(ins, name, m.in_channels, channels), out):
+            raise EvopruneError(f"internal: grouped conv {name} would lose inputs but not outputs")
+        const[-1] = m.in_channels // m.groups
+        return LayerCost(name, "grouped", tuple(out), tuple(const), kernel, pos, bias)
+    if isinstance(m, nn.Linear):
+        return LayerCost(name, "linear", tuple(_form(outs, name, m.out_features, channels)),
+                         tuple(_form(ins, name, m.in_features, channels)), 1,
+                         positions.get(name, 0), m.bias is not None)
+    if isinstance(m, NORMS):
+        size = (m.normalized_shape[0] if isinstance(m, nn.LayerNorm) else
+                m.num_channels if isinstance(m, nn.GroupNorm) else
+                m.num_parameters if isinstance(m, nn.PReLU) else m.num_features)
+        own = sum(p.numel() for p in m.parameters(recurse=False))
+        if not own or not size:
+            return None
+        forms = outs if name in outs else ins
+        return LayerCost(name, "norm", tuple(_form(forms, name, int(size), channels)), (), 0, 0,
+                         False, own // int(size))
+    if name in outs or name in ins:
+        raise EvopruneError(f"layer {name} ({type(m).__name__}) is cut by a channel group but "
+                            "evoprune counts only convs, linears, norms and per-channel parameters")
+    return None
 
 
 def _quadratic_forms(table: list[LayerCost], n: int, channels: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Fill Qf and Qp so that cost = xᵀQx with x = (kept..., 1)."""
+    """Fill Qf and Qp so that cost = xᵀQx with x = (kept..., 1): products of the rows' forms."""
     qf = np.zeros((n + 1, n + 1), dtype=np.int64)
     qp = np.zeros((n + 1, n + 1), dtype=np.int64)
     for row in table:
-        # c_out = a_out · x[o]; inputs per output = a_in · x[i]  (index n holds the constant 1)
-        o, a_out = (row.out_unit, 1) if row.out_unit >= 0 else (n, row.out_channels)
-        if row.kind == "depthwise":
-            i, a_in = n, 1
-        elif row.in_unit >= 0:
-            i, a_in = row.in_unit, row.in_mult
-        else:
-            i, a_in = n, row.in_per_group
-        if row.kind == "bn":
-            qp[o, n] += 2 * a_out if row.bias else 0
+        out = np.asarray(row.out, dtype=np.int64)
+        if row.kind in ("norm", "param"):
+            qp[:, n] += row.per_channel * out
             continue
-        qf[o, i] += 2 * row.positions * row.kernel * a_out * a_in
-        qp[o, i] += row.kernel * a_out * a_in
+        inp = np.asarray(row.inp, dtype=np.int64)
+        qf += 2 * row.positions * row.kernel * np.outer(out, inp)
+        qp += row.kernel * np.outer(out, inp)
         if row.bias:
-            qp[o, n] += a_out
+            qp[:, n] += out
     return qf, qp
 
 
@@ -235,5 +292,6 @@ def _untabled_params(model: nn.Module, tabled: set[str]) -> int:
     total = 0
     for name, m in model.named_modules():
         if name not in tabled:
-            total += sum(p.numel() for p in m.parameters(recurse=False))
+            total += sum(p.numel() for pname, p in m.named_parameters(recurse=False)
+                         if f"{name}.{pname}".lstrip(".") not in tabled)
     return total

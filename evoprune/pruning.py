@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +20,16 @@ from torch import nn
 from evoprune.checkpoint import atomic_save, load_file
 from evoprune.errors import EvopruneError
 from evoprune.objective import IMPORTANCES  # declared with the proxy's settings
-from evoprune.units import Unit, Units, build_graph, check_recipe, find_units, kept_channels
+from evoprune.units import (
+    Unit,
+    Units,
+    build_graph,
+    check_recipe,
+    find_units,
+    frozen_mappings,
+    kept_channels,
+    steps,
+)
 
 FORMAT = "evoprune.pruned/1"
 
@@ -39,7 +49,7 @@ def prune(
         if in_shape is None:
             raise EvopruneError("prune needs the model's units or its in_shape")
         units = find_units(model, in_shape)
-    kept = kept_channels(units.channels, check_recipe(units, recipe), round_to)
+    kept = kept_channels(units.channels, check_recipe(units, recipe), steps(units, round_to))
     return prune_channels(model, units, kept, importance=importance, seed=seed)
 
 
@@ -57,38 +67,118 @@ def prune_channels(
     kept = np.asarray(kept, dtype=np.int64)
     if kept.shape != (len(units),) or (kept < 1).any() or (kept > units.channels).any():
         raise EvopruneError(f"kept channels must be {len(units)} counts in [1, channels]")
+    rt = units.steps
+    if (kept % rt).any():
+        i = int(np.flatnonzero(kept % rt)[0])
+        raise EvopruneError(f"unit {units.names[i]} loses whole groups of {rt[i]} channels: "
+                            f"keep a multiple of {rt[i]}, not {kept[i]}")
     new = copy.deepcopy(model)
     todo = [(u, int(k)) for u, k in zip(units, kept) if k < u.channels]
     if not todo:
         return new
     modules = dict(new.named_modules())
-    drops = [_drop_indices(u, modules, k, importance, seed + i) for i, (u, k) in enumerate(todo)]
     graph = build_graph(new, units.in_shape)
+    with frozen_mappings():  # one-shot: every score from the original weights
+        drops = [_drop_indices(unit_scores(graph, modules, u, importance, seed + i), u, k)
+                 for i, (u, k) in enumerate(todo)]
     for (unit, _), drop in zip(todo, drops):
-        root = modules[unit.name]
-        pruner = graph.get_pruner_of_module(root)
-        graph.get_pruning_group(root, pruner.prune_out_channels, drop).prune()
+        grouped = [name for name in unit.followers if _is_grouped(modules.get(name))]
+        for root in unit.root_layers:
+            module = modules[root]
+            pruner = graph.get_pruner_of_module(module)
+            group = graph.get_pruning_group(module, pruner.prune_out_channels, drop)
+            if grouped:
+                _prune_items(graph, group, skip={modules[n] for n in grouped})
+            else:
+                group.prune()
+        for name in grouped:
+            _remove_groups(modules[name], drop)
     return new
 
 
-def _filters(unit: Unit, modules: Mapping[str, nn.Module]) -> list[torch.Tensor]:
-    """Return each producer's filters as rows (channels, fan-in)."""
-    return [modules[n].weight.detach().float().reshape(unit.channels, -1) for n in unit.producers]
+def _is_grouped(m: nn.Module | None) -> bool:
+    return isinstance(m, nn.Conv2d) and m.groups > 1 and not (m.groups == m.in_channels == m.out_channels)
 
 
-def _drop_indices(unit: Unit, modules: Mapping[str, nn.Module], keep: int, importance: str,
-                  seed: int) -> list[int]:
-    """Rank a unit's channels and return the indices of those to remove (lowest scores)."""
+def _prune_items(graph: Any, group: Any, skip: set[nn.Module]) -> None:
+    """Prune a group's layers but those in `skip` (Torch-Pruning's Group.prune, item by item)."""
+    for dep, idxs in group:
+        target = dep.target
+        if target.module in skip:
+            continue
+        if isinstance(target.module, nn.Parameter):  # an unwrapped parameter: swap it on its owner
+            old = target.module
+            name = graph._param_to_name.pop(old)
+            new = dep(idxs)
+            owner = graph.model.get_submodule(name.rpartition(".")[0])
+            setattr(owner, name.rpartition(".")[2], new)
+            graph._param_to_name[new] = name
+            graph.module2node[new] = graph.module2node.pop(old)
+            graph.module2node[new].module = new
+        else:
+            dep(idxs)
+
+
+def _remove_groups(conv: nn.Conv2d, drop: Sequence[int]) -> None:
+    """Remove whole groups from a grouped conv: the groups holding the dropped channels."""
+    width = conv.in_channels // conv.groups
+    gone = {i // width for i in drop}
+    if len(gone) * width != len(drop):
+        raise EvopruneError(f"internal: the dropped channels are not whole groups of {width}")
+    keep = [g for g in range(conv.groups) if g not in gone]
+    per_out = conv.out_channels // conv.groups
+    rows = torch.tensor([g * per_out + t for g in keep for t in range(per_out)], dtype=torch.long)
+    with torch.no_grad():
+        conv.weight = nn.Parameter(conv.weight[rows].clone(), conv.weight.requires_grad)
+        if conv.bias is not None:
+            conv.bias = nn.Parameter(conv.bias[rows].clone(), conv.bias.requires_grad)
+    conv.groups = len(keep)
+    conv.in_channels = len(keep) * width
+    conv.out_channels = len(keep) * per_out
+
+
+def unit_scores(graph: Any, modules: Mapping[str, nn.Module], unit: Unit, importance: str,
+                seed: int = 0) -> np.ndarray:
+    """Score a unit's channels with Torch-Pruning's group importance over the filters they remove.
+
+    l2/l1: the p-th power norms of every producer's filters, summed (GroupMagnitudeImportance,
+    sum reduction, no normalizer); fpgm: FPGMImportance alike. Only the filters a channel owns
+    count (the paper's criterion), so on a plain chain l2 ranks as one layer's filter norms.
+    """
     if importance == "random":
-        score = torch.rand(unit.channels, generator=torch.Generator().manual_seed(seed),
-                           dtype=torch.float64)
-    elif importance in ("l2", "l1"):  # group norm of the filters the channel owns (squared for l2)
-        p = 2 if importance == "l2" else 1
-        score = sum(torch.linalg.vector_norm(f, p, dim=1) ** p for f in _filters(unit, modules))
-    else:  # fpgm: distance to the other filters; the closest to the geometric median go first
-        score = sum(torch.cdist(f, f).sum(1) for f in _filters(unit, modules))
-    order = np.argsort(-score.cpu().numpy(), kind="stable")  # highest first, ties by index
-    return sorted(int(i) for i in order[keep:])
+        return torch.rand(unit.channels, generator=torch.Generator().manual_seed(seed),
+                          dtype=torch.float64).numpy()
+    import torch_pruning as tp
+    from torch_pruning.pruner import function
+
+    make = {"l2": lambda: tp.importance.GroupMagnitudeImportance(
+                p=2, group_reduction="sum", normalizer=None),
+            "l1": lambda: tp.importance.GroupMagnitudeImportance(
+                p=1, group_reduction="sum", normalizer=None),
+            "fpgm": lambda: tp.importance.FPGMImportance(
+                p=2, group_reduction="sum", normalizer=None)}[importance]
+    scorer = make()
+    filters = (function.prune_conv_out_channels, function.prune_linear_out_channels)
+    total = np.zeros(unit.channels)
+    for root in unit.root_layers:
+        module = modules[root]
+        pruner = graph.get_pruner_of_module(module)
+        group = graph.get_pruning_group(module, pruner.prune_out_channels,
+                                        list(range(unit.channels)))
+        owned = [item for item in group.items if item.dep.pruning_fn in filters]
+        score = scorer(owned)
+        if score is not None:
+            total += score.double().cpu().numpy()
+    return total
+
+
+def _drop_indices(score: np.ndarray, unit: Unit, keep: int) -> list[int]:
+    """Return the channels to remove: the lowest scores, or the lowest-scoring whole groups."""
+    step = unit.step
+    per = score.reshape(-1, step).sum(1)  # a group's score: all its channels (step 1: each)
+    order = np.argsort(-per, kind="stable")  # highest first, ties by index
+    gone = sorted(int(g) for g in order[keep // step:])
+    return [g * step + t for g in gone for t in range(step)]
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,28 @@
 """Prunable units: the channel groups a recipe assigns ratios to, from Torch-Pruning's DepGraph.
 
 A unit is one group of coupled channels. Removing channel j of a unit removes filter j of every
-*producer* (a conv or linear whose output channels the group holds), entry j of the BNs and
-depthwise convs that follow, and input channel j of every *consumer*. A group with one producer is
-`internal` (the paper prunes these: convs inside residual blocks, plain conv chains); a group whose
-channels several producers share through skip connections is `residual` (a stage's width), and
-is searched only when asked for. The classifier's output and the network input are never pruned.
+*producer* (a conv or linear whose output channels the group holds), entry j of the norms,
+depthwise convs and per-channel parameters that follow, and its slice of the input channels of
+every *consumer* (a concatenation maps it to an offset; a flatten to a block of features).
+
+- A group whose channels are summed with others (a residual add) is `residual` (a stage's width)
+  and searched only when asked for; every other group is `internal` (the paper prunes these).
+- A grouped convolution loses whole groups: its inputs and outputs of group g go together, as a
+  depthwise conv's do, so the unit that feeds it and the unit it produces are one unit whose
+  ratio removes groups (`step` = the group width). The group width, RegNet's and ResNeXt's design
+  parameter, survives; the number of groups shrinks. (Removing the same number of channels from
+  every group instead would cut ResNeXt's 4-wide groups to 4 levels of width and make its cost
+  depend on the group count; whole groups keep the cost linear in the kept channels.)
+- A group Torch-Pruning cannot map exactly (a channel shuffle's reshape, a split whose sizes
+  the forward fixes, a layer the cost model does not count) is left out, with the reason, in
+  `Units.left_out`: its channels stay as they are. The classifier's outputs are never pruned.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,6 +32,8 @@ from torch import nn
 from evoprune.errors import EvopruneError
 
 INTERNAL, RESIDUAL = "internal", "residual"
+OUT, IN = "out", "in"
+NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.PReLU)
 
 
 @dataclass(frozen=True)
@@ -32,8 +44,16 @@ class Unit:
     channels: int
     kind: str
     producers: tuple[str, ...]  # convs/linears whose filters are removed
-    followers: tuple[str, ...]  # BNs and depthwise convs whose channels go with the filters
+    followers: tuple[str, ...]  # norms, depthwise/grouped convs, parameters cut with the filters
     consumers: tuple[str, ...]  # layers whose input channels are removed
+    step: int = 1  # kept channels are a multiple of this (a grouped conv's group width)
+    roots: tuple[str, ...] = ()  # layers whose output channels index the unit (default: name)
+    slices: tuple[tuple[str, str, int], ...] = ()  # (layer, out|in, features per unit channel)
+
+    @property
+    def root_layers(self) -> tuple[str, ...]:
+        """Layers whose output channels are indexed by the unit's channels."""
+        return self.roots or (self.name,)
 
 
 @dataclass(frozen=True)
@@ -44,6 +64,7 @@ class Units:
     in_shape: tuple[int, int, int]
     residual: bool
     output_layer: str
+    left_out: tuple[tuple[str, str], ...] = field(default=())  # (layer, why its group stays)
 
     def __len__(self) -> int:
         return len(self.units)
@@ -61,9 +82,15 @@ class Units:
         """Original channel counts in recipe order (int64)."""
         return np.array([u.channels for u in self.units], dtype=np.int64)
 
+    @property
+    def steps(self) -> np.ndarray:
+        """Channel step per unit in recipe order (1, or a grouped conv's group width)."""
+        return np.array([u.step for u in self.units], dtype=np.int64)
+
     def describe(self) -> list[dict[str, Any]]:
         """Return names, kinds and channel counts as plain data (for JSON and study attrs)."""
-        return [{"name": u.name, "kind": u.kind, "channels": u.channels} for u in self.units]
+        return [{"name": u.name, "kind": u.kind, "channels": u.channels}
+                | ({"step": u.step} if u.step > 1 else {}) for u in self.units]
 
 
 @contextmanager
@@ -104,6 +131,68 @@ def example_input(model: nn.Module, in_shape: Sequence[int]) -> torch.Tensor:
 TRACE_SIZE = 32  # the dependency graph does not depend on image size: trace small when we can
 
 
+def _flattens(node: Any, depth: int = 8) -> bool:
+    """True when a reshape's output reaches a Linear through parameter-free ops (a flatten)."""
+    seen, frontier = set(), list(node.outputs)
+    for _ in range(depth):
+        nxt = []
+        for n in frontier:
+            if n in seen:
+                continue
+            seen.add(n)
+            if isinstance(n.module, nn.Linear):
+                return True
+            if isinstance(n.module, nn.Module) and next(n.module.parameters(False), None) is not None:
+                return False
+            nxt.extend(n.outputs)
+        frontier = nxt
+    return False
+
+
+def _install_reshape_guard() -> None:
+    """Let DepGraph survive reshapes it cannot map (a channel shuffle): mark them opaque.
+
+    Torch-Pruning 1.6 divides by zero on `x.view(b, g, c // g, h, w)`; the guarded mapping
+    records the node on the graph instead, and `find_units` leaves out every group through it.
+    """
+    from torch_pruning import ops
+    from torch_pruning.dependency import index_mapping
+
+    original = index_mapping.update_reshape_index_mapping
+    if getattr(original, "evoprune_guard", False):
+        return
+
+    def guarded(graph: Any, node: Any) -> None:
+        if node.type == ops.OPTYPE.RESHAPE and not _flattens(node):
+            graph.__dict__.setdefault("evoprune_opaque", set()).add(node)
+            return  # not a flatten into a classifier: Torch-Pruning would map it as one
+        try:
+            original(graph, node)
+        except (ZeroDivisionError, IndexError, ValueError):
+            graph.__dict__.setdefault("evoprune_opaque", set()).add(node)
+
+    guarded.evoprune_guard = True  # type: ignore[attr-defined]
+    index_mapping.update_reshape_index_mapping = guarded
+
+
+@contextmanager
+def frozen_mappings() -> Iterator[None]:
+    """Skip DepGraph's index-mapping refresh per group while the model is unchanged.
+
+    `get_pruning_group` recomputes every concat/split/reshape mapping on each call; they were
+    computed when the graph was built, so many groups of an unpruned model need them only once
+    (DenseNet121's 120 groups: several times faster).
+    """
+    from torch_pruning.dependency import index_mapping
+
+    original = index_mapping.update_index_mapping
+    index_mapping.update_index_mapping = lambda graph: None
+    try:
+        yield
+    finally:
+        index_mapping.update_index_mapping = original
+
+
 def build_graph(model: nn.Module, in_shape: Sequence[int]) -> Any:
     """Trace Torch-Pruning's DependencyGraph of `model` without changing its train/eval mode.
 
@@ -112,6 +201,7 @@ def build_graph(model: nn.Module, in_shape: Sequence[int]) -> Any:
     """
     import torch_pruning as tp
 
+    _install_reshape_guard()
     shape = tuple(int(s) for s in in_shape)
     small = (shape[0], *(min(s, TRACE_SIZE) for s in shape[1:]))
     for trial in dict.fromkeys((small, shape)):
@@ -129,52 +219,211 @@ def _is_depthwise(m: nn.Module) -> bool:
     return isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
 
 
-def _split_group(graph: Any, group: Any, names: Mapping[nn.Module, str]) -> tuple[list, list, list]:
-    """Sort a group's parameterised layers into producers, followers and consumers."""
-    producers, followers, consumers = [], [], []
-    for dep, _ in group:
-        m = dep.target.module
-        if m not in names or not isinstance(m, nn.Module) or next(m.parameters(False), None) is None:
-            continue  # pure ops (add, relu, flatten) carry no parameters
-        if graph.is_out_channel_pruning_fn(dep.handler) or _is_depthwise(m):
-            target = producers if isinstance(m, (nn.Conv2d, nn.Linear)) and not _is_depthwise(m) \
-                else followers
-        elif graph.is_in_channel_pruning_fn(dep.handler):
-            target = consumers
-        else:
+def _is_grouped(m: nn.Module) -> bool:
+    """A grouped conv that is not depthwise (ResNeXt, RegNet): pruned by whole groups."""
+    return isinstance(m, nn.Conv2d) and m.groups > 1 and not _is_depthwise(m)
+
+
+@dataclass
+class _Group:
+    """One DepGraph group, sorted: the raw material of a unit."""
+
+    channels: int
+    roots: list[str]
+    producers: list[str] = field(default_factory=list)
+    followers: list[str] = field(default_factory=list)
+    consumers: list[str] = field(default_factory=list)
+    slices: dict[tuple[str, str], int] = field(default_factory=dict)
+    adds: bool = False
+    grouped_in: dict[str, bool] = field(default_factory=dict)  # grouped conv -> identity mapping
+    grouped_out: list[str] = field(default_factory=list)
+    reason: str = ""
+    step: int = 1
+
+
+def _group_layer(graph: Any, names: Mapping[Any, str], dep: Any) -> tuple[str, str, Any] | None:
+    """Return (name, side, module) for a parameterised target of a group, else None."""
+    target = dep.target.module
+    if isinstance(target, nn.Parameter):
+        name = getattr(graph, "_param_to_name", {}).get(target)
+        return (name, OUT, target) if name else None
+    if target not in names or next(target.parameters(False), None) is None:
+        return None
+    out = graph.is_out_channel_pruning_fn(dep.handler) or _is_depthwise(target)
+    return names[target], OUT if out else IN, target
+
+
+def _unsupported(module: Any) -> str:
+    """Why the cost model cannot count a layer a group cuts ('' when it can)."""
+    if isinstance(module, (nn.Parameter, nn.Conv2d, nn.Linear)):
+        return ""
+    if isinstance(module, nn.GroupNorm) and module.num_groups not in (1, module.num_channels):
+        return "a GroupNorm needs its channels in multiples of its groups"
+    if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) != 1:
+        return "a LayerNorm over more than the channel dimension"
+    if isinstance(module, NORMS):
+        return ""
+    return f"its channels reach a {type(module).__name__}, which the cost model does not count"
+
+
+def _read_group(graph: Any, group: Any, names: Mapping[Any, str], channels: int,
+                root: str) -> _Group:
+    """Sort a full-index DepGraph group into producers, followers, consumers and slices."""
+    import torch_pruning as tp
+
+    g = _Group(channels, [root])
+    opaque = graph.__dict__.get("evoprune_opaque", set())
+    for item in group.items:
+        dep, idxs = item.dep, item.idxs
+        node = dep.target
+        if node.type == tp.ops.OPTYPE.ELEMENTWISE and node.grad_fn is not None:
+            g.adds |= node.grad_fn.name().startswith(("Add", "Sub"))
+        if node in opaque:
+            g.reason = "its channels pass a reshape that mixes them (a channel shuffle)"
+        elif node.type in (tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.UNBIND, tp.ops.OPTYPE.SLICE):
+            g.reason = "its channels pass a split or chunk whose sizes the forward fixes"
+        found = _group_layer(graph, names, dep)
+        if found is None:
             continue
-        if names[m] not in target:
-            target.append(names[m])
-    return producers, followers, consumers
+        name, side, module = found
+        g.reason = g.reason or _unsupported(module)
+        if len(idxs) % channels:
+            g.reason = g.reason or f"its channels map unevenly onto {name}"
+        g.slices[(name, side)] = len(idxs) // channels
+        if _is_grouped(module):
+            if side == OUT:
+                g.grouped_out.append(name)
+            else:
+                g.grouped_in[name] = [int(i) for i in idxs] == [int(i) for i in item.root_idxs] \
+                    and len(idxs) == channels == module.in_channels
+            continue
+        if side == IN:
+            target = g.consumers
+        elif isinstance(module, (nn.Conv2d, nn.Linear)) and not _is_depthwise(module):
+            target = g.producers
+        else:
+            target = g.followers
+        if name not in target:
+            target.append(name)
+    return g
+
+
+def _root_group(graph: Any, m: nn.Module) -> tuple[Any, int] | str | None:
+    """Return the full-index group rooted at m's outputs (None: no outputs; str: why it fails)."""
+    pruner = graph.get_pruner_of_module(m)
+    channels = pruner.get_out_channels(m) if pruner is not None else None
+    if not channels:
+        return None
+    try:
+        return graph.get_pruning_group(m, pruner.prune_out_channels, list(range(channels))), channels
+    except Exception as exc:  # Torch-Pruning's index mapping fails on this structure
+        return f"Torch-Pruning cannot map its channels ({type(exc).__name__})"
+
+
+def _channel_groups(graph: Any, model: nn.Module, last: nn.Module
+                    ) -> tuple[list[_Group], list[tuple[str, str]]]:
+    """Return the DepGraph groups rooted at convs and linears, and those Torch-Pruning cannot map."""
+    names = {m: n for n, m in model.named_modules()}
+    visited: set[Any] = set()
+    groups: list[_Group] = []
+    left: list[tuple[str, str]] = []
+    for m in list(graph.module2node):
+        if not isinstance(m, (nn.Conv2d, nn.Linear)) or m is last or m in visited:
+            continue
+        with frozen_mappings():
+            found = _root_group(graph, m)
+        if isinstance(found, str):
+            visited.add(m)
+            left.append((names[m], found))
+            continue
+        if found is None:
+            continue
+        group, channels = found
+        outs = [dep.target.module for dep, _ in group
+                if graph.is_out_channel_pruning_fn(dep.handler)]
+        visited.update(outs)
+        if last in outs:
+            continue  # the classifier's outputs are the classes
+        groups.append(_read_group(graph, group, names, channels, names[m]))
+    return groups, left
+
+
+def _merge_grouped(groups: list[_Group], modules: Mapping[str, nn.Module]) -> list[_Group]:
+    """Join the group feeding each grouped conv with the group it produces (whole-group pruning)."""
+    by_in = {name: g for g in groups for name in g.grouped_in}
+    by_out = {name: g for g in groups for name in g.grouped_out}
+    merged: dict[int, _Group] = {}
+    for name in sorted(set(by_in) | set(by_out)):
+        conv, g_in, g_out = modules[name], by_in.get(name), by_out.get(name)
+        why = ""
+        if g_in is None or g_out is None:
+            why = f"grouped conv {name} has a fixed input or output: its groups cannot be removed"
+        elif conv.in_channels != conv.out_channels:
+            why = f"grouped conv {name} has unequal input and output group widths"
+        elif g_in is g_out or not g_in.grouped_in[name]:
+            why = f"grouped conv {name} takes its input from more than one channel group"
+        elif id(g_in) in merged or id(g_out) in merged:
+            why = f"grouped conv {name} is chained to another grouped conv"
+        for g in (g_in, g_out):
+            if g is not None and why:
+                g.reason = g.reason or why
+        if why:
+            continue
+        assert g_in is not None and g_out is not None
+        join = _Group(g_in.channels, g_in.roots + g_out.roots,
+                      g_in.producers + [p for p in g_out.producers if p != name],
+                      [*g_in.followers, name, *g_out.followers],
+                      [c for c in g_in.consumers if c != name] + g_out.consumers,
+                      {**g_in.slices, **g_out.slices}, g_in.adds or g_out.adds,
+                      step=conv.in_channels // conv.groups, reason=g_in.reason or g_out.reason)
+        merged[id(g_in)] = merged[id(g_out)] = join
+    out: list[_Group] = []
+    for g in groups:
+        if id(g) in merged:
+            if merged[id(g)] not in out:
+                out.append(merged[id(g)])
+        else:
+            out.append(g)
+    return out
 
 
 def find_units(model: nn.Module, in_shape: Sequence[int], *, residual: bool = False) -> Units:
     """Find the prunable units of `model` in a stable order (module order of their first producer)."""
     shape = tuple(int(s) for s in in_shape)
-    names = {m: n for n, m in model.named_modules()}
-    order = {n: i for i, n in enumerate(names.values())}
-    last = output_layer(model, shape)
     modules = dict(model.named_modules())
+    index = {n: i for i, n in enumerate(modules)}
+
+    def rank(name: str) -> int:  # a parameter ranks with the module that holds it
+        return index.get(name, index.get(name.rpartition(".")[0], len(index)))
+
+    last = output_layer(model, shape)
     graph = build_graph(model, shape)
+    groups, left = _channel_groups(graph, model, modules[last])
     found: list[Unit] = []
-    groups = graph.get_all_groups(ignored_layers=[modules[last]],
-                                  root_module_types=(nn.Conv2d, nn.Linear))
-    for group in groups:
-        producers, followers, consumers = _split_group(graph, group, names)
-        if not producers:
+    for g in _merge_grouped(groups, modules):
+        if not g.producers:
             continue
-        producers.sort(key=order.__getitem__)
-        kind = INTERNAL if len(producers) == 1 else RESIDUAL
+        producers = sorted(g.producers, key=rank)
+        kind = RESIDUAL if len(producers) > 1 and g.adds else INTERNAL
+        if g.reason:
+            left.append((producers[0], g.reason))
+            continue
         if kind == RESIDUAL and not residual:
             continue
-        channels = _out_channels(modules[producers[0]])
-        found.append(Unit(producers[0], channels, kind, tuple(producers),
-                          tuple(sorted(followers, key=order.__getitem__)),
-                          tuple(sorted(consumers, key=order.__getitem__))))
-    found.sort(key=lambda u: order[u.name])
+        roots = tuple(sorted(g.roots, key=rank))
+        found.append(Unit(producers[0], g.channels, kind, tuple(producers),
+                          tuple(sorted(g.followers, key=rank)),
+                          tuple(sorted(g.consumers, key=rank)), g.step,
+                          roots if roots != (producers[0],) else (),
+                          tuple(sorted((n, s, k) for (n, s), k in g.slices.items()))))
+    found.sort(key=lambda u: rank(u.name))
     if not found:
-        raise EvopruneError("the model has no prunable channel group (is it a single layer?)")
-    return Units(tuple(found), shape, residual, last)  # type: ignore[arg-type]
+        why = f" ({left[0][0]}: {left[0][1]})" if left else ""
+        raise EvopruneError(f"the model has no prunable channel group{why}"
+                            if left else "the model has no prunable channel group "
+                            "(is it a single layer?)")
+    left.sort(key=lambda x: rank(x[0]))
+    return Units(tuple(found), shape, residual, last, tuple(left))  # type: ignore[arg-type]
 
 
 def _out_channels(m: nn.Module) -> int:
@@ -204,14 +453,27 @@ def check_recipe(units: Units, recipe: Sequence[float] | Mapping[str, float]) ->
     return r
 
 
-def kept_channels(channels: np.ndarray, recipe: np.ndarray, round_to: int = 1) -> np.ndarray:
+def kept_channels(channels: np.ndarray, recipe: np.ndarray,
+                  round_to: int | np.ndarray = 1) -> np.ndarray:
     """Return kept channels round(c·(1−r)) (half up), a multiple of `round_to`, at least one.
 
-    A unit with ratio 0 keeps all its channels whatever `round_to` is (it is not pruned).
+    `round_to` is one int or one per unit (see `steps`). A unit with ratio 0 keeps all its
+    channels whatever `round_to` is (it is not pruned).
     """
-    if round_to < 1:
+    if np.ndim(round_to) == 0 and round_to == 1:
+        return np.minimum(np.maximum(np.floor(channels * (1.0 - recipe) + 0.5).astype(np.int64), 1),
+                          channels)
+    rt = np.asarray(round_to, dtype=np.int64)
+    if (rt < 1).any():
         raise EvopruneError(f"round_to must be a positive integer, got {round_to}")
-    exact = channels * (1.0 - recipe) / round_to
-    kept = np.minimum(np.maximum(np.floor(exact + 0.5).astype(np.int64) * round_to, round_to),
-                      channels)
-    return kept if round_to == 1 else np.where(recipe == 0, channels, kept)
+    exact = channels * (1.0 - recipe) / rt
+    kept = np.minimum(np.maximum(np.floor(exact + 0.5).astype(np.int64) * rt, rt), channels)
+    return np.where(recipe == 0, channels, kept)
+
+
+def steps(units: Units, round_to: int = 1) -> int | np.ndarray:
+    """Per-unit channel step: lcm of a unit's own step (group width) and the space's round_to."""
+    own = units.steps
+    if (own == 1).all():
+        return round_to
+    return np.lcm(own, int(round_to))

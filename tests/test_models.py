@@ -69,3 +69,50 @@ def test_unknown_models_are_refused(spec):
 def test_bad_shape_is_refused():
     with pytest.raises(EvopruneError, match="in_shape"):
         build_model("resnet20", 10, (32, 32))
+
+
+def test_torchvision_name_builds_any_torchvision_classifier():
+    model = build_model("torchvision:resnet18", 10, (1, 32, 32))
+    assert model.training  # the build-time probe forward leaves train mode as it found it
+    with torch.no_grad():
+        out = model.eval()(torch.zeros(2, 1, 32, 32))
+    assert out.shape == (2, 10)
+    assert sum(p.numel() for p in model.parameters()) == 11_175_370  # 3-channel: 11_181_642
+
+
+# torchvision's RGB stems: (path, out_channels, kernel, stride, padding, has bias)
+STEMS = {"densenet121": ("features.conv0", 64, (7, 7), (2, 2), (3, 3), False),
+         "squeezenet1_1": ("features.0", 64, (3, 3), (2, 2), (0, 0), True)}
+
+
+@pytest.mark.parametrize(("name", "stem"), STEMS.items())
+def test_grey_input_swaps_the_first_conv_of_any_torchvision_model(name, stem):
+    model = build_model(f"torchvision:{name}", 10, (1, 32, 32))
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first is model.get_submodule(stem[0])
+    assert first.in_channels == 1 and first.groups == 1
+    assert (first.out_channels, first.kernel_size, first.stride, first.padding,
+            first.bias is not None) == stem[1:]
+
+
+def test_unknown_torchvision_name_suggests_close_names():
+    with pytest.raises(EvopruneError, match=r"unknown torchvision model 'resnet19': did you mean "
+                                            r"resnet18") as info:
+        build_model("torchvision:resnet19", 10, (3, 32, 32))
+    assert "\n" not in str(info.value)
+
+
+def test_vision_transformers_are_refused_in_one_line():
+    with pytest.raises(EvopruneError) as info:
+        build_model("torchvision:vit_b_16", 10, (3, 32, 32))
+    assert str(info.value) == (
+        "vit_b_16 is a vision transformer: evoprune prunes convolution filters (filter pruning); "
+        "transformers need head/token pruning, which it does not do")
+
+
+def test_too_small_input_is_refused_at_build_time():
+    with pytest.raises(EvopruneError, match=r"torchvision:inception_v3 cannot run on inputs of "
+                                            r"shape \(3, 32, 32\) \(inception_v3 needs at least "
+                                            r"75x75\).*--dataset") as info:
+        build_model("torchvision:inception_v3", 10, (3, 32, 32))
+    assert "\n" not in str(info.value)

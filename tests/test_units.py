@@ -106,4 +106,4 @@ def test_kept_channels_properties(pairs, round_to):
     else:  # a multiple of round_to unless capped at c; ratio 0 keeps everything
         assert ((kept[pruned] % round_to == 0) | (kept[pruned] == c[pruned])).all()
         assert (kept[~pruned] == c[~pruned]).all()
-    assert (kept_channels(c, np.minimum(r + 0.1, 0.999), round_to) <= kept).all()  # monotone
+    assert (kept_channels(c, np.maximum(r, np.minimum(r + 0.1, 0.999)), round_to) <= kept).all()  # monotone

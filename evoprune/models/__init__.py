@@ -25,19 +25,38 @@ def _torchvision(name: str) -> Callable[[int, Shape], nn.Module]:
     def build(num_classes: int, in_shape: Shape) -> nn.Module:
         import torchvision
 
-        model = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
+        kwargs = dict(_TV_EXTRA_KWARGS.get(name, {}))
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
         if in_shape[0] != 3:  # a grey or multispectral input: swap the stem, keep its geometry
-            if name.startswith("resnet"):
-                old = model.conv1
-                model.conv1 = nn.Conv2d(in_shape[0], old.out_channels, old.kernel_size,
-                                        old.stride, old.padding, bias=False)
-            else:
-                old = model.features[0][0]
-                model.features[0][0] = nn.Conv2d(in_shape[0], old.out_channels, old.kernel_size,
-                                                 old.stride, old.padding, bias=False)
+            swap_first_conv(model, in_shape[0])
         return model
 
     return build
+
+
+def swap_first_conv(model: nn.Module, in_channels: int) -> nn.Module:
+    """Replace `model`'s first nn.Conv2d by one reading `in_channels` channels, same geometry."""
+    first = next(((q, m) for q, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
+        raise EvopruneError(f"{type(model).__name__} has no nn.Conv2d stem to read "
+                            f"{in_channels}-channel inputs")
+    qualname, old = first
+    parent_name, _, attr = qualname.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
+                    old.dilation, groups=1, bias=old.bias is not None,
+                    padding_mode=old.padding_mode)
+    setattr(parent, attr, new)
+    return model
+
+
+# torchvision classifiers that need extra arguments without pretrained weights
+_TV_EXTRA_KWARGS: dict[str, dict[str, bool]] = {
+    "googlenet": {"aux_logits": False, "init_weights": False},
+    "inception_v3": {"aux_logits": False, "init_weights": False},
+}
+_TRANSFORMER_PREFIXES = ("vit_", "swin_", "maxvit_")
+_MIN_SIZE = {"inception_v3": 75}  # smallest height/width the architecture runs on
 
 
 MODELS: dict[str, Callable[[int, Shape], nn.Module]] = {
@@ -60,7 +79,7 @@ def model_names() -> list[str]:
 
 
 def build_model(name: str, num_classes: int, in_shape: tuple[int, ...]) -> nn.Module:
-    """Build zoo model `name` (or a user `package.module:callable`) for `in_shape` = (C, H, W)."""
+    """Build zoo model `name` (or `torchvision:NAME`, `package.module:callable`) for (C, H, W)."""
     shape = tuple(int(s) for s in in_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise EvopruneError(f"in_shape must be (channels, height, width), got {in_shape}")
@@ -68,11 +87,60 @@ def build_model(name: str, num_classes: int, in_shape: tuple[int, ...]) -> nn.Mo
         raise EvopruneError(f"num_classes must be at least 1, got {num_classes}")
     if name in MODELS:
         return MODELS[name](int(num_classes), shape)  # type: ignore[arg-type]
+    if name.startswith("torchvision:"):  # before the generic module:callable branch
+        tv_name = name.partition(":")[2]
+        return _build_torchvision_model(tv_name, int(num_classes), shape)  # type: ignore[arg-type]
     if ":" in name:
         return _build_user_model(name, int(num_classes), shape)  # type: ignore[arg-type]
     raise EvopruneError(
-        f"unknown model {name!r}: choose one of {', '.join(MODELS)} or give package.module:callable"
+        f"unknown model {name!r}: choose one of {', '.join(MODELS)}, torchvision:NAME "
+        "or package.module:callable"
     )
+
+
+def _transformer_error(name: str) -> EvopruneError:
+    """The one-line refusal of a vision transformer (or any classifier without conv filters)."""
+    return EvopruneError(
+        f"{name} is a vision transformer: evoprune prunes convolution filters (filter pruning); "
+        "transformers need head/token pruning, which it does not do"
+    )
+
+
+def _build_torchvision_model(name: str, num_classes: int, in_shape: Shape) -> nn.Module:
+    """Build torchvision classifier `name` untrained, for `in_shape`; one-line errors otherwise."""
+    import difflib
+
+    import torch
+    import torchvision
+
+    names = torchvision.models.list_models(module=torchvision.models)
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else \
+            "see torchvision.models.list_models()"
+        raise EvopruneError(f"unknown torchvision model {name!r}: {hint}")
+    if name.startswith(_TRANSFORMER_PREFIXES):
+        raise _transformer_error(name)
+    model = _torchvision(name)(num_classes, in_shape)
+    convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    if convs <= 1 or any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
+        raise _transformer_error(name)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *in_shape))
+    except RuntimeError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        need = f" ({name} needs at least {_MIN_SIZE[name]}x{_MIN_SIZE[name]})" \
+            if name in _MIN_SIZE else ""
+        raise EvopruneError(
+            f"torchvision:{name} cannot run on inputs of shape {in_shape}{need}: {first}; "
+            "give larger images (the input size comes from --dataset, e.g. "
+            "synthetic:3x224x224 or imagefolder at 224x224)"
+        ) from None
+    model.train(was_training)
+    return model
 
 
 def _build_user_model(spec: str, num_classes: int, in_shape: Shape) -> nn.Module:
@@ -101,4 +169,4 @@ def _build_user_model(spec: str, num_classes: int, in_shape: Shape) -> nn.Module
     return model
 
 
-__all__ = ["MODELS", "build_model", "model_names"]
+__all__ = ["MODELS", "build_model", "model_names", "swap_first_conv"]

@@ -28,7 +28,7 @@ SAMPLERS = ("nsga2", "random", "tpe")
 class BaseConfig:
     """The trained network to prune and its data."""
 
-    model: str = "resnet20"  # a zoo name or package.module:callable
+    model: str = "resnet20"  # a zoo name, torchvision:NAME or package.module:callable
     dataset: str = "digits"  # digits, cifar10, cifar100, imagefolder, synthetic[:CxHxW[:K]]
     data_root: str | None = None  # the dataset's folder (CIFAR, ImageFolder)
     residual: bool = False  # also prune channel groups coupled by skip connections
