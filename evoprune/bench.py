@@ -23,6 +23,9 @@ COST_CASES: dict[str, tuple[tuple[int, int, int], int]] = {
     "mobilenetv2": ((3, 32, 32), 10),
     "resnet18": ((3, 224, 224), 1000),
     "resnet50": ((3, 224, 224), 1000),
+    "torchvision:densenet121": ((3, 224, 224), 1000),
+    "torchvision:regnet_x_400mf": ((3, 224, 224), 1000),
+    "torchvision:resnext50_32x4d": ((3, 224, 224), 1000),
 }
 
 
@@ -34,7 +37,14 @@ def run_bench(name: str, **options: Any) -> tuple[list[dict[str, Any]], str]:
                             "n_synthetic") if k in options and not options[k] > 0]
     if positive:
         raise EvopruneError(f"bench {name}: --{positive[0].replace('_', '-')} must be positive")
+    if name == "coverage":
+        from evoprune.coverage import coverage_table, format_coverage
+
+        rows = coverage_table(options["models"] or None, size=options["size"])
+        return rows, format_coverage(rows)
     if name in ("cost", "space"):
+        options["models"] = options["models"] or (COST_MODELS if name == "cost"
+                                                  else ("resnet56", "resnet50"))
         unknown = [m for m in options["models"] if m not in COST_CASES]
         if unknown:
             raise EvopruneError(f"bench takes models from {', '.join(COST_CASES)}")
@@ -95,7 +105,10 @@ def _median_time(fn: Callable[[], Any], repeats: int, inner: int = 1) -> float:
     return statistics.median(times)
 
 
-def bench_cost(models: Sequence[str] = ("resnet56", "resnet50"), *, repeats: int = 5,
+COST_MODELS = ("resnet56", "resnet50", "torchvision:densenet121", "torchvision:regnet_x_400mf")
+
+
+def bench_cost(models: Sequence[str] = COST_MODELS, *, repeats: int = 5,
                seed: int = 0) -> list[dict[str, Any]]:
     """Time analytic cost evaluation against FlopCounterMode on the pruned model, and pruning."""
     rng = np.random.default_rng(seed)
@@ -137,11 +150,11 @@ def _bench_cost_one(name: str, repeats: int, rng: np.random.Generator) -> dict[s
 def format_cost_rows(rows: list[dict[str, Any]]) -> str:
     """Render bench_cost rows as a table with the machine line."""
     lines = [f"machine: {machine()}",
-             f"{'model':<10} {'input':<10} {'units':>5} {'cost(kept)':>11} {'cost(recipe)':>12} "
+             f"{'model':<26} {'input':<10} {'units':>5} {'cost(kept)':>11} {'cost(recipe)':>12} "
              f"{'FlopCounter':>11} {'speed-up':>17} {'prune':>7} {'exact':>5}"]
     for r in rows:
         shape = "x".join(str(s) for s in r["in_shape"])
-        lines.append(f"{r['model']:<10} {shape:<10} {r['units']:>5} {r['analytic_us']:>8.1f} µs "
+        lines.append(f"{r['model']:<26} {shape:<10} {r['units']:>5} {r['analytic_us']:>8.1f} µs "
                      f"{r['recipe_us']:>9.1f} µs {r['counter_ms']:>8.1f} ms "
                      f"{r['speedup']:>7,.0f}x/{r['recipe_speedup']:>7,.0f}x "
                      f"{r['prune_s']:>5.3f}s {'yes' if r['exact'] else 'NO':>5}")

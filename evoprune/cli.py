@@ -296,12 +296,13 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="bench", required=True, parser_class=_Parser)
     cost = sub.add_parser("cost", help="analytic cost model against FlopCounterMode, and "
                                        "pruning time")
-    cost.add_argument("--models", nargs="+", default=["resnet56", "resnet50"],
-                      help="models to time (default resnet56 resnet50)")
+    cost.add_argument("--models", nargs="+",
+                      help="models to time (default resnet56 resnet50 torchvision:densenet121 "
+                           "torchvision:regnet_x_400mf)")
     cost.add_argument("--repeats", type=int, default=5, help="timings per figure (median)")
     space = sub.add_parser("space", help="decoded recipes per second against the "
                                          "rejection sampler")
-    space.add_argument("--models", nargs="+", default=["resnet56", "resnet50"],
+    space.add_argument("--models", nargs="+",
                        help="models to time (default resnet56 resnet50)")
     space.add_argument("--c-flops", type=float, default=0.25, help="band centre (default 0.25)")
     space.add_argument("--n", type=int, default=2000, help="genotypes decoded in one batch")
@@ -326,7 +327,14 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     search.add_argument("--n-synthetic", type=int, default=2048,
                         help="training images of the synthetic case (default 2048)")
     search.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:i]")
-    for q in (cost, space, train, search):
+    coverage = sub.add_parser("coverage", help="torchvision's CNN families: units, exact cost, "
+                                               "pruned run, round trip, decode, seconds")
+    coverage.add_argument("--models", nargs="+",
+                          help="torchvision model names (default: one per family)")
+    coverage.add_argument("--size", type=int, default=224,
+                          help="input side in pixels (default 224; each model's smallest if "
+                               "larger)")
+    for q in (cost, space, train, search, coverage):
         q.add_argument("--json", action="store_true", help="print one JSON object per case")
 
 

@@ -202,8 +202,11 @@ def save_pruned(path: str | Path, model: nn.Module, spec: PrunedSpec) -> str:
     from evoprune import __version__
 
     record = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()}
+    state = model.state_dict()
+    meta = getattr(state, "_metadata", None) or {}  # module versions (MNASNet checks its own)
     record.update(format=FORMAT, evoprune_version=__version__,
-                  state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()})
+                  state_dict={k: v.detach().cpu() for k, v in state.items()},
+                  state_metadata={k: dict(v) for k, v in meta.items()})
     return atomic_save(record, path)
 
 
@@ -214,7 +217,7 @@ def read_spec(path: str | Path) -> tuple[PrunedSpec, dict[str, torch.Tensor]]:
         raise EvopruneError(f"{path} is not an evoprune pruned-model file (see `evoprune prune --out`)")
     names = {f for f in PrunedSpec.__dataclass_fields__}
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k in names}
-    return PrunedSpec(**fields), record["state_dict"]
+    return PrunedSpec(**fields), _with_metadata(record["state_dict"], record.get("state_metadata", {}))
 
 
 def load_pruned(path: str | Path) -> nn.Module:
@@ -227,9 +230,18 @@ def load_pruned(path: str | Path) -> nn.Module:
     if tuple(units.names) != spec.units or tuple(int(c) for c in units.channels) != spec.channels:
         raise EvopruneError(f"{path} was saved for other units of {spec.model} than this version "
                             "of the model defines")
-    model = prune_channels(base, units, np.array(spec.kept), importance="l2")
+    model = prune_channels(base, units, np.array(spec.kept), importance="random")  # weights follow
     model.load_state_dict(state)
     return model
+
+
+def _with_metadata(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Return the state_dict with its module versions restored (`state_dict()._metadata`)."""
+    from collections import OrderedDict
+
+    out: Any = OrderedDict(state)
+    out._metadata = OrderedDict((k, dict(v)) for k, v in meta.items())
+    return out
 
 
 def export_onnx(model: nn.Module, in_shape: Sequence[int], path: str | Path) -> None:

@@ -39,6 +39,7 @@ class Bound:
     use_params: bool  # the primary band is params
     lo: float  # the primary target's range [lo, hi] (lo == hi == target without a range)
     hi: float
+    rt: np.ndarray  # channel step per unit: lcm of round_to and the unit's group width
 
     @property
     def n_genes(self) -> int:
@@ -97,10 +98,11 @@ def bind(space: PruningSpace, cost: CostModel) -> Bound:
     target, use_params = primary(space)
     lo = space.c_flops if space.c_flops_max is not None else target
     hi = space.c_flops_max if space.c_flops_max is not None else target
+    rt = np.broadcast_to(np.asarray(cost.rounding(space.round_to), dtype=np.int64), (n,)).copy()
     b = Bound(space, cost, n, cost.channels.astype(np.float64),
-              kmin=kept_channels(cost.channels, np.full(n, space.r_max), space.round_to),
+              kmin=kept_channels(cost.channels, np.full(n, space.r_max), rt),
               wf=np.ones(n), wp=np.ones(n), tilt_max=1.0, target=target, use_params=use_params,
-              lo=lo, hi=hi)  # type: ignore[arg-type]
+              lo=lo, hi=hi, rt=rt)  # type: ignore[arg-type]
     wf, wp = tilt_weights(b)
     return replace(b, wf=wf, wp=wp, tilt_max=TILT_REACH / space.r_max / min(wf.min(), wp.min()))
 

@@ -80,7 +80,7 @@ class Decoder:
 
     def describe(self, recipes: np.ndarray) -> Decoded:
         """Exact figures of recipes (M, N): kept channels, ratios, mCB, std, band membership."""
-        kept = kept_channels(self.cost.channels, recipes, self.space.round_to)
+        kept = kept_channels(self.cost.channels, recipes, self.cost.rounding(self.space.round_to))
         flops, params = self.cost.batch(kept)
         f, p = flops / self.cost.base_flops, params / self.cost.base_params
         return Decoded(recipes, kept, f, p, f / p, recipes.std(1), self.violation(kept, recipes) == 0)

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 def ratios_for(b: Bound, kept: np.ndarray, near: np.ndarray) -> np.ndarray:
     """Ratios in [0, r_max] that keep `kept` channels, each as near to `near` as it can be."""
-    c, rt, r_max = b.c, b.space.round_to, b.space.r_max
+    c, rt, r_max = b.c, b.rt, b.space.r_max
     centre = 1.0 - kept / c
     half = 0.45 * rt / c
     r = np.clip(np.clip(near, centre - half, centre + half), 0.0, r_max)
@@ -39,7 +39,7 @@ def best_moves(b: Bound, k: np.ndarray, r: np.ndarray
 
     Ties go to the smallest ratio change; a unit that cannot step that way is never chosen.
     """
-    c, rt, n = b.cost.channels, b.space.round_to, b.n
+    c, rt, n = b.cost.channels, b.rt, b.n
     up = np.minimum((k // rt + 1) * rt, c)
     down = np.maximum((k - 1) // rt * rt, b.kmin)
     steps_k = np.concatenate([up, down], axis=1)  # (m, 2N): the moved unit's new width
@@ -62,7 +62,7 @@ def repair(b: Bound, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     violation. Returns the repaired recipes and which rows ended inside every band.
     """
     r = r.copy()
-    kept = kept_channels(b.cost.channels, r, b.space.round_to)
+    kept = kept_channels(b.cost.channels, r, b.rt)
     v = b.violation(kept, r)
     active = v > 0
     for _ in range(4 * b.n + 8):

@@ -82,7 +82,7 @@ def unit_levels(c: int, round_to: int, r_max: float) -> tuple[np.ndarray, np.nda
 
 def levels(b: Bound) -> Levels:
     """Stack every unit's levels (see `unit_levels`), padded to the widest unit."""
-    rows = [unit_levels(int(c), b.space.round_to, b.space.r_max) for c in b.cost.channels]
+    rows = [unit_levels(int(c), int(rt), b.space.r_max) for c, rt in zip(b.cost.channels, b.rt)]
     width = max(len(r[0]) for r in rows)
 
     def pad(v: np.ndarray, fill: float) -> np.ndarray:
@@ -125,7 +125,7 @@ def reject(b: Bound, n: int, rng: np.random.Generator, max_draws: int, batch: in
     while got < n and draws < max_draws:
         r = rng.uniform(0.0, b.space.r_max, (batch, b.n))
         draws += batch
-        kept = kept_channels(b.cost.channels, r, b.space.round_to)
+        kept = kept_channels(b.cost.channels, r, b.rt)
         accepted.append(r[b.violation(kept, r) == 0])
         got += len(accepted[-1])
     recipes = np.concatenate(accepted)[:n] if accepted else np.empty((0, b.n))
@@ -190,7 +190,7 @@ class _Chains:
 
     def __init__(self, sampler: Sampler, starts: np.ndarray) -> None:
         b, lv = sampler.b, sampler.lv
-        kept = kept_channels(b.cost.channels, starts, b.space.round_to)
+        kept = kept_channels(b.cost.channels, starts, b.rt)
         self.b, self.lv, self.forms, self.bands = b, lv, sampler.forms, sampler.bands
         self.r = starts.copy()
         self.idx = lv.index[np.arange(b.n), kept]
@@ -268,7 +268,7 @@ class _Chains:
         moved = np.where(inner, r_max / (1.0 + np.exp(-(logit + t[:, :, None] * sign))), r)
         ms = np.where(inner, moved, 0.5 * r_max)
         log_jac = np.log(ms) + np.log(r_max - ms) - np.log(rs) - np.log(r_max - rs)
-        kept = kept_channels(self.b.cost.channels[units], moved, self.b.space.round_to)
+        kept = kept_channels(self.b.cost.channels[units], moved, self.b.rt[units])
         return moved, kept, np.exp(log_jac.sum(2))
 
     def _costs_with(self, j: int, units: np.ndarray, step: np.ndarray, s_ff: list[np.ndarray]
@@ -343,7 +343,7 @@ class _Chains:
     def ratios(self) -> np.ndarray:
         """The chains' ratios (a ratio a float edge case moved off its level: its level's middle)."""
         kept, units = self.x[:, :-1], np.arange(self.b.n)
-        bad = kept_channels(self.b.cost.channels, self.r, self.b.space.round_to) != kept
+        bad = kept_channels(self.b.cost.channels, self.r, self.b.rt) != kept
         middle = self.lv.lo[units, self.idx] + 0.5 * self.lv.length[units, self.idx]
         return np.where(bad, np.where(kept == self.b.cost.channels, 0.0, middle), self.r)
 
