@@ -61,7 +61,8 @@ def small_bound(space: PruningSpace, seed: int, channels: tuple[int, ...] = (4, 
     n = len(cost.channels)
     return Bound(space, cost, n, cost.channels.astype(float),  # type: ignore[arg-type]
                  kept_channels(cost.channels, np.full(n, space.r_max), space.round_to),
-                 np.ones(n), np.ones(n), 1.0, 0.3, False, 0.3, 0.3)
+                 np.ones(n), np.ones(n), 1.0, 0.3, False, 0.3, 0.3,
+                 np.full(n, space.round_to, dtype=np.int64))
 
 
 def exact_law(b: Bound) -> tuple[np.ndarray, np.ndarray]:
