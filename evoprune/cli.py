@@ -17,8 +17,12 @@ from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from evoprune.errors import EvopruneError, NonFiniteLossError, NonFiniteOutputError
+from evoprune.machine import DEFAULT_PRECISION, PRECISIONS
+from evoprune.splits import FASHION_ROOT
 
 NOT_TREE = ("command", "json", "bench", "argv")  # parsed arguments that configure no tree
+PRECISION_HELP = ("fp32, or bf16 autocast (2x on CPUs with AVX-512 BF16 or AMX, and GPUs); auto "
+                  "picks bf16 where the device computes it natively")
 STORAGE_HELP = ("sqlite:///FILE.db (default studies/evoprune.db), journal:FILE.log (several "
                 "workers) or postgresql://… (several machines)")
 
@@ -75,9 +79,11 @@ def _base_args(p: argparse.ArgumentParser, prefix: str = "base.", checkpoint: bo
               "tv_mobilenetv2, digitsnet), torchvision:NAME (any torchvision CNN classifier, "
               "e.g. torchvision:densenet121) or package.module:callable")
     _tree_arg(g, "--dataset", f"{prefix}dataset", d.dataset,
-              "digits, cifar10, cifar100, imagefolder or synthetic[:CxHxW[:classes]]")
+              "digits, fashion-mnist, cifar10, cifar100, imagefolder or "
+              "synthetic[:CxHxW[:classes]]")
     _tree_arg(g, "--data-root", f"{prefix}data_root", d.data_root,
-              "dataset folder (imagefolder reads its class names)")
+              f"dataset folder (fashion-mnist: default {FASHION_ROOT}; imagefolder reads its "
+              "class names)")
     _tree_arg(g, "--residual", f"{prefix}residual", d.residual,
               "also prune channel groups coupled by skip connections (stage widths)",
               action="store_true")
@@ -85,6 +91,9 @@ def _base_args(p: argparse.ArgumentParser, prefix: str = "base.", checkpoint: bo
               "validation split carved from the training set (stratified, fixed): a fraction, "
               "or a number of images; every selection reads it, the test split is report only",
               type=float)
+    _tree_arg(g, "--train-size", f"{prefix}train_size", d.train_size,
+              "train on a stratified, fixed subset of the rest: a fraction or a number of "
+              "images (default all)", type=float)
     if checkpoint:
         _tree_arg(g, "--checkpoint", f"{prefix}checkpoint", d.checkpoint,
                   "trained base weights (a search without one trains and caches them under "
@@ -163,7 +172,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
             ("--study-name", "study_name", "default: MODEL-DATASET-SPACE-fC_FLOPS", {}),
             ("--n-workers", "n_workers", "worker processes on this machine (needs a journal or "
                                          "RDB storage)", {"type": int}),
-            ("--device", "device", "auto, cpu or cuda[:i]", {})):
+            ("--device", "device", "auto, cpu or cuda[:i]", {}),
+            ("--precision", "precision", PRECISION_HELP, {"choices": PRECISIONS})):
         _tree_arg(run, flag, name, default_of(SearchConfig, name), help, **kw)
     _tree_arg(run, "--objectives", "objectives", None,
               f"comma list from {','.join(OBJECTIVES)}, all minimised; default acc_drop plus "
@@ -198,9 +208,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="resnet20",
                    help="zoo model, torchvision:NAME (e.g. torchvision:densenet121) "
                         "or package.module:callable")
-    p.add_argument("--dataset", default="digits", help="digits (default), cifar10, cifar100, "
-                                                       "imagefolder, synthetic[:CxHxW[:classes]]")
-    p.add_argument("--data-root", help="dataset folder (CIFAR in torchvision's layout)")
+    p.add_argument("--dataset", default="digits", help="digits (default), fashion-mnist, cifar10, "
+                                                       "cifar100, imagefolder, "
+                                                       "synthetic[:CxHxW[:classes]]")
+    p.add_argument("--data-root", help="dataset folder (CIFAR in torchvision's layout; "
+                                       f"fashion-mnist: default {FASHION_ROOT})")
     p.add_argument("--download", action="store_true", help="download CIFAR if absent")
     p.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
     p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1)")
@@ -212,7 +224,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-size", dest="val_size", type=float, default=DEFAULT_VAL_SIZE,
                    help="validation split carved from the training set: a fraction or a number "
                         f"of images (default {DEFAULT_VAL_SIZE})")
+    p.add_argument("--train-size", dest="train_size", type=float,
+                   help="train on a stratified, fixed subset of the rest: a fraction or a number "
+                        "of images (default all)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:i]")
+    p.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
+                   help=PRECISION_HELP + f" (default {DEFAULT_PRECISION})")
     p.add_argument("--out", help="checkpoint file, written every epoch; rerun to resume")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the training forward (pays off on long runs)")
@@ -249,6 +266,8 @@ def _retrain_args(p: argparse.ArgumentParser) -> None:
     _tree_arg(p, "--random-k", "settings.random_k", d.random_k,
               "also retrain k trials drawn without selection (the proxy's fidelity)", type=int)
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:i]")
+    p.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
+                   help=PRECISION_HELP + f" (default {DEFAULT_PRECISION})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--data-root", dest="data_root", help="dataset folder, if not the study's")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -350,8 +369,10 @@ def _run_train(args: argparse.Namespace) -> Any:
     from evoprune.jobs import TrainJob, run_train
 
     job = TrainJob(**{k: getattr(args, k) for k in TrainJob.__dataclass_fields__})
-    if job.val_size >= 1 and float(job.val_size).is_integer():  # a count, parsed as a float
-        job = replace(job, val_size=int(job.val_size))
+    for key in ("val_size", "train_size"):  # a count, parsed as a float
+        value = getattr(job, key)
+        if value is not None and value >= 1 and float(value).is_integer():
+            job = replace(job, **{key: int(value)})
     return run_train(job, progress=_print_epoch(job.epochs))
 
 

@@ -1,14 +1,17 @@
-"""Datasets: `digits` (embedded, the default), CIFAR-10/100 from a local folder, ImageFolder, synthetic.
+"""Datasets: `digits` (embedded, the default), Fashion-MNIST and CIFAR-10/100 from local files,
+ImageFolder, synthetic.
 
 `dataset_info` answers shape and class count without reading any file (pruning needs no data);
 `load_dataset` reads the data. Sets that fit in memory come back as uint8 tensors (N, C, H, W).
 Every dataset has three splits: train, a fixed stratified validation split carved from the
 training set (`split_indices`: the same images for every run, seed and worker), and test. Model
 selection (proxy fine-tune, screen, search fitness) reads validation; test is reported only.
+`train_size` keeps a stratified, fixed subset of what remains for training (a CPU budget).
 """
 
 from __future__ import annotations
 
+import gzip
 import math
 import pickle
 from dataclasses import dataclass
@@ -19,9 +22,10 @@ import numpy as np
 import torch
 
 from evoprune.errors import EvopruneError
-from evoprune.splits import DEFAULT_VAL_SIZE
+from evoprune.machine import DEFAULT_PRECISION, resolve_precision
+from evoprune.splits import DEFAULT_VAL_SIZE, FASHION_ROOT
 
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
+DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
 DEFAULT_DATASET = "digits"
 SPLIT_SEED = 13  # which training images form the validation split: fixed, never the run seed
 
@@ -79,6 +83,8 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte")  # each as .gz (the original distribution) or plain
 _CIFAR = {
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
                 "labels", 10),
@@ -90,6 +96,8 @@ def dataset_info(name: str, data_root: str | Path | None = None, image_size: int
     """Return shape, classes and normalisation of dataset `name` without loading it."""
     if name == "digits":
         return DatasetInfo("digits", (1, 8, 8), 10, (0.3,), (0.37,), flip=False)
+    if name == "fashion-mnist":
+        return DatasetInfo(name, (1, 28, 28), 10, (0.2860,), (0.3530,))
     if name in _CIFAR:
         return DatasetInfo(name, (3, 32, 32), _CIFAR[name][4], CIFAR_MEAN, CIFAR_STD)
     if name == "imagefolder":
@@ -114,34 +122,66 @@ def load_dataset(
     synthetic_size: tuple[int, int] = (512, 128),
     seed: int = 0,
     val_size: float | int = DEFAULT_VAL_SIZE,
+    train_size: float | int | None = None,
 ) -> TensorData | FolderData:
-    """Read dataset `name`, `val_size` of its training set held out; CIFAR downloads on request."""
+    """Read dataset `name`, `val_size` of its training set held out; CIFAR downloads on request.
+
+    `train_size` (a fraction or a count; None: all) trains on a stratified subset of the images
+    left after the validation split, fixed like it: the same images for every run and seed.
+    """
     _check_val_size(val_size)
+    if train_size is not None:
+        _check_val_size(train_size, "--train-size")
     info = dataset_info(name, data_root, image_size)
     if name == "imagefolder":
-        return _load_imagefolder(info, _require_root(name, data_root), image_size, val_size)
+        return _load_imagefolder(info, _require_root(name, data_root), image_size, val_size,
+                                 train_size)
     if name == "digits":
         trx, try_, tex, tey = _load_digits()
+    elif name == "fashion-mnist":
+        trx, try_, tex, tey = _load_fashion(Path(data_root or FASHION_ROOT).expanduser())
     elif name in _CIFAR:
         trx, try_, tex, tey = _load_cifar(info, _require_root(name, data_root,
                                                               must_exist=not download), download)
     else:
         trx, try_, tex, tey = _load_synthetic(info, *synthetic_size, seed=seed)
-    train, val = (torch.from_numpy(i) for i in split_indices(try_.numpy(), val_size))
+    train, val = split_indices(try_.numpy(), val_size)
+    train = train[subset_indices(try_.numpy()[train], train_size)]
+    train, val = torch.from_numpy(train), torch.from_numpy(val)
     return TensorData(info, trx[train], try_[train], trx[val], try_[val], tex, tey)
 
 
-def _check_val_size(val_size: Any) -> None:
-    """Refuse a validation size that no training set can have."""
+def _check_val_size(val_size: Any, flag: str = "--val-size") -> None:
+    """Refuse a split size (validation, training subset) that no training set can have."""
     if isinstance(val_size, (bool, np.bool_)) or not isinstance(val_size, (int, float, np.number)):
-        raise EvopruneError(f"--val-size {val_size!r}: give a fraction in (0, 1) such as 0.2, or "
+        raise EvopruneError(f"{flag} {val_size!r}: give a fraction in (0, 1) such as 0.2, or "
                             "an image count such as 300")
     if isinstance(val_size, (int, np.integer)):
         if val_size < 1:
-            raise EvopruneError(f"--val-size {val_size}: an image count must be at least 1")
+            raise EvopruneError(f"{flag} {val_size}: an image count must be at least 1")
     elif not (math.isfinite(val_size) and 0 < val_size < 1):
-        raise EvopruneError(f"--val-size {val_size}: a fraction must be in (0, 1); give an "
+        raise EvopruneError(f"{flag} {val_size}: a fraction must be in (0, 1); give an "
                             "integer for an image count")
+
+
+def subset_indices(labels: np.ndarray, train_size: float | int | None) -> np.ndarray:
+    """Sorted indices of a stratified training subset of `labels` (all of them for None).
+
+    Drawn like the validation split (`split_indices`: proportional per class, fixed by
+    `SPLIT_SEED`), so a run, its workers and its resumptions train on the same images.
+    """
+    n = len(labels)
+    if train_size is None:
+        return np.arange(n)
+    _check_val_size(train_size, "--train-size")
+    k = int(train_size) if isinstance(train_size, (int, np.integer)) else \
+        math.floor(train_size * n + 0.5)
+    if k > n:
+        raise EvopruneError(f"--train-size {train_size} is more than the {n} training images left "
+                            "after the validation split: choose a smaller --train-size")
+    if k == n:
+        return np.arange(n)
+    return split_indices(labels, k)[1]
 
 
 def split_indices(labels: np.ndarray,
@@ -190,6 +230,52 @@ def _require_root(name: str, data_root: str | Path | None, must_exist: bool = Tr
     if must_exist and not root.is_dir():
         raise EvopruneError(f"data folder {root} does not exist: check --data-root")
     return root
+
+
+def _read_idx(path: Path, magic: int) -> np.ndarray:
+    """One IDX file (gzip or plain) as a uint8 array; `magic`: 2049 labels, 2051 images."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError) as exc:
+        raise EvopruneError(f"cannot read {path}: {exc}") from None
+    dims = magic - 2048
+    header = 4 + 4 * dims
+    if len(raw) < header or int.from_bytes(raw[:4], "big") != magic:
+        raise EvopruneError(f"{path} is not an IDX {'label' if dims == 1 else 'image'} file")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(dims))
+    if len(raw) != header + math.prod(shape):
+        raise EvopruneError(f"{path} holds {len(raw) - header} bytes of data, not the "
+                            f"{math.prod(shape)} its header announces")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _fashion_file(root: Path, name: str) -> Path | None:
+    """`root/name.gz`, else `root/name`, else None."""
+    return next((p for p in (root / f"{name}.gz", root / name) if p.is_file()), None)
+
+
+def _load_fashion(root: Path) -> _Arrays:
+    """Fashion-MNIST's four original IDX files: 60,000 training and 10,000 test images, 28x28."""
+    found = {name: _fashion_file(root, name) for name in FASHION_FILES}
+    missing = [f"{name}.gz" for name, path in found.items() if path is None]
+    if missing:
+        raise EvopruneError(
+            f"no Fashion-MNIST files in {root} (missing {', '.join(missing)}): install Debian's "
+            f"package with `apt-get install -y dataset-fashion-mnist` (files in {FASHION_ROOT}) "
+            "or pass --data-root DIR holding the four idx files")
+    trx, try_, tex, tey = (_read_idx(found[name], 2051 if "images" in name else 2049)
+                           for name in FASHION_FILES)
+    for x, y, split in ((trx, try_, "training"), (tex, tey, "test")):
+        if len(x) != len(y):
+            raise EvopruneError(f"Fashion-MNIST's {split} files in {root} hold {len(x)} images "
+                                f"but {len(y)} labels")
+        if x.shape[1:] != (28, 28) or (len(y) and int(y.max()) > 9):
+            raise EvopruneError(f"Fashion-MNIST's {split} files in {root} are not 28x28 images "
+                                "with labels 0-9")
+    return (torch.from_numpy(trx[:, None].copy()), torch.from_numpy(try_.astype(np.int64)),
+            torch.from_numpy(tex[:, None].copy()), torch.from_numpy(tey.astype(np.int64)))
 
 
 def _parse_synthetic(name: str) -> tuple[tuple[int, int, int], int]:
@@ -285,7 +371,7 @@ def _folder_classes(path: Path) -> list[str]:
 
 
 def _load_imagefolder(info: DatasetInfo, root: Path, image_size: int,
-                      val_size: float | int) -> FolderData:
+                      val_size: float | int, train_size: float | int | None = None) -> FolderData:
     import torchvision.transforms as T
     from torch.utils.data import Subset
     from torchvision.datasets import ImageFolder
@@ -306,7 +392,9 @@ def _load_imagefolder(info: DatasetInfo, root: Path, image_size: int,
         test = ImageFolder(str(val_dir), transform=test_tf)
     except (FileNotFoundError, OSError) as exc:
         raise EvopruneError(f"cannot read image folder {root}: {exc}") from None
-    train_idx, val_idx = split_indices(np.asarray(train.targets), val_size)
+    targets = np.asarray(train.targets)
+    train_idx, val_idx = split_indices(targets, val_size)
+    train_idx = train_idx[subset_indices(targets[train_idx], train_size)]
     return FolderData(info, Subset(train, train_idx.tolist()), Subset(held_out, val_idx.tolist()),
                       test)
 
@@ -330,14 +418,16 @@ class DeviceBatches:
     The uint8 images live on `device` once (padded for random crops when built to augment); each
     batch is gathered by index, cropped, flipped (where the dataset allows) and normalised there:
     no per-sample Python. `augment` is only the default of `train_batches`, which takes it per
-    call; without augmentation a batch holds the original (centre) images.
+    call; without augmentation a batch holds the original (centre) images. `precision`
+    (auto|fp32|bf16, resolved on `device`) is what training and evaluation on it autocast to.
     """
 
     def __init__(self, data: TensorData, device: torch.device | str = "cpu", *,
                  augment: bool = True, pad: int | None = None,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, precision: str = DEFAULT_PRECISION) -> None:
         self.info = data.info
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device.type)
         self.augment = augment
         self.pad = (4 if data.info.in_shape[1] >= 32 else 1) if pad is None else pad
         self.channels_last = channels_last
@@ -419,10 +509,12 @@ class FolderBatches:
     """Batches of a folder dataset through a DataLoader (workers, pinned memory), same interface."""
 
     def __init__(self, data: FolderData, device: torch.device | str = "cpu", *,
-                 workers: int = 4, channels_last: bool = False) -> None:
+                 workers: int = 4, channels_last: bool = False,
+                 precision: str = DEFAULT_PRECISION) -> None:
         self.info = data.info
         self.data = data
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device.type)
         self.augment = True  # the train set's transforms crop and flip per sample
         self.workers = workers
         self.channels_last = channels_last
@@ -479,9 +571,9 @@ class FolderBatches:
 
 
 def batches_for(data: TensorData | FolderData, device: torch.device | str = "cpu", *,
-                workers: int = 4) -> DeviceBatches | FolderBatches:
+                workers: int = 4, precision: str = DEFAULT_PRECISION) -> DeviceBatches | FolderBatches:
     """The training data path for a dataset: device-resident when it fits, else a DataLoader."""
     cuda = torch.device(device).type == "cuda"
     if isinstance(data, TensorData):
-        return DeviceBatches(data, device, channels_last=cuda)
-    return FolderBatches(data, device, workers=workers, channels_last=cuda)
+        return DeviceBatches(data, device, channels_last=cuda, precision=precision)
+    return FolderBatches(data, device, workers=workers, channels_last=cuda, precision=precision)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from evoprune.errors import EvopruneError
+from evoprune.machine import DEFAULT_PRECISION
 from evoprune.searching.config import BaseConfig
 from evoprune.spaces import PruningSpace
 from evoprune.splits import DEFAULT_VAL_SIZE
@@ -175,6 +176,8 @@ class TrainJob:
     out: str | None = None
     compile: bool = False
     val_size: float | int = DEFAULT_VAL_SIZE  # held out of the training set (fraction or count)
+    train_size: float | int | None = None  # stratified training subset of the rest; None: all
+    precision: str = DEFAULT_PRECISION  # auto, fp32 or bf16 (autocast; auto: where native)
 
 
 def run_train(job: TrainJob, progress: Any = None) -> dict[str, Any]:
@@ -197,16 +200,20 @@ def run_train(job: TrainJob, progress: Any = None) -> dict[str, Any]:
     if job.out is not None and not Path(job.out).resolve().parent.is_dir():
         raise EvopruneError(f"folder {Path(job.out).resolve().parent} does not exist: create it "
                             "or choose another --out")
+    from evoprune.machine import resolve_precision
+
+    resolve_precision(job.precision, device.type)  # before any file is read
     data = load_dataset(job.dataset, job.data_root, download=job.download, seed=job.seed,
-                        val_size=job.val_size)
+                        val_size=job.val_size, train_size=job.train_size)
     torch.manual_seed(job.seed)
     model = build_model(job.model, data.info.num_classes, data.info.in_shape)
-    batches = batches_for(data, device)
+    batches = batches_for(data, device, precision=job.precision)
     result = fit(model, batches, schedule, seed=job.seed, checkpoint=job.out, progress=progress,
                  compile=job.compile)
     test = evaluate(model, batches, split="test")
     out = result.to_dict()
     out.update(test_acc=test.top1, test_top5=test.top5, sizes=data.sizes, val_size=job.val_size,
+               train_size=job.train_size,
                model=job.model, dataset=job.dataset, seed=job.seed, out=job.out,
                sha256=sha256_of(job.out) if job.out else None)
     return out
@@ -227,7 +234,14 @@ def cached_base(job: TrainJob, cache: str | Path = CHECKPOINT_CACHE,
     import json
     from dataclasses import asdict, replace
 
+    from evoprune.machine import resolve_precision
+    from evoprune.train import resolve_device
+
     settings = {k: v for k, v in asdict(job).items() if k not in ("out", "device", "compile")}
+    settings["precision"] = resolve_precision(job.precision, resolve_device(job.device).type)
+    for key in ("train_size", "precision"):  # left out at their former values: old caches hold
+        if settings[key] in (None, "fp32"):
+            settings.pop(key)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in f"{job.model}-{job.dataset}")
     Path(cache).mkdir(parents=True, exist_ok=True)

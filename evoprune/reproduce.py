@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from evoprune.errors import EvopruneError
+from evoprune.machine import DEFAULT_PRECISION
 from evoprune.splits import DEFAULT_VAL_SIZE
 
 if sys.version_info >= (3, 11):
@@ -47,6 +48,8 @@ class ReproduceConfig:
     out: str = "studies/digits"
     device: str = "auto"
     val_size: float = DEFAULT_VAL_SIZE  # the validation split every selection reads
+    train_size: int | float | None = None  # a stratified training subset (a CPU budget); None: all
+    precision: str = DEFAULT_PRECISION  # auto, fp32 or bf16 autocast (auto: where native)
     proxy_epochs: int = 2
     proxy_lr: float = 0.01
     proxy_batch_size: int = 32
@@ -162,12 +165,13 @@ def _search(config: ReproduceConfig, n_trials: int, **space: Any) -> Any:
         space=PruningSpace(**space),
         base=BaseConfig(model=config.model, dataset=config.dataset, data_root=config.data_root,
                         residual=config.residual, epochs=config.base_epochs,
-                        val_size=config.val_size),
+                        val_size=config.val_size, train_size=config.train_size),
         proxy=ProxyConfig(epochs=config.proxy_epochs, lr=config.proxy_lr,
                           batch_size=config.proxy_batch_size),
         sampler=SamplerConfig(name="random"), objectives=("acc_drop",),
         n_trials=n_trials + config.uniform_seeds, uniform_seeds=config.uniform_seeds,
-        seed=config.seed, storage=config.storage, device=config.device)
+        seed=config.seed, storage=config.storage, device=config.device,
+        precision=config.precision)
 
 
 def plan(config: ReproduceConfig) -> list[Planned]:
@@ -297,7 +301,7 @@ def run_retraining(config: ReproduceConfig, planned: list[Planned], say: Progres
             t0 = time.perf_counter()
             records = run_retrain(RetrainConfig(
                 study_name=name, storage=config.storage, settings=s, device=config.device,
-                seed=config.seed, data_root=config.data_root))
+                seed=config.seed, data_root=config.data_root, precision=config.precision))
             out.append({"c_flops": c, "study": name, "source": source, "records": records})
             text = ", ".join(f"#{r['number']} {r['chosen_as']} seed {r['seed']} "
                              f"{r['test_drop']:.2f} pp" for r in records)

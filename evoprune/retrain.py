@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evoprune.errors import EvopruneError
+from evoprune.machine import DEFAULT_PRECISION
 from evoprune.schema import RetrainRecord, acc_drop, retrain_key, retrain_results
 from evoprune.splits import DEFAULT_VAL_SIZE
 from evoprune.storage import DEFAULT_STORAGE
@@ -72,6 +73,7 @@ class RetrainConfig:
     device: str = "auto"  # auto, cpu or cuda[:i]
     seed: int = 0
     data_root: str | None = None  # the dataset's folder, if not the study's
+    precision: str = DEFAULT_PRECISION  # auto, fp32 or bf16 (autocast; auto: where native)
     out_dir: str = RETRAIN_DIR  # retrained models and their resumable states
 
     def schedule_settings(self, seed: int | None = None) -> dict[str, Any]:
@@ -251,9 +253,11 @@ def _load_base(config: RetrainConfig, record: Any) -> tuple[Any, Any, Any]:
         raise EvopruneError(f"the study's checkpoint {path} changed since the search (sha256 "
                             "differs): restore the original file")
     device = resolve_device(config.device)
-    val_size = record.config["base"].get("val_size", DEFAULT_VAL_SIZE)
+    base_tree = record.config["base"]
     data = batches_for(load_dataset(record.dataset, config.data_root or record.data_root,
-                                    val_size=val_size), device)
+                                    val_size=base_tree.get("val_size", DEFAULT_VAL_SIZE),
+                                    train_size=base_tree.get("train_size")), device,
+                       precision=config.precision)
     base = build_model(record.model, data.info.num_classes, data.info.in_shape)
     load_weights(base, path)
     units = find_units(base, data.info.in_shape, residual=record.residual)
@@ -299,4 +303,5 @@ def _retrain_one(config: RetrainConfig, settings: dict[str, Any], study: Any, tr
     return RetrainRecord(**settings, test_acc=test, test_drop=acc_drop(base_test, test),
                          val_acc=float(result.val_acc),
                          val_drop=acc_drop(record.base_val_acc, result.val_acc),
-                         seconds=result.seconds, model_path=str(model_path), sha256=sha)
+                         seconds=result.seconds, model_path=str(model_path), sha256=sha,
+                         precision=result.precision)

@@ -24,8 +24,8 @@ from evoprune.errors import EvopruneError
 
 SCHEMA_VERSION = 3
 IDENTITY = ("base", "space", "proxy", "sampler", "objectives")  # what a resume must share
-BASE_IDENTITY = ("model", "dataset", "residual", "val_size")  # data_root may move; the
-# validation split may not: trials scored on another split (or another base accuracy) would mix
+BASE_IDENTITY = ("model", "dataset", "residual", "val_size", "train_size")  # data_root may
+# move; the splits may not: trials scored on another split (or another base accuracy) would mix
 
 
 def acc_drop(base_acc: float, acc: float) -> float:
@@ -210,6 +210,7 @@ class RetrainRecord:
     seconds: float = 0.0
     model_path: str = ""
     sha256: str = ""
+    precision: str = ""  # fp32 or bf16 (autocast); "" in results written before it was kept
 
     def to_attrs(self) -> dict[str, Any]:
         """Plain data (an item of a trial's `retrain` attr; the study's `retrain:NUMBER:SEED`)."""

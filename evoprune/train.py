@@ -82,6 +82,7 @@ class FitResult:
     images_per_s: float
     device: str
     history: list[dict[str, float]] = field(default_factory=list)
+    precision: str = "fp32"  # what the forward passes computed in: fp32 or bf16 (autocast)
     mode: str = "train"  # train | finetune | rewind | scratch | scratch-b
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,10 +108,10 @@ def resolve_device(spec: str = "auto") -> torch.device:
     raise EvopruneError(f"unknown device {spec!r}: use auto, cpu or cuda[:i]")
 
 
-def _autocast(device: torch.device):
-    """bf16 autocast on CUDA, nothing on the CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else \
-        torch.autocast("cpu", enabled=False)
+def _autocast(data: DeviceBatches | FolderBatches):
+    """bf16 autocast on the data's device where its precision is bf16, else none."""
+    return torch.autocast(data.device.type, dtype=torch.bfloat16,
+                          enabled=data.precision == "bf16")
 
 
 SPLITS = ("val", "test")
@@ -125,7 +126,7 @@ def evaluate(model: nn.Module, data: DeviceBatches | FolderBatches, split: str =
     was_training = model.training
     model.eval()
     top1 = top5 = total = 0
-    with torch.inference_mode(), _autocast(data.device):
+    with torch.inference_mode(), _autocast(data):
         for x, y in batches:
             logits = model(x).float()
             if not torch.isfinite(logits).all():
@@ -151,7 +152,7 @@ def adaptive_bn(model: nn.Module, data: DeviceBatches | FolderBatches, batches: 
     model.train()
     gen = torch.Generator().manual_seed(seed)
     done = 0
-    with torch.no_grad(), _autocast(data.device):
+    with torch.no_grad(), _autocast(data):
         while done < batches:
             for x, _ in data.train_batches(batch_size, gen):
                 model(x)
@@ -209,7 +210,7 @@ def fit(
         for i, (x, y) in enumerate(batches):
             for group in opt.param_groups:
                 group["lr"] = schedule.lr_at(epoch * steps_per_epoch + i, steps_per_epoch)
-            with _autocast(device):
+            with _autocast(data):
                 logits = forward(x)
                 loss = loss_fn(logits.float(), y)
             if not torch.isfinite(loss):
@@ -236,7 +237,8 @@ def fit(
     final = evaluate(model, data, split="val")
     return FitResult(schedule, schedule.epochs, final.top1, final.top5,
                      history[-1]["loss"] if history else float("nan"), seconds,
-                     seen / seconds if seconds > 0 else 0.0, str(device), history)
+                     seen / seconds if seconds > 0 else 0.0, str(device), history,
+                     precision=data.precision)
 
 
 def reinitialise(model: nn.Module, seed: int = 0) -> nn.Module:

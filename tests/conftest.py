@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
@@ -46,3 +50,35 @@ def base_ckpt(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("base") / "resnet20-digits.pt"
     run_train(TrainJob(epochs=3, out=str(out), device="cpu"))
     return str(out)
+
+
+def idx_file(path: Path, array: np.ndarray, magic: int, compress: bool) -> None:
+    """Write `array` (uint8) as an IDX file, the format of the original distribution."""
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    if compress:
+        path.with_name(path.name + ".gz").write_bytes(gzip.compress(raw))
+    else:
+        path.write_bytes(raw)
+
+
+def write_fashion(root: Path, n_train: int = 200, n_test: int = 50, compress: bool = True,
+                  seed: int = 0) -> dict[str, np.ndarray]:
+    """Tiny Fashion-MNIST files: images whose first pixel encodes their index, balanced labels."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        x[:, 0, 0] = np.arange(n) % 256
+        y = rng.permutation(np.arange(n) % 10).astype(np.uint8)
+        idx_file(root / f"{split}-images-idx3-ubyte", x, 2051, compress)
+        idx_file(root / f"{split}-labels-idx1-ubyte", y, 2049, compress)
+        arrays[split] = (x, y)
+    return arrays
+
+
+@pytest.fixture
+def fashion_files():
+    """`write_fashion(root, …)`: tiny Fashion-MNIST IDX files for a test to read."""
+    return write_fashion

@@ -14,6 +14,7 @@ from typing import Any
 
 from evoprune.config import to_tree
 from evoprune.errors import EvopruneError
+from evoprune.machine import DEFAULT_PRECISION
 from evoprune.objective import ProxyConfig, check_objectives
 from evoprune.retrain import RetrainSettings
 from evoprune.schema import identity_of
@@ -29,12 +30,13 @@ class BaseConfig:
     """The trained network to prune and its data."""
 
     model: str = "resnet20"  # a zoo name, torchvision:NAME or package.module:callable
-    dataset: str = "digits"  # digits, cifar10, cifar100, imagefolder, synthetic[:CxHxW[:K]]
+    dataset: str = "digits"  # digits, fashion-mnist, cifar10, cifar100, imagefolder, synthetic…
     data_root: str | None = None  # the dataset's folder (CIFAR, ImageFolder)
     residual: bool = False  # also prune channel groups coupled by skip connections
     checkpoint: str | None = None  # trained weights; None: train once and cache
     epochs: int = 30  # epochs of that cached base training
     val_size: float | int = DEFAULT_VAL_SIZE  # validation carved from training: fraction or count
+    train_size: float | int | None = None  # stratified training subset of the rest; None: all
 
     def __post_init__(self) -> None:
         """Refuse settings no base can use."""
@@ -45,6 +47,13 @@ class BaseConfig:
                                 f"images, got {self.val_size}")
         if self.val_size >= 1:  # a count of images (the CLI parses every value as a float)
             object.__setattr__(self, "val_size", int(self.val_size))
+        if self.train_size is not None:
+            if not (0 < self.train_size < 1 or (self.train_size >= 1
+                                                and float(self.train_size).is_integer())):
+                raise EvopruneError(f"--train-size must be a fraction in (0, 1) or a whole number "
+                                    f"of images, got {self.train_size}")
+            if self.train_size >= 1:
+                object.__setattr__(self, "train_size", int(self.train_size))
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,7 @@ class SearchConfig:
     study_name: str | None = None  # None: MODEL-DATASET-SPACE-fC_FLOPS
     n_workers: int = 1  # worker processes on this machine
     device: str = "auto"  # auto, cpu or cuda[:i]
+    precision: str = DEFAULT_PRECISION  # auto, fp32 or bf16 (autocast; auto: where native)
 
     def __post_init__(self) -> None:
         """Resolve the proxy batch of the dataset and check the counts."""
@@ -117,7 +127,7 @@ class SearchConfig:
         tree = to_tree(self)
         tree["space"] = self.space.to_dict()
         for key in ("storage", "study_name", "n_workers", "device", "n_trials", "retrain",
-                    "uniform_seeds"):
+                    "uniform_seeds", "precision"):
             tree.pop(key)
         tree["base"].pop("checkpoint")
         return tree
@@ -170,7 +180,9 @@ def validate(config: SearchConfig) -> None:
                             "`evoprune train --out FILE`, or leave --checkpoint out")
     if not config.name() or "/" in config.name():
         raise EvopruneError(f"bad study name {config.name()!r}")
-    resolve_device(config.device)
+    from evoprune.machine import resolve_precision
+
+    resolve_precision(config.precision, resolve_device(config.device).type)
     info = dataset_info(base.dataset, base.data_root)
     check_storage(config.storage, n_workers=config.n_workers)
     try:

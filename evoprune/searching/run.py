@@ -52,7 +52,8 @@ def prepare(config: SearchConfig, progress: Progress | None = None) -> Prepared:
     name = config.name()
     existing = find_study(config.storage, name)
     check_resume(existing, config.identity())  # before any model is built
-    data = load_dataset(config.base.dataset, config.base.data_root, val_size=config.base.val_size)
+    data = load_dataset(config.base.dataset, config.base.data_root, val_size=config.base.val_size,
+                        train_size=config.base.train_size)
     base = build_model(config.base.model, data.info.num_classes, data.info.in_shape)
     units = find_units(base, data.info.in_shape, residual=config.base.residual)
     decoder = Decoder(config.space, CostModel(base, units))  # refuses an unreachable band
@@ -60,7 +61,8 @@ def prepare(config: SearchConfig, progress: Progress | None = None) -> Prepared:
     sha = sha256_of(checkpoint)
     check_resume(existing, config.identity(), sha)
     load_weights(base, checkpoint)
-    batches = batches_for(data, resolve_device(worker_device(config.device, 0)))
+    batches = batches_for(data, resolve_device(worker_device(config.device, 0)),
+                          precision=config.precision)
     context = build_context(config, checkpoint, worker_device(config.device, 0), 0,
                             loaded=(base, units, batches))
     if existing is not None and created(existing):
@@ -101,7 +103,8 @@ def _cached_checkpoint(config: SearchConfig, existing: Any, say: Progress) -> st
             return str(path)
     b = config.base
     job = TrainJob(model=b.model, dataset=b.dataset, data_root=b.data_root, epochs=b.epochs,
-                   val_size=b.val_size, device=config.device)
+                   val_size=b.val_size, train_size=b.train_size, device=config.device,
+                   precision=config.precision)
     say(BaseTraining(b.model, b.dataset, b.epochs))
     result = cached_base(job, progress=lambda r: say(EpochDone.of(r, "base")))
     return str(result["out"])
@@ -132,7 +135,8 @@ def run_search(config: SearchConfig, progress: Progress | None = None) -> dict[s
 
         retrained = run_retrain(RetrainConfig(
             study_name=prepared.study, storage=config.storage, settings=config.retrain,
-            device=config.device, seed=config.seed, data_root=config.base.data_root), progress)
+            device=config.device, seed=config.seed, data_root=config.base.data_root,
+            precision=config.precision), progress)
     summary = summarize(config.storage, prepared.study)
     return {**summary, "workers": workers, "retrained": retrained,
             "seconds": time.perf_counter() - tic,

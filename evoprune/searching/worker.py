@@ -46,11 +46,11 @@ def build_context(config: SearchConfig, checkpoint: str, device: str, worker: in
     dev = resolve_device(device)
     if loaded is None:
         data = load_dataset(config.base.dataset, config.base.data_root,
-                            val_size=config.base.val_size)
+                            val_size=config.base.val_size, train_size=config.base.train_size)
         base = build_model(config.base.model, data.info.num_classes, data.info.in_shape)
         load_weights(base, checkpoint)
         units = find_units(base, data.info.in_shape, residual=config.base.residual)
-        batches = batches_for(data, dev)
+        batches = batches_for(data, dev, precision=config.precision)
     else:
         base, units, batches = loaded
     decoder = Decoder(config.space, CostModel(base, units))
@@ -78,7 +78,9 @@ def run_worker(config: SearchConfig, checkpoint: str, worker: int = 0,
     objective = Objective(ctx, base_acc=study_record(study).base_val_acc, proxy=config.proxy,
                           objectives=config.objectives, seed=config.seed,
                           draw=config.sampler.name == "random",
-                          worker={**worker_tag(), "index": worker}, progress=progress)
+                          worker={**worker_tag(), "index": worker,
+                                  **({"precision": ctx.data.precision} if ctx.data else {})},
+                          progress=progress)
     return run_trials(study, objective, n_trials=config.n_trials, sampler=config.sampler,
                       seed=config.seed, worker=worker)
 

@@ -1,0 +1,340 @@
+"""The proxy pilot: how short a fine-tune still ranks recipes like a long one (issue 15).
+
+At one regime, recipes drawn without selection from the reproduction's spaces, plus the uniform
+recipe, are each fine-tuned for t in `epochs` (scored on validation, `seeds` seeds) and once for
+`long_epochs` (scored on test, the reference). `run_pilot` appends every run to runs.jsonl as it
+ends (a rerun skips what is there, so an interrupted pilot resumes), then `pilot_table` gives
+Kendall τ-b of each t against the long fine-tune (one seed: what a search trial gets; and the
+seeds' mean), the seeds' own agreement, the seed SD and the seconds per fine-tune, and `choose`
+names the cheapest t whose one-seed τ reaches the target.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evoprune.errors import EvopruneError
+from evoprune.machine import DEFAULT_PRECISION
+
+Progress = Callable[[str], None]
+LONG = "long"  # the key of the reference fine-tune in runs.jsonl
+
+
+@dataclass(frozen=True)
+class PilotConfig:
+    """One pilot: the base, the regime and spaces, the fine-tunes compared."""
+
+    model: str = "resnet20"
+    dataset: str = "fashion-mnist"
+    data_root: str | None = None  # Fashion-MNIST's folder if not Debian's
+    residual: bool = True
+    val_size: int = 5000  # the validation split every proxy reads
+    train_size: int | None = 10000  # stratified training subset (the CPU plan); None: all
+    base_epochs: int = 15  # the base's training (lr 0.1, cosine), cached like a search's
+    c_flops: float = 0.1  # the regime (an extreme one)
+    spaces: tuple[str, ...] = ("std:0.1", "std:0.05", "std:0.01", "mcb:1.0")  # the reproduction's
+    per_space: int = 4  # recipes drawn from each space, without selection
+    epochs: tuple[int, ...] = (1, 2, 4, 8)  # the candidate proxies' fine-tune epochs
+    seeds: int = 2  # seeds of each candidate proxy
+    long_epochs: int = 20  # the reference fine-tune, scored on test
+    long_seed: int = 100  # its seed: none of the proxies' (0, 1, …)
+    lr: float = 0.01  # the paper's fine-tune lr (cosine), for proxies and reference alike
+    batch_size: int = 128
+    tau_target: float = 0.6  # the cheapest t whose one-seed τ reaches this is chosen
+    seed: int = 0  # the recipes' draws
+    n_boot: int = 1000  # bootstrap draws of each τ's interval (recipes resampled)
+    precision: str = DEFAULT_PRECISION  # auto, fp32 or bf16 autocast
+    device: str = "auto"
+    out: str = "studies/fashion-mnist/pilot"
+
+    def __post_init__(self) -> None:
+        """Refuse a pilot that cannot rank anything."""
+        if self.per_space < 1 or len(self.spaces) < 1 or self.per_space * len(self.spaces) < 4:
+            raise EvopruneError("the pilot needs at least 4 drawn recipes (--per-space × spaces)")
+        if not self.epochs or min(self.epochs) < 1 or self.long_epochs < 1 or self.seeds < 1:
+            raise EvopruneError("epochs, --long-epochs and --seeds must be at least 1")
+        if not 0 < self.c_flops < 1:
+            raise EvopruneError(f"--c-flops must be in (0, 1), got {self.c_flops}")
+        for spec in self.spaces:
+            space_of(spec, self.c_flops)
+
+    def identity(self) -> dict[str, Any]:
+        """What runs.jsonl's runs depend on: everything but where and how fast they run."""
+        out = asdict(self)
+        for key in ("device", "out", "n_boot", "tau_target"):
+            out.pop(key)
+        return out
+
+
+def space_of(spec: str, c_flops: float) -> Any:
+    """`std:X` or `mcb:X` as a PruningSpace at c_flops (one-line error otherwise)."""
+    from evoprune.spaces import PruningSpace
+
+    kind, _, value = spec.partition(":")
+    try:
+        x = float(value)
+    except ValueError:
+        x = None
+    if kind not in ("std", "mcb") or x is None:
+        raise EvopruneError(f"pilot space {spec!r}: write std:X or mcb:X")
+    return PruningSpace(c_flops=c_flops, **({"c_std": x} if kind == "std" else {"c_mcb": x}))
+
+
+def draw_recipes(config: PilotConfig, cost: Any) -> list[dict[str, Any]]:
+    """`per_space` recipes drawn from each space (seeded, no selection), then the uniform one."""
+    from evoprune.spaces import Decoder
+
+    out: list[dict[str, Any]] = []
+    uniform = None
+    for i, spec in enumerate(config.spaces):
+        decoder = Decoder(space_of(spec, config.c_flops), cost)
+        uniform = uniform or decoder.uniform()
+        drawn = decoder.sample(config.per_space, seed=config.seed + i)
+        out += [_recipe(f"{decoder.space.label}#{j}", drawn, j) for j in range(config.per_space)]
+    assert uniform is not None
+    return [*out, _recipe("uniform", uniform, 0)]
+
+
+def _recipe(name: str, d: Any, i: int) -> dict[str, Any]:
+    """Row i of a Decoded batch as plain data."""
+    return {"name": name, "kept": [int(k) for k in d.kept[i]],
+            "recipe": [round(float(r), 6) for r in d.recipes[i]],
+            "flops_ratio": float(d.flops_ratio[i]), "mcb": float(d.mcb[i]), "std": float(d.std[i])}
+
+
+def jobs(config: PilotConfig) -> list[tuple[int | str, int]]:
+    """The fine-tunes of one recipe: (epochs, seed) per proxy and seed, then (LONG, long_seed)."""
+    return [(t, s) for t in config.epochs for s in range(config.seeds)] + \
+        [(LONG, config.long_seed)]
+
+
+def _key(name: str, t: int | str, seed: int) -> str:
+    return f"{name}|{t}|{seed}"
+
+
+def read_runs(path: Path) -> dict[str, dict[str, Any]]:
+    """The finished runs of runs.jsonl by key (a torn last line, from a kill, is ignored)."""
+    runs: dict[str, dict[str, Any]] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            runs[_key(row["recipe"], row["t"], row["seed"])] = row
+    return runs
+
+
+def _check_folder(out: Path, config: PilotConfig, recipes: list[dict[str, Any]]) -> None:
+    """Write pilot_config.json, or refuse a folder that holds another pilot's runs."""
+    meta = {"config": config.identity(), "recipes": recipes}
+    path = out / "pilot_config.json"
+    if path.is_file():
+        if json.loads(path.read_text()) != json.loads(json.dumps(meta)):
+            raise EvopruneError(f"{out} holds another pilot's runs (its pilot_config.json "
+                                "differs): choose another --out or remove that folder")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def run_pilot(config: PilotConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Run (or resume) the pilot, write pilot.json and pilot.md to `out`; return the table."""
+    from evoprune.checkpoint import load_weights
+    from evoprune.cost import CostModel
+    from evoprune.data import batches_for, load_dataset
+    from evoprune.jobs import TrainJob, cached_base
+    from evoprune.models import build_model
+    from evoprune.pruning import prune_channels
+    from evoprune.train import Schedule, evaluate, fit, resolve_device
+    from evoprune.units import find_units
+
+    say = progress or (lambda _s: None)
+    device = resolve_device(config.device)
+    job = TrainJob(model=config.model, dataset=config.dataset, data_root=config.data_root,
+                   epochs=config.base_epochs, val_size=config.val_size,
+                   train_size=config.train_size, device=config.device,
+                   precision=config.precision)
+    data = batches_for(load_dataset(config.dataset, config.data_root, val_size=config.val_size,
+                                    train_size=config.train_size), device,
+                       precision=config.precision)
+    say(f"base: {config.model} on {config.dataset} {data.n_train}/{data.n_val}/{data.n_test} "
+        f"(train/val/test), {config.base_epochs} epochs, cached under studies/checkpoints")
+    trained = cached_base(job, progress=lambda r: say(f"  base epoch {r['epoch']}: val "
+                                                      f"{100 * r['val_acc']:.2f}%"))
+    base = build_model(config.model, data.info.num_classes, data.info.in_shape)
+    load_weights(base, trained["out"])
+    base.to(device)
+    base_val, base_test = (evaluate(base, data, s).top1 for s in ("val", "test"))
+    units = find_units(base, data.info.in_shape, residual=config.residual)
+    recipes = draw_recipes(config, CostModel(base, units))
+    out = Path(config.out)
+    _check_folder(out, config, recipes)
+    runs = read_runs(out / "runs.jsonl")
+    todo = [(r, t, s) for r in recipes for t, s in jobs(config)
+            if _key(r["name"], t, s) not in runs]
+    say(f"base accuracy {100 * base_val:.2f}% val, {100 * base_test:.2f}% test; "
+        f"{len(recipes)} recipes, {len(todo)} of {len(recipes) * len(jobs(config))} fine-tunes "
+        f"to run ({data.precision} on {device})")
+    for i, (r, t, s) in enumerate(todo, 1):
+        tic = time.perf_counter()
+        model = prune_channels(base, units, r["kept"]).to(device)
+        epochs = config.long_epochs if t == LONG else int(t)
+        result = fit(model, data, Schedule(epochs=epochs, lr=config.lr,
+                                           batch_size=config.batch_size), seed=s)
+        row = {"recipe": r["name"], "t": t, "seed": s, "epochs": epochs,
+               "val_acc": result.val_acc, "val_drop": 100 * (base_val - result.val_acc),
+               "seconds": time.perf_counter() - tic, "precision": result.precision}
+        if t == LONG:
+            row["test_acc"] = evaluate(model, data, "test").top1
+            row["test_drop"] = 100 * (base_test - row["test_acc"])
+        with (out / "runs.jsonl").open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        runs[_key(r["name"], t, s)] = row
+        say(f"[{i}/{len(todo)}] {r['name']} t={t} seed {s}: val drop {row['val_drop']:.2f} pp"
+            + (f", test drop {row['test_drop']:.2f} pp" if t == LONG else "")
+            + f" ({row['seconds']:.0f} s)")
+    table = pilot_table(config, recipes, runs)
+    table.update(base_val_acc=base_val, base_test_acc=base_test, base=str(trained["out"]),
+                 sizes={"train": data.n_train, "val": data.n_val, "test": data.n_test},
+                 precision=data.precision)
+    write_report(out, config, table)
+    return table
+
+
+def pilot_table(config: PilotConfig, recipes: Sequence[dict[str, Any]],
+                runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per t: τ-b against the long fine-tune's test drops (one seed, the seeds' mean, with
+    bootstrap intervals), the seeds' τ with each other, the seed SD (pp) and seconds per run.
+
+    Only recipes whose runs are all done count (a partial pilot gives a partial table).
+    """
+    from evoprune.analysis.fit import unselected_fidelity
+
+    done = [r["name"] for r in recipes
+            if all(_key(r["name"], t, s) in runs for t, s in jobs(config))]
+    rows: list[dict[str, Any]] = []
+    out: dict[str, Any] = {"recipes": len(recipes), "complete": len(done), "rows": rows}
+    if len(done) < 4:
+        return {**out, "choice": None, "ceiling": None}
+    long = np.array([runs[_key(n, LONG, config.long_seed)]["test_drop"] for n in done])
+    long_val = np.array([runs[_key(n, LONG, config.long_seed)]["val_drop"] for n in done])
+
+    def tau(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        t = unselected_fidelity(x, y, n_boot=config.n_boot, seed=config.seed).tau
+        return {"tau": t.estimate, "lo": t.lo, "hi": t.hi}
+
+    for t in config.epochs:
+        drops = np.array([[runs[_key(n, t, s)]["val_drop"] for s in range(config.seeds)]
+                          for n in done])  # (recipes, seeds)
+        single = [tau(drops[:, s], long) for s in range(config.seeds)]
+        rows.append({
+            "epochs": t,
+            "tau_one_seed": float(np.mean([x["tau"] for x in single])), "per_seed": single,
+            "tau_mean": tau(drops.mean(1), long) if config.seeds > 1 else single[0],
+            "tau_seeds": (tau(drops[:, 0], drops[:, 1]) if config.seeds > 1 else None),
+            "seed_sd": (float(np.sqrt(np.mean(drops.var(1, ddof=1))))
+                        if config.seeds > 1 else None),
+            "spread_sd": float(drops.mean(1).std(ddof=1)),
+            "seconds": float(np.mean([runs[_key(n, t, s)]["seconds"] for n in done
+                                      for s in range(config.seeds)]))})
+    out["long"] = {"epochs": config.long_epochs, "spread_sd": float(long.std(ddof=1)),
+                   "range": [float(long.min()), float(long.max())],
+                   "seconds": float(np.mean([runs[_key(n, LONG, config.long_seed)]["seconds"]
+                                             for n in done]))}
+    out["ceiling"] = tau(long_val, long)
+    out["uniform_rank"] = _uniform_ranks(done, rows, runs, config, long)
+    out["choice"] = choose(rows, config.tau_target)
+    return out
+
+
+def _uniform_ranks(done: list[str], rows: list[dict[str, Any]], runs: dict[str, dict[str, Any]],
+                   config: PilotConfig, long: np.ndarray) -> dict[str, int] | None:
+    """The uniform recipe's rank (1 = smallest drop) by the long fine-tune and by each t."""
+    if "uniform" not in done:
+        return None
+    i = done.index("uniform")
+    ranks = {"long": int(np.sum(long < long[i]) + 1)}
+    for row in rows:
+        t = row["epochs"]
+        mean = np.array([np.mean([runs[_key(n, t, s)]["val_drop"] for s in range(config.seeds)])
+                         for n in done])
+        ranks[str(t)] = int(np.sum(mean < mean[i]) + 1)
+    return ranks
+
+
+def choose(rows: Sequence[dict[str, Any]], target: float) -> dict[str, Any]:
+    """The cheapest t whose one-seed τ reaches `target`; else the best t, marked unreached."""
+    ok = [r for r in rows if r["tau_one_seed"] >= target]
+    if ok:
+        best = min(ok, key=lambda r: r["seconds"])
+        return {"epochs": best["epochs"], "reached": True, "tau": best["tau_one_seed"]}
+    best = max(rows, key=lambda r: r["tau_one_seed"])
+    return {"epochs": best["epochs"], "reached": False, "tau": best["tau_one_seed"]}
+
+
+def format_table(config: PilotConfig, table: dict[str, Any]) -> str:
+    """The pilot's markdown table and verdict."""
+    from evoprune.machine import machine
+
+    lines = [f"# Proxy pilot: {config.model} on {config.dataset}, c_flops {config.c_flops:g}", ""]
+    if table.get("choice") is None:
+        return "\n".join([*lines, f"{table['complete']} of {table['recipes']} recipes done: "
+                                      "too few to rank (at least 4)."])
+    lines += [
+        f"{table['complete']} of {table['recipes']} recipes ({config.per_space} drawn without "
+        f"selection from each of {', '.join(config.spaces)}, plus the uniform one); each "
+        f"fine-tuned (lr {config.lr:g}, cosine, batch {config.batch_size}) for t epochs with "
+        f"{config.seeds} seeds, scored on validation, and for {config.long_epochs} epochs "
+        f"(seed {config.long_seed}), scored on test. Kendall τ-b against the long fine-tune's "
+        f"test drops, 95% bootstrap intervals over recipes ({config.n_boot} draws).", "",
+        "| t (epochs) | τ, one seed | τ per seed | τ, mean of seeds | τ between seeds | "
+        "seed SD (pp) | spread SD (pp) | s / fine-tune |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for r in table["rows"]:
+        seeds = ", ".join(f"{x['tau']:.2f} [{x['lo']:.2f}, {x['hi']:.2f}]" for x in r["per_seed"])
+        m, b = r["tau_mean"], r["tau_seeds"]
+        lines.append(
+            f"| {r['epochs']} | {r['tau_one_seed']:.2f} | {seeds} | {m['tau']:.2f} "
+            f"[{m['lo']:.2f}, {m['hi']:.2f}] | "
+            + (f"{b['tau']:.2f}" if b else "–") + " | "
+            + (f"{r['seed_sd']:.2f}" if r["seed_sd"] is not None else "–")
+            + f" | {r['spread_sd']:.2f} | {r['seconds']:.1f} |")
+    c, lg = table["ceiling"], table["long"]
+    choice = table["choice"]
+    lines += [
+        "",
+        f"- the long fine-tune: test drops {lg['range'][0]:.2f} to {lg['range'][1]:.2f} pp "
+        f"(SD {lg['spread_sd']:.2f}), {lg['seconds']:.0f} s each; its own validation against "
+        f"its test ranks with τ {c['tau']:.2f} [{c['lo']:.2f}, {c['hi']:.2f}]: the ceiling "
+        "that measurement noise leaves at this spread",
+        f"- base accuracy {100 * table['base_val_acc']:.2f}% (validation), "
+        f"{100 * table['base_test_acc']:.2f}% (test); {table['precision']}",
+    ]
+    if table.get("uniform_rank"):
+        u = table["uniform_rank"]
+        lines.append(f"- the uniform recipe ranks {u['long']} of {table['complete']} by the long "
+                     "fine-tune; by t: " + ", ".join(f"{k}: {v}" for k, v in u.items()
+                                                     if k != "long"))
+    lines.append(
+        f"- **choice: t = {choice['epochs']}**, the cheapest with one-seed τ ≥ "
+        f"{config.tau_target:g} (τ {choice['tau']:.2f})" if choice["reached"] else
+        f"- **no t reaches one-seed τ ≥ {config.tau_target:g}**: the best is t = "
+        f"{choice['epochs']} (τ {choice['tau']:.2f})")
+    lines += ["", f"machine: {machine()}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out: Path, config: PilotConfig, table: dict[str, Any]) -> None:
+    """pilot.json (the table) and pilot.md (its rendering) in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pilot.json").write_text(json.dumps({"config": asdict(config), **table}, indent=1)
+                                    + "\n")
+    (out / "pilot.md").write_text(format_table(config, table))

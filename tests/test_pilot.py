@@ -1,0 +1,96 @@
+"""The proxy pilot: its table on runs whose truth is known, its choice, resuming, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from evoprune.errors import EvopruneError
+from evoprune.pilot import LONG, PilotConfig, choose, jobs, pilot_table, read_runs, run_pilot
+
+
+def _runs(config: PilotConfig, names: list[str], noise: dict[int, float], seed: int = 0):
+    """Runs whose proxy drop at t is the long drop plus N(0, noise[t]²) per seed."""
+    rng = np.random.default_rng(seed)
+    truth = {n: float(v) for n, v in zip(names, np.linspace(1, 8, len(names)))}
+    runs = {}
+    for n in names:
+        for t, s in jobs(config):
+            if t == LONG:
+                row = {"val_drop": truth[n] + rng.normal(0, 0.1), "test_drop": truth[n]}
+            else:
+                row = {"val_drop": truth[n] + rng.normal(0, noise[t])}
+            runs[f"{n}|{t}|{s}"] = {**row, "seconds": 2.0 * (t if t != LONG else 20)}
+    return runs
+
+
+def test_table_ranks_and_chooses_the_cheapest_faithful_proxy():
+    config = PilotConfig(epochs=(1, 2, 4), n_boot=200)
+    names = [f"r{i}" for i in range(17)]
+    recipes = [{"name": n} for n in names]
+    table = pilot_table(config, recipes, _runs(config, names, {1: 20.0, 2: 0.3, 4: 0.05}))
+    by_t = {r["epochs"]: r for r in table["rows"]}
+    assert table["complete"] == 17 and table["ceiling"]["tau"] > 0.9
+    assert abs(by_t[1]["tau_one_seed"]) < 0.45  # noise SD 20 pp over a 7 pp spread: no ranking
+    assert by_t[2]["tau_one_seed"] > 0.75 and by_t[4]["tau_one_seed"] > 0.9
+    assert by_t[2]["per_seed"][0]["lo"] <= by_t[2]["per_seed"][0]["tau"] <= 1.0
+    assert 0.2 < by_t[2]["seed_sd"] < 0.45 and 15 < by_t[1]["seed_sd"] < 26
+    assert by_t[4]["seconds"] == 8.0 and table["long"]["seconds"] == 40.0
+    assert table["choice"] == {"epochs": 2, "reached": True, "tau": by_t[2]["tau_one_seed"]}
+
+
+def test_choose_says_when_no_proxy_reaches_the_target():
+    rows = [{"epochs": 1, "tau_one_seed": 0.3, "seconds": 1.0},
+            {"epochs": 2, "tau_one_seed": 0.5, "seconds": 2.0},
+            {"epochs": 4, "tau_one_seed": 0.45, "seconds": 4.0}]
+    assert choose(rows, 0.6) == {"epochs": 2, "reached": False, "tau": 0.5}
+    assert choose(rows, 0.4)["epochs"] == 2 and choose(rows, 0.25)["epochs"] == 1
+
+
+def test_partial_runs_count_only_finished_recipes():
+    config = PilotConfig(epochs=(1, 2), n_boot=50)
+    names = [f"r{i}" for i in range(6)]
+    runs = _runs(config, names, {1: 0.5, 2: 0.5})
+    del runs["r5|2|1"]
+    table = pilot_table(config, [{"name": n} for n in names], runs)
+    assert table["complete"] == 5 and len(table["rows"]) == 2
+    few = {k: v for k, v in runs.items() if k.startswith(("r0", "r1", "r2"))}
+    assert pilot_table(config, [{"name": n} for n in names], few)["choice"] is None
+
+
+def test_configs_a_pilot_cannot_use_are_refused():
+    with pytest.raises(EvopruneError, match="std:X or mcb:X"):
+        PilotConfig(spaces=("std:0.1", "wide:2"))
+    with pytest.raises(EvopruneError, match="at least 4 drawn recipes"):
+        PilotConfig(spaces=("std:0.1",), per_space=3)
+    with pytest.raises(EvopruneError, match="at least 1"):
+        PilotConfig(epochs=(0, 2))
+
+
+def test_run_resumes_and_refuses_another_pilots_folder(tmp_path, monkeypatch,
+                                                      fashion_files):
+    monkeypatch.chdir(tmp_path)  # the base is cached under ./studies/checkpoints
+    fashion_files(tmp_path / "fm", n_train=240, n_test=60)
+    config = PilotConfig(data_root=str(tmp_path / "fm"), val_size=40, train_size=120,
+                         base_epochs=1, spaces=("std:0.1", "mcb:1.0"), per_space=2,
+                         epochs=(1,), seeds=2, long_epochs=1, precision="fp32", n_boot=50,
+                         out=str(tmp_path / "pilot"))
+    lines: list[str] = []
+    table = run_pilot(config, progress=lines.append)
+    runs = read_runs(tmp_path / "pilot" / "runs.jsonl")
+    assert len(runs) == 5 * 3 and table["complete"] == 5 and len(table["rows"]) == 1
+    assert all(r["precision"] == "fp32" for r in runs.values())
+    long = [r for r in runs.values() if r["t"] == LONG]
+    assert len(long) == 5 and all(0 <= r["test_acc"] <= 1 for r in long)
+    saved = json.loads((tmp_path / "pilot" / "pilot.json").read_text())
+    assert saved["complete"] == 5 and "choice" in saved
+    assert (tmp_path / "pilot" / "pilot.md").read_text().startswith("# Proxy pilot")
+    lines.clear()
+    run_pilot(config, progress=lines.append)
+    assert any("0 of 15 fine-tunes to run" in line for line in lines)
+    assert len(read_runs(tmp_path / "pilot" / "runs.jsonl")) == 15
+    other = PilotConfig(**{**config.__dict__, "c_flops": 0.25})
+    with pytest.raises(EvopruneError, match="holds another pilot's runs"):
+        run_pilot(other)
