@@ -37,6 +37,13 @@ def run_bench(name: str, **options: Any) -> tuple[list[dict[str, Any]], str]:
                             "n_synthetic") if k in options and not options[k] > 0]
     if positive:
         raise EvopruneError(f"bench {name}: --{positive[0].replace('_', '-')} must be positive")
+    if name == "precision":
+        from evoprune.precision_check import PrecisionCheck, check_precision, format_check
+
+        config = PrecisionCheck(**{k: options[k] for k in ("data_root", "recipes",
+                                                           "base_epochs", "device")})
+        result = check_precision(config, progress=lambda line: print(line, flush=True))
+        return [result], format_check(result)
     if name == "coverage":
         from evoprune.coverage import coverage_table, format_coverage
 
@@ -250,6 +257,7 @@ def format_space_rows(rows: list[dict[str, Any]]) -> str:
 
 TRAIN_CASES: dict[str, tuple[str, str]] = {  # case: (model, dataset)
     "resnet20-digits": ("resnet20", "digits"),
+    "resnet20-28px": ("resnet20", "synthetic:1x28x28:10"),  # Fashion-MNIST's shape
     "resnet56-cifar": ("resnet56", "synthetic:3x32x32:10"),
 }
 
@@ -257,7 +265,8 @@ TRAIN_CASES: dict[str, tuple[str, str]] = {  # case: (model, dataset)
 def bench_train(cases: Sequence[str] = tuple(TRAIN_CASES), *, epochs: int = 1,
                 batch_size: int = 128, n_synthetic: int = 2048, device: str = "auto",
                 seed: int = 0) -> list[dict[str, Any]]:
-    """Training images/s of the engine against a plain DataLoader loop, same model and batch."""
+    """Training images/s of the engine (fp32; and bf16 where native) against a plain DataLoader
+    loop (fp32), same model and batch."""
     return [_bench_train_one(c, epochs, batch_size, n_synthetic, device, seed) for c in cases]
 
 
@@ -309,6 +318,7 @@ def _bench_train_one(case: str, epochs: int, batch_size: int, n_synthetic: int, 
     import torch
 
     from evoprune.data import DeviceBatches, load_dataset
+    from evoprune.machine import bf16_native
     from evoprune.models import build_model
     from evoprune.train import Schedule, fit, resolve_device
 
@@ -319,31 +329,41 @@ def _bench_train_one(case: str, epochs: int, batch_size: int, n_synthetic: int, 
     torch.manual_seed(seed)
     model = build_model(name, info.num_classes, info.in_shape)
     reference = _reference_loop(model, data, batch_size, epochs, device, seed)
-    torch.manual_seed(seed)
-    model = build_model(name, info.num_classes, info.in_shape)
-    batches = DeviceBatches(data, device, channels_last=device.type == "cuda")
-    result = fit(model, batches, Schedule(epochs=epochs, lr=0.01, batch_size=batch_size),
-                 seed=seed)
+    rates = {}
+    for precision in ("fp32", "bf16") if bf16_native(device.type) else ("fp32",):
+        torch.manual_seed(seed)
+        model = build_model(name, info.num_classes, info.in_shape)
+        batches = DeviceBatches(data, device, channels_last=device.type == "cuda",
+                                precision=precision)
+        rates[precision] = fit(model, batches, Schedule(epochs=epochs, lr=0.01,
+                                                        batch_size=batch_size),
+                               seed=seed).images_per_s
+    fp32, bf16 = rates["fp32"], rates.get("bf16")
     return {"case": case, "model": name, "dataset": dataset, "device": str(device),
             "train_images": len(data.train_y), "epochs": epochs, "batch_size": batch_size,
-            "threads": torch.get_num_threads(), "engine_images_per_s": result.images_per_s,
-            "reference_images_per_s": reference, "ratio": result.images_per_s / reference,
-            "engine_epoch_s": len(data.train_y) / result.images_per_s}
+            "threads": torch.get_num_threads(), "engine_images_per_s": fp32,
+            "reference_images_per_s": reference, "ratio": fp32 / reference,
+            "engine_epoch_s": len(data.train_y) / fp32, "bf16_images_per_s": bf16,
+            "bf16_ratio": bf16 / fp32 if bf16 else None}
 
 
 def format_train_rows(rows: list[dict[str, Any]]) -> str:
     """Render bench_train rows with the machine line."""
     lines = [f"machine: {machine()}",
              f"{'case':<16} {'device':<7} {'images':>7} {'batch':>5} {'engine img/s':>13} "
-             f"{'reference img/s':>16} {'ratio':>6} {'epoch':>8}"]
+             f"{'reference img/s':>16} {'ratio':>6} {'epoch':>8} {'bf16 img/s':>11} "
+             f"{'bf16/fp32':>9}"]
     for r in rows:
+        bf16 = (f"{r['bf16_images_per_s']:>11,.0f} {r['bf16_ratio']:>8.2f}x"
+                if r.get("bf16_ratio") else f"{'–':>11} {'–':>9}")
         lines.append(f"{r['case']:<16} {r['device']:<7} {r['train_images']:>7} {r['batch_size']:>5} "
                      f"{r['engine_images_per_s']:>13,.0f} {r['reference_images_per_s']:>16,.0f} "
-                     f"{r['ratio']:>5.2f}x {r['engine_epoch_s']:>7.2f}s")
+                     f"{r['ratio']:>5.2f}x {r['engine_epoch_s']:>7.2f}s {bf16}")
     lines.append("engine: device-resident uint8 data, batches by index, crop/flip/normalise on the "
-                 "device (bf16 + channels_last on CUDA); reference: DataLoader over the same "
-                 "images with per-sample torchvision transforms; training steps only, "
-                 f"{rows[0]['epochs'] if rows else 0} epoch(s) each.")
+                 "device (channels_last on CUDA), in fp32 and, where the device computes bf16 "
+                 "natively (AVX-512 BF16 or AMX CPUs, GPUs), with bf16 autocast; reference: "
+                 "DataLoader over the same images with per-sample torchvision transforms, fp32; "
+                 f"training steps only, {rows[0]['epochs'] if rows else 0} epoch(s) each.")
     return "\n".join(lines)
 
 

@@ -312,6 +312,8 @@ def _reproduce_args(p: argparse.ArgumentParser) -> None:
 
 
 def _bench_args(p: argparse.ArgumentParser) -> None:
+    from evoprune.precision_check import PrecisionCheck
+
     sub = p.add_subparsers(dest="bench", required=True, parser_class=_Parser)
     cost = sub.add_parser("cost", help="analytic cost model against FlopCounterMode, and "
                                        "pruning time")
@@ -328,8 +330,10 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     space.add_argument("--seconds", type=float, default=5.0,
                        help="time given to the rejection sampler per case (default 5)")
     train = sub.add_parser("train", help="training images/s against a DataLoader loop")
-    train.add_argument("--cases", nargs="+", default=["resnet20-digits", "resnet56-cifar"],
-                       help="resnet20-digits and/or resnet56-cifar (synthetic CIFAR-shaped)")
+    train.add_argument("--cases", nargs="+",
+                       default=["resnet20-digits", "resnet20-28px", "resnet56-cifar"],
+                       help="resnet20-digits, resnet20-28px (synthetic, Fashion-MNIST-shaped) "
+                            "and/or resnet56-cifar (synthetic, CIFAR-shaped)")
     train.add_argument("--epochs", type=int, default=1, help="epochs per loop (default 1)")
     train.add_argument("--batch-size", type=int, default=128, help="default 128")
     train.add_argument("--n-synthetic", type=int, default=2048,
@@ -353,7 +357,19 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     coverage.add_argument("--size", type=int, default=224,
                           help="input side in pixels (default 224; each model's smallest if "
                                "larger)")
-    for q in (cost, space, train, search, coverage):
+    precision = sub.add_parser("precision", help="fp32 against bf16 autocast: base training "
+                                                 "and proxy fine-tune accuracy, and speed "
+                                                 "(resnet20 on Fashion-MNIST)")
+    precision.add_argument("--data-root", help=f"Fashion-MNIST's folder (default {FASHION_ROOT})")
+    check = PrecisionCheck()
+    precision.add_argument("--recipes", type=int, default=check.recipes,
+                           help=f"recipes fine-tuned both ways (default {check.recipes}, plus the "
+                                "uniform one)")
+    precision.add_argument("--base-epochs", type=int, default=check.base_epochs,
+                           help=f"epochs of each base training (default {check.base_epochs}; "
+                                "cached)")
+    precision.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:i]")
+    for q in (cost, space, train, search, coverage, precision):
         q.add_argument("--json", action="store_true", help="print one JSON object per case")
 
 
