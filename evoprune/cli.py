@@ -304,6 +304,8 @@ def _reproduce_args(p: argparse.ArgumentParser) -> None:
                    help="the study set (default studies/digits.toml)")
     p.add_argument("--quick", action="store_true",
                    help="the set's [quick] table: a few minutes, for tests and a first look")
+    p.add_argument("--full", action="store_true",
+                   help="the set's [full] table: the whole training set (the GPU plan)")
     p.add_argument("--storage", help="the studies' storage URL (default: the set's)")
     p.add_argument("--out", help="folder for report.md, summary.json and figures "
                                  "(default: the set's)")
@@ -441,8 +443,8 @@ def _run_analyze(args: argparse.Namespace) -> Any:
 def _run_reproduce(args: argparse.Namespace) -> Any:
     from evoprune.reproduce import load_config, run_reproduce
 
-    config = load_config(args.config, quick=args.quick, storage=args.storage, out=args.out,
-                         device=args.device)
+    config = load_config(args.config, quick=args.quick, full=args.full, storage=args.storage,
+                         out=args.out, device=args.device)
     command = shlex.join(["python", "scripts/reproduce.py",
                           *args.argv[args.argv.index("reproduce") + 1:]])
     return run_reproduce(config, command=command, progress=lambda line: print(line, flush=True))

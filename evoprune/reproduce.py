@@ -59,6 +59,7 @@ class ReproduceConfig:
     params_regimes: tuple[float, ...] = ()  # c_params regimes (STD spaces) for the law
     stds: tuple[float, ...] = (0.1, 0.05, 0.01)
     mcb: float = 1.0
+    mcb_regimes: tuple[float, ...] | None = None  # where the mCB space is searched; None: all
     n_trials: int = 48  # recipes per space and regime (the uniform trials come on top)
     params_n_trials: int = 16  # recipes per space of a params regime
     uniform_seeds: int = 3  # the uniform recipe's trials per study (the proxy's seed noise)
@@ -70,6 +71,7 @@ class ReproduceConfig:
     retrain_mode: str = "finetune"
     retrain_batch_size: int = 32  # digits: about 1,150 training images, 36 steps an epoch at 32
     retrain_seeds: int = 3  # seeds per retrained network (paired with the uniform recipe's)
+    retrain_top: int = 1  # per regime, the best on validation across the STD spaces retrained
     retrain_random_k: int = 2  # unselected recipes per regime retrained: the proxy's fidelity
     n_boot: int = 1000
     winner_fraction: float = 0.1
@@ -102,10 +104,20 @@ class ReproduceConfig:
         check(self.retrain_epochs >= 1 and self.retrain_random_k >= 0,
               "retrain.epochs must be at least 1 and retrain.random_k at least 0")
         check(self.proxy_epochs >= 1 and self.base_epochs >= 1, "epochs must be at least 1")
+        check(self.retrain_top >= 1, "retrain.top must be at least 1")
+        check(self.mcb_regimes is None or set(self.mcb_regimes) <= set(self.regimes) | {
+            self.held_out}, "mcb_regimes must be some of the regimes (or the held-out one)")
+        if self.train_size == 0:  # TOML has no None: 0 is every training image
+            object.__setattr__(self, "train_size", None)
 
 
-def load_config(path: str | Path, *, quick: bool = False, **overrides: Any) -> ReproduceConfig:
-    """Read a study set from TOML; `quick` applies its [quick] table; overrides win (None: kept)."""
+PLANS = ("quick", "full")  # tables a study set may hold: --quick (a few minutes), --full (GPU)
+
+
+def load_config(path: str | Path, *, quick: bool = False, full: bool = False,
+                **overrides: Any) -> ReproduceConfig:
+    """Read a study set from TOML; `quick` applies its [quick] table, `full` its [full] table
+    (the whole training set, for a GPU machine); overrides win (None: kept)."""
     path = Path(path)
     if not path.is_file():
         raise EvopruneError(f"study set {path} does not exist (see studies/*.toml)")
@@ -113,12 +125,15 @@ def load_config(path: str | Path, *, quick: bool = False, **overrides: Any) -> R
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise EvopruneError(f"{path} is not valid TOML: {exc}") from None
-    quick_table = raw.pop("quick", {})
+    tables = {name: raw.pop(name, {}) for name in PLANS}
     flat = _flatten(raw, path)
-    if quick:
-        if not quick_table:
-            raise EvopruneError(f"{path} has no [quick] table for --quick")
-        flat.update(_flatten(quick_table, path))
+    if quick and full:
+        raise EvopruneError("--quick and --full are two plans: choose one")
+    for name, chosen in (("quick", quick), ("full", full)):
+        if chosen:
+            if not tables[name]:
+                raise EvopruneError(f"{path} has no [{name}] table for --{name}")
+            flat.update(_flatten(tables[name], path))
     flat.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name: f for f in fields(ReproduceConfig)}
     unknown = sorted(set(flat) - set(known))
@@ -140,7 +155,7 @@ def _flatten(raw: dict[str, Any], path: Path) -> dict[str, Any]:
         if isinstance(value, dict):
             if key not in TABLES:
                 raise EvopruneError(f"{path}: unknown table [{key}] (tables: "
-                                    f"{', '.join(TABLES)}, quick)")
+                                    f"{', '.join(TABLES)}, {', '.join(PLANS)})")
             flat.update({TABLES[key] + k: v for k, v in value.items()})
         else:
             flat[key] = value
@@ -189,7 +204,9 @@ def plan(config: ReproduceConfig) -> list[Planned]:
     for c, role in regimes:
         for std in config.stds:
             out.append(Planned(role, _search(config, config.n_trials, c_flops=c, c_std=std)))
-        out.append(Planned(role, _search(config, config.n_trials, c_flops=c, c_mcb=config.mcb)))
+        if config.mcb_regimes is None or c in config.mcb_regimes:
+            out.append(Planned(role, _search(config, config.n_trials, c_flops=c,
+                                             c_mcb=config.mcb)))
     for c in config.params_regimes:
         for std in config.stds:
             out.append(Planned("params", _search(config, config.params_n_trials, c_params=c,
@@ -230,20 +247,25 @@ def _validate(planned: list[Planned], storage: str) -> None:
         raise
 
 
-def _regime_studies(planned: list[Planned], c: float) -> tuple[list[str], str]:
-    """The STD studies and the mCB study of FLOPs regime c."""
+def _regime_studies(planned: list[Planned], c: float) -> tuple[list[str], str | None]:
+    """The STD studies and the mCB study (None where it is not searched) of FLOPs regime c."""
     mine = [p.search for p in planned if p.role in ("space", "held_out")
             and p.search.space.c_flops == c]
     return ([s.name() for s in mine if s.space.c_std is not None],
-            next(s.name() for s in mine if s.space.c_mcb is not None))
+            next((s.name() for s in mine if s.space.c_mcb is not None), None))
 
 
-def _best_study(storage: str, names: list[str]) -> str:
-    """The study holding the lowest validation drop among `names` (the winner across spaces)."""
+def _top_studies(storage: str, names: list[str], k: int) -> list[tuple[str, int]]:
+    """The studies holding the k lowest validation drops among `names` (the winners across
+    spaces), each with how many of them it holds, in the order of `names`."""
+    from collections import Counter
+
     from evoprune.analysis.load import load_studies
 
     studies, _ = load_studies(storage, names)
-    return min(studies, key=lambda s: float(s.acc_drop[s.searched].min())).name
+    drops = sorted((float(d), s.name) for s in studies for d in s.acc_drop[s.searched])
+    counts = Counter(name for _, name in drops[:k])
+    return [(name, counts[name]) for name in names if name in counts]
 
 
 def run_searches(config: ReproduceConfig, planned: list[Planned], say: Progress) -> list[dict]:
@@ -283,9 +305,10 @@ def _complete(search: Any) -> bool:
 
 def run_retraining(config: ReproduceConfig, planned: list[Planned], say: Progress
                    ) -> list[dict[str, Any]]:
-    """Per FLOPs regime, retrain with the same budget and seeds: the winner chosen on validation
-    across the STD spaces, the uniform recipe, the mCB space's winner, and `retrain_random_k`
-    recipes of the mCB space drawn without selection (the proxy's fidelity)."""
+    """Per FLOPs regime, retrain with the same budget and seeds: the `retrain_top` best on
+    validation across the STD spaces, the uniform recipe, and where the mCB space is searched
+    its winner and `retrain_random_k` of its recipes drawn without selection (the proxy's
+    fidelity)."""
     from evoprune.retrain import RetrainConfig, RetrainSettings, run_retrain
 
     regimes = list(config.regimes) + ([config.held_out] if config.held_out is not None else [])
@@ -294,9 +317,12 @@ def run_retraining(config: ReproduceConfig, planned: list[Planned], say: Progres
     out = []
     for c in regimes:
         stds, mcb = _regime_studies(planned, c)
-        jobs = [("std", _best_study(config.storage, stds), settings),
-                ("mcb", mcb, replace(settings, baseline=False,
-                                     random_k=config.retrain_random_k))]
+        jobs = [("std", name, replace(settings, top_k=k, baseline=i == 0))
+                for i, (name, k) in enumerate(_top_studies(config.storage, stds,
+                                                           config.retrain_top))]
+        if mcb is not None:
+            jobs.append(("mcb", mcb, replace(settings, baseline=False,
+                                             random_k=config.retrain_random_k)))
         for source, name, s in jobs:
             t0 = time.perf_counter()
             records = run_retrain(RetrainConfig(
@@ -314,14 +340,26 @@ def winner_pairs(retrained: list[dict[str, Any]], source: str
                  ) -> list[tuple[float, int, float, float]]:
     """(c_flops, seed, winner's test drop, uniform's test drop) per regime and retraining seed.
 
-    The winner is the `source` ("std": the best on validation across the STD spaces; "mcb":
-    the mCB space's best); the uniform recipe's retraining is the regime's (the std job's).
+    The winner is the `source`'s ("std": across the STD spaces; "mcb": the mCB space's)
+    retrained network with the lowest mean validation drop over its seeds: selected on
+    validation, reported on test. The uniform recipe's retraining is the regime's.
     """
     uniform = {(r["c_flops"], x["seed"]): x["test_drop"] for r in retrained
                for x in r["records"] if x["chosen_as"] == "uniform"}
-    return [(r["c_flops"], x["seed"], float(x["test_drop"]), float(uniform[r["c_flops"], x["seed"]]))
-            for r in retrained if r["source"] == source for x in r["records"]
-            if x["chosen_as"] == "top-k" and (r["c_flops"], x["seed"]) in uniform]
+    top: dict[float, dict[tuple[str, int], list[dict[str, Any]]]] = {}
+    for r in retrained:
+        if r["source"] == source:
+            for x in r["records"]:
+                if x["chosen_as"] == "top-k":
+                    top.setdefault(r["c_flops"], {}).setdefault((r["study"], x["number"]),
+                                                                []).append(x)
+    out = []
+    for c, nets in top.items():
+        best = min(nets.values(), key=lambda xs: sum(float(x.get("val_drop", math.nan))
+                                                     for x in xs) / len(xs))
+        out += [(c, x["seed"], float(x["test_drop"]), float(uniform[c, x["seed"]]))
+                for x in best if (c, x["seed"]) in uniform]
+    return out
 
 
 def fidelity_pairs(retrained: list[dict[str, Any]], proxy: dict[str, dict[int, float]]

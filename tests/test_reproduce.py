@@ -11,7 +11,7 @@ import pytest
 
 from evoprune.analysis import observations as obs
 from evoprune.errors import EvopruneError
-from evoprune.reproduce import ReproduceConfig, load_config, plan
+from evoprune.reproduce import ReproduceConfig, load_config, plan, winner_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "studies" / "digits.toml"
@@ -47,8 +47,52 @@ def test_quick_overrides_nested_tables():
     assert len(plan(quick)) == 5 * 3 + 2 + 4
 
 
+def test_the_fashion_set_plans_issue_15s_design_and_its_gpu_plan():
+    """studies/fashion-mnist.toml: 3 STD spaces at 4 regimes (n 32, 2 uniform seeds), mCB-1 at
+    0.25 and 0.1 only, the held-out 0.035, 2 params regimes (n 16), on a stratified 10,000-image
+    subset with 5,000 for validation; --full trains on every image; the top 2 are retrained."""
+    config = load_config(ROOT / "studies" / "fashion-mnist.toml")
+    planned = plan(config)
+    roles = [p.role for p in planned]
+    assert roles.count("space") == 12 + 2 and roles.count("held_out") == 3
+    assert roles.count("params") == 6 and roles.count("compare") == 4
+    mcb = [p.search.space.c_flops for p in planned if p.search.space.c_mcb is not None
+           and p.role != "compare"]
+    assert sorted(mcb) == [0.1, 0.25]
+    assert {p.search.n_trials for p in planned if p.role == "space"} == {34}
+    assert {(p.search.base.train_size, p.search.base.val_size) for p in planned} == {(10000, 5000)}
+    assert {p.search.base.dataset for p in planned} == {"fashion-mnist"}
+    assert config.retrain_top == 2 and config.retrain_seeds == 3 and config.precision == "auto"
+    full = load_config(ROOT / "studies" / "fashion-mnist.toml", full=True)
+    assert full.train_size is None and full.n_trials == 64 and len(full.compare_seeds) == 8
+    assert full.storage != config.storage and full.out != config.out
+    with pytest.raises(EvopruneError, match="choose one"):
+        load_config(ROOT / "studies" / "fashion-mnist.toml", full=True, quick=True)
+    with pytest.raises(EvopruneError, match=r"no \[full\] table for --full"):
+        load_config(CONFIG, full=True)
+
+
+def test_the_winner_of_the_top_k_is_chosen_on_validation_and_paired_on_test():
+    def rec(number, seed, val, test, chosen="top-k"):
+        return {"number": number, "seed": seed, "val_drop": val, "test_drop": test,
+                "chosen_as": chosen}
+
+    retrained = [
+        {"c_flops": 0.1, "study": "a", "source": "std",
+         "records": [rec(3, 0, 2.0, 9.0), rec(3, 1, 2.2, 9.5), rec(0, 0, 4.0, 5.0, "uniform"),
+                     rec(0, 1, 4.1, 5.5, "uniform")]},
+        {"c_flops": 0.1, "study": "b", "source": "std",
+         "records": [rec(7, 0, 1.0, 3.0), rec(7, 1, 1.5, 3.5)]},  # lower val: the winner
+        {"c_flops": 0.1, "study": "m", "source": "mcb", "records": [rec(2, 0, 3.0, 4.0)]},
+    ]
+    assert winner_pairs(retrained, "std") == [(0.1, 0, 3.0, 5.0), (0.1, 1, 3.5, 5.5)]
+    assert winner_pairs(retrained, "mcb") == [(0.1, 0, 4.0, 5.0)]
+
+
 @pytest.mark.parametrize(("kwargs", "words"), [
     ({"regimes": (0.25, 0.1, 0.05)}, "at least 4"),
+    ({"mcb_regimes": (0.3,)}, "mcb_regimes"),
+    ({"retrain_top": 0}, "retrain.top"),
     ({"held_out": 0.25}, "held_out"),
     ({"compare_regime": 0.3}, "compare.regime"),
     ({"moderate": (0.3,)}, "moderate"),
