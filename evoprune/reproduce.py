@@ -439,6 +439,7 @@ def run_reproduce(config: ReproduceConfig, *, command: str = "",
             "date": time.strftime("%Y-%m-%d %H:%M:%S"), "python": sys.version.split()[0],
             "platform": platform.platform(), "base_val_acc": studies[0].base_acc,
             "base_test_acc": studies[0].base_test_acc, "seed_sd": seed_noise(studies),
+            "sizes": _sizes(config, studies), "precision": _precision(config),
             "trials": sum(len(s.numbers) for s in studies), "studies": len(studies)}
     summary = {**meta, "observations": [o._asdict() for o in found], "searches": searches,
                "retrained": retrained, "figures": figures,
@@ -500,6 +501,25 @@ def _timeline(storage: str, names: list[str], retrained: list[dict[str, Any]]
             "search_seconds": busy, "retrain_seconds": retrain}
 
 
+def _sizes(config: ReproduceConfig, studies: list[Any]) -> dict[str, int]:
+    """The split sizes the studies recorded (else read from the data)."""
+    from evoprune.data import load_dataset
+
+    stored = getattr(studies[0], "split_sizes", None) if studies else None
+    if stored:
+        return dict(stored)
+    return load_dataset(config.dataset, config.data_root, val_size=config.val_size,
+                        train_size=config.train_size).sizes
+
+
+def _precision(config: ReproduceConfig) -> str:
+    """What `precision` resolves to on the set's device here (the trials record their own)."""
+    from evoprune.machine import resolve_precision
+    from evoprune.train import resolve_device
+
+    return resolve_precision(config.precision, resolve_device(config.device).type)
+
+
 def _test_size(config: ReproduceConfig) -> int:
     from evoprune.data import load_dataset
 
@@ -549,7 +569,10 @@ def markdown(config: ReproduceConfig, found: list, meta: dict[str, Any],
         f"{'block-internal and residual' if c.residual else 'block-internal'} units. "
         f"Spaces STD-{', STD-'.join(f'{s:g}' for s in c.stds)} (perturbations N(0, x²) around "
         f"the uniform ratio, one common offset into the band) and mCB-{c.mcb:g} (± 0.1; ratios "
-        f"uniform on [0, 0.95] restricted to the bands), {c.n_trials} random recipes each, at "
+        f"uniform on [0, 0.95] restricted to the bands"
+        + (f"; at c_flops {', '.join(f'{x:g}' for x in c.mcb_regimes)} only"
+           if c.mcb_regimes is not None else "")
+        + f"), {c.n_trials} random recipes each, at "
         f"c_flops {', '.join(f'{x:g}' for x in c.regimes)}"
         + (f" and the held-out {c.held_out:g}" if c.held_out is not None else "")
         + (f"; STD spaces at c_params {', '.join(f'{x:g}' for x in c.params_regimes)} "
@@ -559,6 +582,10 @@ def markdown(config: ReproduceConfig, found: list, meta: dict[str, Any],
         f"and the uniform recipe with {c.uniform_seeds} seeds per study. Every selection reads "
         f"the validation split ({c.val_size:g} images carved from the training set, "
         f"stratified); test accuracy is read for the base and the retrained networks only. "
+        f"Training reads {meta['sizes']['train']:,} images"
+        + (" (a stratified, fixed subset of the rest)" if c.train_size is not None else "")
+        + f"; the test split holds {meta['sizes']['test']:,}. Forward passes in "
+        f"{meta['precision']}. "
         f"Proxy drops are percentage points of validation accuracy; retrained drops of test "
         f"accuracy (one test image = {100 / _test_size(c):.2f} pp).",
         "",

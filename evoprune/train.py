@@ -234,8 +234,9 @@ def fit(
                         _split_of(data))
         if progress is not None:
             progress(record)
-    final = evaluate(model, data, split="val")
-    return FitResult(schedule, schedule.epochs, final.top1, final.top5,
+    if start_epoch >= schedule.epochs:  # resumed a finished run: nothing evaluated yet
+        acc = evaluate(model, data, split="val")
+    return FitResult(schedule, schedule.epochs, acc.top1, acc.top5,
                      history[-1]["loss"] if history else float("nan"), seconds,
                      seen / seconds if seconds > 0 else 0.0, str(device), history,
                      precision=data.precision)
