@@ -121,7 +121,7 @@ def test_study_name_and_identity_follow_the_space():
     assert c.proxy.batch_size == 128 and digits.proxy.batch_size == 32
     assert c.identity()["space"]["c_std"] == 0.05
     assert c.identity()["base"] == {"model": "resnet56", "dataset": "cifar10", "residual": False,
-                                    "val_size": 0.2}
+                                    "val_size": 0.2, "train_size": None}
     assert SearchConfig(space=PruningSpace(c_flops=0.5), base=BaseConfig(residual=True)).name() \
         == "resnet20-digits-initial-f0.5-residual"
 
