@@ -105,5 +105,8 @@ def test_the_check_runs_end_to_end_on_tiny_files(tmp_path, monkeypatch, fashion_
     assert all(len(v) == 3 for v in result["proxy"].values())  # 2 drawn + the uniform one
     assert result["proxy_effect"]["n"] == 3
     text = format_check(result)
-    assert "bf16 trains" in text and "verdict:" in text and "machine:" in text
+    assert "bench train" in text and "verdict:" in text and "machine:" in text
+    assert all(b["seconds"] > 0 and b["images_per_s"] > 0 for b in result["base"])
+    again = check_precision(config)  # every base cached now: timings from their own histories
+    assert [b["seconds"] for b in again["base"]] == [b["seconds"] for b in result["base"]]
     assert len(list((tmp_path / "studies" / "checkpoints").glob("*.pt"))) == 4
