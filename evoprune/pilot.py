@@ -145,8 +145,11 @@ def _check_folder(out: Path, config: PilotConfig, recipes: list[dict[str, Any]])
     path.write_text(json.dumps(meta, indent=1) + "\n")
 
 
-def run_pilot(config: PilotConfig, progress: Progress | None = None) -> dict[str, Any]:
-    """Run (or resume) the pilot, write pilot.json and pilot.md to `out`; return the table."""
+def run_pilot(config: PilotConfig, progress: Progress | None = None, *,
+              report_only: bool = False) -> dict[str, Any]:
+    """Run (or resume) the pilot, write pilot.json and pilot.md to `out`; return the table.
+
+    `report_only` runs no fine-tune: the table of the runs so far (a partial pilot's)."""
     from evoprune.checkpoint import load_weights
     from evoprune.cost import CostModel
     from evoprune.data import batches_for, load_dataset
@@ -178,11 +181,12 @@ def run_pilot(config: PilotConfig, progress: Progress | None = None) -> dict[str
     out = Path(config.out)
     _check_folder(out, config, recipes)
     runs = read_runs(out / "runs.jsonl")
-    todo = [(r, t, s) for r in recipes for t, s in jobs(config)
-            if _key(r["name"], t, s) not in runs]
+    todo = [] if report_only else [(r, t, s) for r in recipes for t, s in jobs(config)
+                                   if _key(r["name"], t, s) not in runs]
+    total = len(recipes) * len(jobs(config))
     say(f"base accuracy {100 * base_val:.2f}% val, {100 * base_test:.2f}% test; "
-        f"{len(recipes)} recipes, {len(todo)} of {len(recipes) * len(jobs(config))} fine-tunes "
-        f"to run ({data.precision} on {device})")
+        f"{len(recipes)} recipes, {len(runs)} of {total} fine-tunes done, {len(todo)} to run "
+        f"({data.precision} on {device})")
     for i, (r, t, s) in enumerate(todo, 1):
         tic = time.perf_counter()
         model = prune_channels(base, units, r["kept"]).to(device)
@@ -285,6 +289,9 @@ def format_table(config: PilotConfig, table: dict[str, Any]) -> str:
     from evoprune.machine import machine
 
     lines = [f"# Proxy pilot: {config.model} on {config.dataset}, c_flops {config.c_flops:g}", ""]
+    if table["complete"] < table["recipes"]:
+        lines += [f"**Partial: {table['complete']} of {table['recipes']} recipes done**; "
+                  "`python scripts/proxy_pilot.py` resumes the rest.", ""]
     if table.get("choice") is None:
         return "\n".join([*lines, f"{table['complete']} of {table['recipes']} recipes done: "
                                       "too few to rank (at least 4)."])

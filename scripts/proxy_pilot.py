@@ -37,13 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default=d.precision, choices=("auto", "fp32", "bf16"))
     p.add_argument("--device", default=d.device)
     p.add_argument("--out", default=d.out)
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: write the table of the runs so far")
     args = vars(p.parse_args(argv))
+    report_only = args.pop("report_only")
     args["train_size"] = args["train_size"] or None
     names = {f.name for f in fields(PilotConfig)}
     try:
         config = PilotConfig(**{k: tuple(v) if isinstance(v, list) else v
                                 for k, v in args.items() if k in names})
-        table = run_pilot(config, progress=lambda line: print(line, flush=True))
+        table = run_pilot(config, progress=lambda line: print(line, flush=True),
+                          report_only=report_only)
     except EvopruneError as exc:
         print(f"proxy_pilot: error: {exc}", file=sys.stderr)
         return 2

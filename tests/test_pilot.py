@@ -89,8 +89,14 @@ def test_run_resumes_and_refuses_another_pilots_folder(tmp_path, monkeypatch,
     assert (tmp_path / "pilot" / "pilot.md").read_text().startswith("# Proxy pilot")
     lines.clear()
     run_pilot(config, progress=lines.append)
-    assert any("0 of 15 fine-tunes to run" in line for line in lines)
+    assert any("15 of 15 fine-tunes done, 0 to run" in line for line in lines)
     assert len(read_runs(tmp_path / "pilot" / "runs.jsonl")) == 15
+    lines_before = (tmp_path / "pilot" / "runs.jsonl").read_text().splitlines()
+    (tmp_path / "pilot" / "runs.jsonl").write_text("\n".join(lines_before[:9]) + "\n")
+    partial = run_pilot(config, report_only=True)  # 3 of 5 recipes: no run, a partial table
+    assert partial["complete"] == 3 and partial["choice"] is None
+    assert len(read_runs(tmp_path / "pilot" / "runs.jsonl")) == 9
+    assert "Partial: 3 of 5 recipes" in (tmp_path / "pilot" / "pilot.md").read_text()
     other = PilotConfig(**{**config.__dict__, "c_flops": 0.25})
     with pytest.raises(EvopruneError, match="holds another pilot's runs"):
         run_pilot(other)
