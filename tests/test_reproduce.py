@@ -63,6 +63,7 @@ def test_the_fashion_set_plans_issue_15s_design_and_its_gpu_plan():
     assert {(p.search.base.train_size, p.search.base.val_size) for p in planned} == {(10000, 5000)}
     assert {p.search.base.dataset for p in planned} == {"fashion-mnist"}
     assert config.retrain_top == 2 and config.retrain_seeds == 3 and config.precision == "auto"
+    assert {p.search.proxy.epochs for p in planned} == {1}  # the pilot's choice
     full = load_config(ROOT / "studies" / "fashion-mnist.toml", full=True)
     assert full.train_size is None and full.n_trials == 64 and len(full.compare_seeds) == 8
     assert full.storage != config.storage and full.out != config.out
