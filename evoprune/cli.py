@@ -310,6 +310,9 @@ def _reproduce_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="folder for report.md, summary.json and figures "
                                  "(default: the set's)")
     p.add_argument("--device", help="auto, cpu or cuda[:i] (default: the set's)")
+    p.add_argument("--compare-with", metavar="SUMMARY_JSON",
+                   help="another set's summary.json, set beside this one in the report "
+                        "(default: the set's compare_with)")
     p.add_argument("--json", action="store_true", help="print summary.json's object")
 
 
@@ -444,7 +447,7 @@ def _run_reproduce(args: argparse.Namespace) -> Any:
     from evoprune.reproduce import load_config, run_reproduce
 
     config = load_config(args.config, quick=args.quick, full=args.full, storage=args.storage,
-                         out=args.out, device=args.device)
+                         out=args.out, device=args.device, compare_with=args.compare_with)
     command = shlex.join(["python", "scripts/reproduce.py",
                           *args.argv[args.argv.index("reproduce") + 1:]])
     return run_reproduce(config, command=command, progress=lambda line: print(line, flush=True))

@@ -77,6 +77,7 @@ class ReproduceConfig:
     winner_fraction: float = 0.1
     level: float = 0.95
     alpha: float = 0.05
+    compare_with: str | None = None  # another set's summary.json: the report sets both side by side
 
     def __post_init__(self) -> None:
         """Refuse a study set that cannot test the observations."""
@@ -388,6 +389,7 @@ def run_reproduce(config: ReproduceConfig, *, command: str = "",
     tic = time.perf_counter()
     planned = plan(config)
     _validate(planned, config.storage)
+    other = _other_summary(config.compare_with)
     out = Path(config.out)
     say(f"study set {config.name}: {len(planned)} searches, "
         f"{sum(p.search.n_trials for p in planned)} trials, storage {config.storage}")
@@ -442,17 +444,43 @@ def run_reproduce(config: ReproduceConfig, *, command: str = "",
             "sizes": _sizes(config, studies), "precision": _precision(config),
             "trials": sum(len(s.numbers) for s in studies), "studies": len(studies)}
     summary = {**meta, "observations": [o._asdict() for o in found], "searches": searches,
-               "retrained": retrained, "figures": figures,
+               "retrained": retrained, "figures": figures, "compared_with": config.compare_with,
                "analysis": {"report": "analysis/report.md", "summary": "analysis/summary.json"},
                "warnings": warnings}
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
+    beside = None
+    if other is not None:
+        from evoprune.analysis.crossset import compare_summaries
+
+        beside = compare_summaries(_clean(summary), other)
     (out / "report.md").write_text(markdown(config, found, meta, retrained, proxy, figures,
-                                            analysis_summary))
+                                            analysis_summary, beside,
+                                            (out / DISCUSSION).is_file()))
     say(f"wrote {out / 'report.md'} and {out / 'summary.json'} ({wall / 60:.1f} min in all)")
     for o in found:
         say(f"({o.key}) {o.verdict:13s} {o.claim}")
     return summary
+
+
+DISCUSSION = "discussion.md"  # hand-written: why verdicts moved; the report links it when present
+
+
+def _other_summary(path: str | None) -> dict[str, Any] | None:
+    """The summary.json of the set to compare with, read before any work; None when unset."""
+    if path is None:
+        return None
+    try:
+        other = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise EvopruneError(f"compare_with: {path} does not exist (run that study set first, or "
+                            "remove the key)") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EvopruneError(f"compare_with: {path} is not a readable summary.json ({exc})") from None
+    if not isinstance(other, dict) or not isinstance(other.get("observations"), list):
+        raise EvopruneError(f"compare_with: {path} has no observations (a reproduction's "
+                            "summary.json is needed)")
+    return other
 
 
 def _by_seed(compare: list[Any], sampler: str) -> list[Any]:
@@ -557,7 +585,8 @@ def _clean(v: Any) -> Any:
 
 def markdown(config: ReproduceConfig, found: list, meta: dict[str, Any],
              retrained: list[dict[str, Any]], proxy: dict[str, dict[int, float]],
-             figures: dict[str, str], analysis_summary: dict[str, Any]) -> str:
+             figures: dict[str, str], analysis_summary: dict[str, Any],
+             beside: Any = None, discussion: bool = False) -> str:
     """The reproduction report: how it was made, each observation's verdict and evidence."""
     # Long but linear: the report's sections in reading order, one block of lines each.
     c = config
@@ -652,6 +681,12 @@ def markdown(config: ReproduceConfig, found: list, meta: dict[str, Any],
                     lines.append(f"| {r['c_flops']:g} | {r['source']} | #{n} | "
                                  f"{xs[0]['chosen_as']} | {p:.2f} | {drops} |")
             lines.append("")
+    if beside is not None:
+        from evoprune.analysis.crossset import markdown_lines
+
+        lines += [f"## Beside {beside.there_name}", "", *markdown_lines(beside), ""]
+        if discussion:
+            lines += [f"Why they moved, read from both reports: [{DISCUSSION}]({DISCUSSION}).", ""]
     lines += ["## How to rerun", "",
               "```bash", f"python scripts/reproduce.py --config studies/{c.name}.toml", "```", "",
               "The storage keeps every trial; a rerun resumes the searches and retrainings it "

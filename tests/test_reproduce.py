@@ -114,7 +114,10 @@ def test_reproduce_quick_runs_end_to_end_and_resumes(tmp_path):
 
     db, out = tmp_path / "q.db", tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "scripts" / "reproduce.py"), "--config", str(CONFIG),
-           "--quick", "--storage", f"sqlite:///{db}", "--out", str(out), "--device", "cpu"]
+           "--quick", "--storage", f"sqlite:///{db}", "--out", str(out), "--device", "cpu",
+           "--compare-with", str(ROOT / "studies" / "digits" / "summary.json")]
+    out.mkdir()
+    (out / "discussion.md").write_text("why\n")
     run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Traceback" not in run.stderr
@@ -125,6 +128,8 @@ def test_reproduce_quick_runs_end_to_end_and_resumes(tmp_path):
     assert summary["machine"] and summary["wall_seconds"] > 0
     report = (out / "report.md").read_text()
     assert all(f"## ({k})" in report for k in "abcdef")
+    assert "## Beside digits" in report and "[discussion.md](discussion.md)" in report
+    assert summary["compared_with"].endswith("summary.json")
     for name in ("edfs_all_spaces.png", "sampler_race.png", "analysis/report.md",
                  "analysis/law.png", "analysis/mcb_curve.png"):
         assert (out / name).is_file(), name
