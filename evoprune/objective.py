@@ -170,15 +170,18 @@ class Objective:
             return self.ctx.decoder.sample(1, seed=seed)
         return self.ctx.decoder.decode(self.genes(trial)[None])
 
-    def __call__(self, trial: Any) -> tuple[float, ...]:
-        """Run one trial; raise TrialFailure (stored as FAIL with its reason) where it cannot."""
+    def __call__(self, trial: Any, *, seed_number: int | None = None) -> tuple[float, ...]:
+        """Run one trial; raise TrialFailure (stored as FAIL with its reason) where it cannot.
+
+        `seed_number`: the trial whose seed to use (a retry's original); default its own number.
+        """
         from evoprune.pruning import prune_channels
 
         t0 = time.perf_counter()
         self.last_failure = None
         if self.worker:
             trial.set_user_attr("worker", self.worker)
-        seed = trial_seed(self.seed, trial.number)
+        seed = trial_seed(self.seed, trial.number if seed_number is None else seed_number)
         uniform = bool(trial.user_attrs.get("is_uniform", False))
         t_genes = time.perf_counter()
         try:  # the uniform baseline is the band's uniform recipe, whatever its genes

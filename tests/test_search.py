@@ -332,6 +332,7 @@ def test_waiting_worker_retries_the_trial_of_a_worker_that_died(tmp_path, base_c
     import subprocess
     import sys
 
+    from evoprune.objective import trial_seed
     from evoprune.searching.worker import run_worker
     from evoprune.storage import retried_from
 
@@ -355,4 +356,6 @@ def test_waiting_worker_retries_the_trial_of_a_worker_that_died(tmp_path, base_c
     assert retried_from(trials[2]) == 0 and trials[2].user_attrs["is_uniform"] is True
     assert not trials[1].user_attrs["is_uniform"]
     assert trials[2].params == trials[0].params
+    assert trials[2].user_attrs["seed"] == trial_seed(0, 0) != trial_seed(0, 2)  # as trial 0's
+    assert trials[1].user_attrs["seed"] == trial_seed(0, 1)
     assert "worker process died" in trials[0].user_attrs["fail_reason"]

@@ -131,7 +131,8 @@ def _counts(study: Any) -> dict[Any, int]:
 
 
 def _guard(study: Any, objective: Objective, n_trials: int) -> Any:
-    """The objective, unless n trials numbered before this one are COMPLETE or RUNNING.
+    """The objective, unless n trials numbered before this one are COMPLETE or RUNNING; a retry
+    runs with its original trial's seed (the same drawn recipe, the same fine-tune).
 
     Workers racing near the end could start one trial too many: it is PRUNED as surplus, so
     the study holds exactly n COMPLETE trials.
@@ -139,12 +140,16 @@ def _guard(study: Any, objective: Objective, n_trials: int) -> Any:
     import optuna
     from optuna.trial import TrialState
 
+    from evoprune.storage import retried_from
+
     def guarded(trial: Any) -> Any:
         ahead = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
         if sum(t.number < trial.number for t in ahead) >= n_trials:
             trial.set_user_attr("surplus", True)
             raise optuna.TrialPruned(f"{n_trials} trials were already complete or running")
-        return objective(trial)
+        this = next((t for t in ahead if t.number == trial.number), None)
+        original = retried_from(this) if this is not None else None
+        return objective(trial, seed_number=original)  # a retry runs as its original would
 
     return guarded
 
