@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -255,8 +256,35 @@ def pilot_table(config: PilotConfig, recipes: Sequence[dict[str, Any]],
                                              for n in done]))}
     out["ceiling"] = tau(long_val, long)
     out["uniform_rank"] = _uniform_ranks(done, rows, runs, config, long)
+    _versus_best(rows, done, runs, config, long)
     out["choice"] = choose(rows, config.tau_target)
     return out
+
+
+def _versus_best(rows: list[dict[str, Any]], done: list[str], runs: dict[str, dict[str, Any]],
+                 config: PilotConfig, long: np.ndarray) -> None:
+    """Add to each row its one-seed τ minus the best t's, with a paired bootstrap interval
+    (the same recipes resampled for both t; level 95%): whether the data tell them apart."""
+    from evoprune.analysis.fit import _kendall_tau_b
+
+    idx = np.random.default_rng(config.seed).integers(0, len(done), (config.n_boot, len(done)))
+    draws = {}
+    for row in rows:
+        t = row["epochs"]
+        drops = np.array([[runs[_key(n, t, s)]["val_drop"] for s in range(config.seeds)]
+                          for n in done])
+        with warnings.catch_warnings():  # a draw of tied recipes has no τ: NaN, left out
+            warnings.simplefilter("ignore", RuntimeWarning)
+            draws[t] = np.nanmean([_kendall_tau_b(drops[idx, s], long[idx])
+                                   for s in range(config.seeds)], axis=0)
+    best = max(rows, key=lambda r: r["tau_one_seed"])
+    for row in rows:
+        diff = draws[row["epochs"]] - draws[best["epochs"]]
+        lo, hi = np.nanquantile(diff, [0.025, 0.975]) if np.any(np.isfinite(diff)) else (
+            np.nan, np.nan)
+        row["vs_best"] = {"best": best["epochs"],
+                          "diff": row["tau_one_seed"] - best["tau_one_seed"],
+                          "lo": float(lo), "hi": float(hi)}
 
 
 def _uniform_ranks(done: list[str], rows: list[dict[str, Any]], runs: dict[str, dict[str, Any]],
@@ -275,13 +303,18 @@ def _uniform_ranks(done: list[str], rows: list[dict[str, Any]], runs: dict[str, 
 
 
 def choose(rows: Sequence[dict[str, Any]], target: float) -> dict[str, Any]:
-    """The cheapest t whose one-seed τ reaches `target`; else the best t, marked unreached."""
+    """The cheapest t whose one-seed τ reaches `target`; else, marked unreached, the cheapest t
+    whose τ the data cannot tell from the best t's (the paired 95% interval of the difference
+    reaches 0), or the best t where rows carry no such interval."""
     ok = [r for r in rows if r["tau_one_seed"] >= target]
     if ok:
         best = min(ok, key=lambda r: r["seconds"])
         return {"epochs": best["epochs"], "reached": True, "tau": best["tau_one_seed"]}
     best = max(rows, key=lambda r: r["tau_one_seed"])
-    return {"epochs": best["epochs"], "reached": False, "tau": best["tau_one_seed"]}
+    level = [r for r in rows if r is best or ("vs_best" in r and r["vs_best"]["hi"] >= 0)]
+    pick = min(level, key=lambda r: r["seconds"])
+    return {"epochs": pick["epochs"], "reached": False, "tau": pick["tau_one_seed"],
+            "best": best["epochs"], "best_tau": best["tau_one_seed"]}
 
 
 def format_table(config: PilotConfig, table: dict[str, Any]) -> str:
@@ -303,8 +336,8 @@ def format_table(config: PilotConfig, table: dict[str, Any]) -> str:
         f"(seed {config.long_seed}), scored on test. Kendall τ-b against the long fine-tune's "
         f"test drops, 95% bootstrap intervals over recipes ({config.n_boot} draws).", "",
         "| t (epochs) | τ, one seed | τ per seed | τ, mean of seeds | τ between seeds | "
-        "seed SD (pp) | spread SD (pp) | s / fine-tune |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|"]
+        "seed SD (pp) | spread SD (pp) | s / fine-tune | τ − best t's τ (paired) |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---|"]
     for r in table["rows"]:
         seeds = ", ".join(f"{x['tau']:.2f} [{x['lo']:.2f}, {x['hi']:.2f}]" for x in r["per_seed"])
         m, b = r["tau_mean"], r["tau_seeds"]
@@ -313,7 +346,7 @@ def format_table(config: PilotConfig, table: dict[str, Any]) -> str:
             f"[{m['lo']:.2f}, {m['hi']:.2f}] | "
             + (f"{b['tau']:.2f}" if b else "–") + " | "
             + (f"{r['seed_sd']:.2f}" if r["seed_sd"] is not None else "–")
-            + f" | {r['spread_sd']:.2f} | {r['seconds']:.1f} |")
+            + f" | {r['spread_sd']:.2f} | {r['seconds']:.1f} | " + _versus(r) + " |")
     c, lg = table["ceiling"], table["long"]
     choice = table["choice"]
     lines += [
@@ -330,13 +363,29 @@ def format_table(config: PilotConfig, table: dict[str, Any]) -> str:
         lines.append(f"- the uniform recipe ranks {u['long']} of {table['complete']} by the long "
                      "fine-tune; by t: " + ", ".join(f"{k}: {v}" for k, v in u.items()
                                                      if k != "long"))
-    lines.append(
-        f"- **choice: t = {choice['epochs']}**, the cheapest with one-seed τ ≥ "
-        f"{config.tau_target:g} (τ {choice['tau']:.2f})" if choice["reached"] else
-        f"- **no t reaches one-seed τ ≥ {config.tau_target:g}**: the best is t = "
-        f"{choice['epochs']} (τ {choice['tau']:.2f})")
+    if choice["reached"]:
+        lines.append(f"- **choice: t = {choice['epochs']}**, the cheapest with one-seed τ ≥ "
+                     f"{config.tau_target:g} (τ {choice['tau']:.2f})")
+    else:
+        best = choice.get("best", choice["epochs"])
+        lines.append(
+            f"- **no t reaches one-seed τ ≥ {config.tau_target:g}**: the best is t = {best} "
+            f"(τ {choice.get('best_tau', choice['tau']):.2f})"
+            + (f"; **choice: t = {choice['epochs']}** (τ {choice['tau']:.2f}), the cheapest t "
+               "whose τ the paired bootstrap cannot tell from the best's (the 95% interval of "
+               "the difference reaches 0)" if choice["epochs"] != best else ""))
     lines += ["", f"machine: {machine()}"]
     return "\n".join(lines) + "\n"
+
+
+def _versus(row: dict[str, Any]) -> str:
+    """The row's τ difference from the best t's, with its interval ('best' for the best)."""
+    v = row.get("vs_best")
+    if v is None:
+        return "–"
+    if v["best"] == row["epochs"]:
+        return "best"
+    return f"{v['diff']:+.2f} [{v['lo']:+.2f}, {v['hi']:+.2f}]"
 
 
 def write_report(out: Path, config: PilotConfig, table: dict[str, Any]) -> None:

@@ -45,8 +45,30 @@ def test_choose_says_when_no_proxy_reaches_the_target():
     rows = [{"epochs": 1, "tau_one_seed": 0.3, "seconds": 1.0},
             {"epochs": 2, "tau_one_seed": 0.5, "seconds": 2.0},
             {"epochs": 4, "tau_one_seed": 0.45, "seconds": 4.0}]
-    assert choose(rows, 0.6) == {"epochs": 2, "reached": False, "tau": 0.5}
+    assert choose(rows, 0.6) == {"epochs": 2, "reached": False, "tau": 0.5, "best": 2,
+                                 "best_tau": 0.5}  # no paired intervals: the best t
     assert choose(rows, 0.4)["epochs"] == 2 and choose(rows, 0.25)["epochs"] == 1
+    rows[0]["vs_best"] = {"best": 2, "diff": -0.2, "lo": -0.5, "hi": 0.1}  # cannot tell apart
+    rows[2]["vs_best"] = {"best": 2, "diff": -0.05, "lo": -0.2, "hi": 0.1}
+    assert choose(rows, 0.6) == {"epochs": 1, "reached": False, "tau": 0.3, "best": 2,
+                                 "best_tau": 0.5}
+    rows[0]["vs_best"]["hi"] = -0.01  # t = 1 significantly worse: the next cheapest level one
+    assert choose(rows, 0.6)["epochs"] == 2
+
+
+def test_an_unreached_target_picks_the_cheapest_t_the_data_cannot_tell_from_the_best():
+    """Equal noise at every t: the paired intervals of τ − best τ reach 0, so the cheapest t;
+    a useless t = 1 (noise 20 pp over a 7 pp spread) is significantly worse and not chosen."""
+    config = PilotConfig(epochs=(1, 2, 4), n_boot=400, tau_target=0.99)
+    names = [f"r{i}" for i in range(17)]
+    recipes = [{"name": n} for n in names]
+    same = pilot_table(config, recipes, _runs(config, names, {1: 1.5, 2: 1.5, 4: 1.5}, seed=3))
+    assert all(r["vs_best"]["lo"] <= 0 <= r["vs_best"]["hi"] for r in same["rows"])
+    assert same["choice"]["epochs"] == 1 and not same["choice"]["reached"]
+    useless = pilot_table(config, recipes, _runs(config, names, {1: 20.0, 2: 0.6, 4: 0.3}))
+    by_t = {r["epochs"]: r["vs_best"] for r in useless["rows"]}
+    assert by_t[1]["hi"] < 0 and by_t[1]["best"] == 4 and by_t[4]["diff"] == 0.0
+    assert useless["choice"]["epochs"] in (2, 4) and useless["choice"]["best"] == 4
 
 
 def test_partial_runs_count_only_finished_recipes():
