@@ -80,6 +80,8 @@ def test_the_digits_report_beside_itself_moves_nothing():
     digits = json.loads(DIGITS.read_text())
     c = compare_summaries(digits, digits)
     assert [r.key for r in c.verdicts] == list("abcdef")
+    assert (c.there_name, c.here_name) == ("digits (compared)", "digits")
+    assert {r.quantity: r.here for r in c.context}["retraining"] == "10 epochs × 3 seeds"
     assert not any(r.moved for r in c.verdicts)
     d = next(o for o in digits["observations"] if o["key"] == "d")
     assert headline(d) == "held-out limit observed / predicted 1.79 [1.14, 2.01]"

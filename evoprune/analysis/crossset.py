@@ -154,7 +154,7 @@ def _context(summary: dict[str, Any]) -> dict[str, str]:
                   if "proxy_epochs" in c else "—"),
         "the proxy's seed SD": _seed_sd(summary),
         "recipes per space and regime": str(c.get("n_trials", "—")),
-        "retraining": (f"{c['retrain_epochs']} epochs × {c.get('retrain_seeds')} seeds"
+        "retraining": (f"{c['retrain_epochs']} epochs × {_plural(c.get('retrain_seeds'), 'seed')}"
                        if "retrain_epochs" in c else "—"),
         "studies, COMPLETE trials": f"{summary.get('studies', '—')}, {summary.get('trials', '—')}",
         "precision": str(summary.get("precision") or "—"),
@@ -174,7 +174,15 @@ def compare_summaries(here: dict[str, Any], there: dict[str, Any]) -> SetCompari
                                _detail(t), _detail(o)))
     a, b = _context(there), _context(here)
     context = [ContextRow(k, a[k], b[k]) for k in a]
-    return SetComparison(_name(there), _name(here), rows, context)
+    there_name, here_name = _name(there), _name(here)
+    if there_name == here_name:  # two runs of one set (say --quick beside the full run)
+        there_name += " (compared)"
+    return SetComparison(there_name, here_name, rows, context)
+
+
+def _plural(n: Any, word: str) -> str:
+    """'1 seed', '3 seeds'."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _name(summary: dict[str, Any]) -> str:
