@@ -258,14 +258,17 @@ def _regime_studies(planned: list[Planned], c: float) -> tuple[list[str], str | 
 
 def _top_studies(storage: str, names: list[str], k: int) -> list[tuple[str, int]]:
     """The studies holding the k lowest validation drops among `names` (the winners across
-    spaces), each with how many of them it holds, in the order of `names`."""
+    spaces), each with how many of them it holds, in the order of `names`; equal drops go to
+    the study listed first (as the set's first runs chose, so that a rerun retrains nothing)."""
     from collections import Counter
 
     from evoprune.analysis.load import load_studies
 
     studies, _ = load_studies(storage, names)
-    drops = sorted((float(d), s.name) for s in studies for d in s.acc_drop[s.searched])
-    counts = Counter(name for _, name in drops[:k])
+    order = {name: i for i, name in enumerate(names)}
+    drops = sorted((float(d), order[s.name], s.name) for s in studies
+                   for d in s.acc_drop[s.searched])
+    counts = Counter(name for _, _, name in drops[:k])
     return [(name, counts[name]) for name in names if name in counts]
 
 

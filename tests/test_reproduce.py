@@ -165,3 +165,19 @@ def test_reproduce_quick_runs_end_to_end_and_resumes(tmp_path):
         study = optuna.load_study(study_name=p.search.name(), storage=storage)
         assert [t.state.name for t in study.get_trials()].count("COMPLETE") == counts[
             p.search.name()]
+
+
+def test_a_rerun_of_the_digits_set_chooses_the_networks_its_run_retrained():
+    """Equal validation drops across STD spaces go to the space listed first, as when the set
+    ran: every regime's winner study is the one its summary.json retrained (nothing to redo)."""
+    from evoprune.reproduce import _regime_studies, _top_studies
+
+    config = load_config(CONFIG)
+    planned = plan(config)
+    summary = json.loads((ROOT / "studies" / "digits" / "summary.json").read_text())
+    retrained = {r["c_flops"]: r["study"] for r in summary["retrained"] if r["source"] == "std"}
+    storage = f"sqlite:///{ROOT / 'studies' / 'digits' / 'digits.db'}"
+    for c, study in retrained.items():
+        stds, _ = _regime_studies(planned, c)
+        assert _top_studies(storage, stds, 1) == [(study, 1)], c
+    assert retrained[0.25].startswith("resnet20-digits-STD-0.1-")  # a tie at 0.00 pp with STD-0.05
