@@ -394,3 +394,20 @@ def write_report(out: Path, config: PilotConfig, table: dict[str, Any]) -> None:
     (out / "pilot.json").write_text(json.dumps({"config": asdict(config), **table}, indent=1)
                                     + "\n")
     (out / "pilot.md").write_text(format_table(config, table))
+
+
+def fidelity_line(table: dict[str, Any], epochs: int) -> str:
+    """One line on how faithful a proxy of `epochs` epochs was in a pilot's table (pilot.json)."""
+    cfg = table.get("config", {})
+    row = next((r for r in table.get("rows", []) if r["epochs"] == epochs), None)
+    if row is None:
+        return (f"the pilot measured t = {', '.join(str(r['epochs']) for r in table['rows'])} "
+                f"epochs, not this proxy's {epochs}")
+    c, m = table["ceiling"], row["tau_mean"]
+    return (f"one-seed Kendall τ {row['tau_one_seed']:.2f} (the seeds' mean {m['tau']:.2f} "
+            f"[{m['lo']:.2f}, {m['hi']:.2f}]) against a {cfg.get('long_epochs', '?')}-epoch "
+            f"fine-tune's test drops on {table['complete']} recipes at c_flops "
+            f"{cfg.get('c_flops', float('nan')):g}; that fine-tune's own validation reaches "
+            f"{c['tau']:.2f} [{c['lo']:.2f}, {c['hi']:.2f}] (the ceiling); seed SD "
+            f"{row['seed_sd']:.2f} pp against a spread of {row['spread_sd']:.2f} pp")
+

@@ -445,7 +445,8 @@ def run_reproduce(config: ReproduceConfig, *, command: str = "",
             "platform": platform.platform(), "base_val_acc": studies[0].base_acc,
             "base_test_acc": studies[0].base_test_acc, "seed_sd": seed_noise(studies),
             "sizes": _sizes(config, studies), "precision": _precision(config),
-            "trials": sum(len(s.numbers) for s in studies), "studies": len(studies)}
+            "trials": sum(len(s.numbers) for s in studies), "studies": len(studies),
+            "pilot": _pilot(out, config.proxy_epochs)}
     summary = {**meta, "observations": [o._asdict() for o in found], "searches": searches,
                "retrained": retrained, "figures": figures, "compared_with": config.compare_with,
                "analysis": {"report": "analysis/report.md", "summary": "analysis/summary.json"},
@@ -467,6 +468,18 @@ def run_reproduce(config: ReproduceConfig, *, command: str = "",
 
 
 DISCUSSION = "discussion.md"  # hand-written: why verdicts moved; the report links it when present
+PILOT = "pilot/pilot.json"  # scripts/proxy_pilot.py's table in the set's folder, quoted when present
+
+
+def _pilot(out: Path, epochs: int) -> str | None:
+    """The pilot's fidelity line for this proxy, when a pilot table lies in `out`."""
+    from evoprune.pilot import fidelity_line
+
+    path = out / PILOT
+    if not path.is_file():
+        return None
+    table = json.loads(path.read_text())
+    return fidelity_line(table, epochs) if table.get("ceiling") else None
 
 
 def _other_summary(path: str | None) -> dict[str, Any] | None:
@@ -623,6 +636,8 @@ def markdown(config: ReproduceConfig, found: list, meta: dict[str, Any],
         "",
         "- the proxy's seed noise (SD of the uniform recipe's drop over its seeds): "
         + "; ".join(f"{k} {v['sd']:.2f} pp (n {v['n']})" for k, v in meta["seed_sd"].items()),
+        *([f"- the proxy's fidelity, measured by the pilot ([{PILOT}]({PILOT.replace('.json', '.md')})"
+           f"): {meta['pilot']}"] if meta.get("pilot") else []),
         f"- command: `{meta['command']}`",
         f"- seed: {c.seed}; machine: {meta['machine']}",
         f"- time: searches {meta['search_seconds'] / 60:.1f} min (the studies' first to last "

@@ -122,3 +122,19 @@ def test_run_resumes_and_refuses_another_pilots_folder(tmp_path, monkeypatch,
     other = PilotConfig(**{**config.__dict__, "c_flops": 0.25})
     with pytest.raises(EvopruneError, match="holds another pilot's runs"):
         run_pilot(other)
+
+
+def test_the_reproduction_quotes_the_committed_pilot_for_its_proxy(tmp_path):
+    """The fashion set's report quotes its pilot's τ for the proxy's epochs; none without one."""
+    from pathlib import Path
+
+    from evoprune.pilot import fidelity_line
+    from evoprune.reproduce import _pilot
+
+    folder = Path(__file__).resolve().parents[1] / "studies" / "fashion-mnist"
+    line = _pilot(folder, 1)
+    assert line.startswith("one-seed Kendall τ 0.49 (the seeds' mean 0.50 [0.18, 0.76])")
+    assert "on 17 recipes at c_flops 0.1" in line and "reaches 0.70 [0.40, 0.93]" in line
+    table = json.loads((folder / "pilot" / "pilot.json").read_text())
+    assert fidelity_line(table, 3) == "the pilot measured t = 1, 2, 4, 8 epochs, not this proxy's 3"
+    assert _pilot(tmp_path, 1) is None
