@@ -469,6 +469,7 @@ def run_reproduce(config: ReproduceConfig, *, command: str = "",
 
 DISCUSSION = "discussion.md"  # hand-written: why verdicts moved; the report links it when present
 PILOT = "pilot/pilot.json"  # scripts/proxy_pilot.py's table in the set's folder, quoted when present
+PILOT_MD = "pilot/pilot.md"  # its rendering, which the report links
 
 
 def _pilot(out: Path, epochs: int) -> str | None:
@@ -636,8 +637,8 @@ def markdown(config: ReproduceConfig, found: list, meta: dict[str, Any],
         "",
         "- the proxy's seed noise (SD of the uniform recipe's drop over its seeds): "
         + "; ".join(f"{k} {v['sd']:.2f} pp (n {v['n']})" for k, v in meta["seed_sd"].items()),
-        *([f"- the proxy's fidelity, measured by the pilot ([{PILOT}]({PILOT.replace('.json', '.md')})"
-           f"): {meta['pilot']}"] if meta.get("pilot") else []),
+        *([f"- the proxy's fidelity, measured by the pilot ([{PILOT_MD}]({PILOT_MD})): "
+           f"{meta['pilot']}"] if meta.get("pilot") else []),
         f"- command: `{meta['command']}`",
         f"- seed: {c.seed}; machine: {meta['machine']}",
         f"- time: searches {meta['search_seconds'] / 60:.1f} min (the studies' first to last "
