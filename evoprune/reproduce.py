@@ -391,8 +391,8 @@ def run_reproduce(config: ReproduceConfig, *, command: str = "",
     say = progress or (lambda _s: None)
     tic = time.perf_counter()
     planned = plan(config)
+    other = _other_summary(config.compare_with)  # a user's error: before any folder is made
     _validate(planned, config.storage)
-    other = _other_summary(config.compare_with)
     out = Path(config.out)
     say(f"study set {config.name}: {len(planned)} searches, "
         f"{sum(p.search.n_trials for p in planned)} trials, storage {config.storage}")

@@ -102,3 +102,19 @@ def test_compare_with_is_checked_before_any_work(tmp_path):
     with pytest.raises(EvopruneError, match=r"not a readable summary\.json"):
         _other_summary(str(tmp_path / "y.json"))
     assert _other_summary(str(DIGITS))["config"]["name"] == "digits"
+
+
+def test_a_missing_compare_with_file_is_one_line_exit_2_and_writes_nothing(tmp_path):
+    """`reproduce --compare-with nope.json`: exit 2, one line naming the key, no storage or out."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "evoprune", "reproduce", "--config",
+           str(ROOT / "studies" / "digits.toml"), "--quick",
+           "--storage", f"sqlite:///{tmp_path / 'db' / 'q.db'}", "--out", str(tmp_path / "out"),
+           "--compare-with", str(tmp_path / "nope.json")]
+    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "compare_with:" in lines[0] and "does not exist" in lines[0]
+    assert "Traceback" not in run.stderr and list(tmp_path.iterdir()) == []
