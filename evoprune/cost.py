@@ -26,8 +26,8 @@ from evoprune.units import (
     Units,
     check_recipe,
     example_input,
-    kept_channels,
     preserved_mode,
+    round_recipe,
     steps,
 )
 
@@ -117,8 +117,7 @@ class CostModel:
 
     def kept(self, recipe: Sequence[float] | Mapping[str, float], round_to: int = 1) -> np.ndarray:
         """Return the kept channels per unit for a validated recipe."""
-        return kept_channels(self.channels, check_recipe(self.units, recipe),
-                             steps(self.units, round_to))
+        return round_recipe(self.units, recipe, round_to)
 
     def rounding(self, round_to: int = 1) -> int | np.ndarray:
         """The per-unit channel step of a space's round_to on these units (see `units.steps`)."""

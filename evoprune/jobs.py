@@ -39,8 +39,8 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
     from evoprune.data import dataset_info
     from evoprune.models import build_model
     from evoprune.pruning import IMPORTANCES, PrunedSpec, export_onnx, prune_channels, save_pruned
-    from evoprune.recipes import parse_recipe_spec
-    from evoprune.units import check_recipe, find_units, kept_channels
+    from evoprune.recipes import KeptChannels, parse_recipe_spec
+    from evoprune.units import check_kept, check_recipe, find_units, round_recipe
 
     if job.recipe.startswith("study:"):  # the trial's architecture: the study's model and units
         job = _study_defaults(job)
@@ -62,8 +62,13 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
     if job.checkpoint is not None:
         load_weights(base, job.checkpoint)
     units = find_units(base, info.in_shape, residual=job.residual)
-    recipe = check_recipe(units, parse_recipe_spec(job.recipe, len(units), job.storage))
-    kept = kept_channels(units.channels, recipe, job.round_to)
+    spec = parse_recipe_spec(job.recipe, len(units), job.storage)
+    if isinstance(spec, KeptChannels):  # explicit counts: refused where they break a unit's step
+        kept = check_kept(units, spec.in_order(units.names, units.channels.tolist()), job.round_to)
+        recipe = 1.0 - kept / units.channels
+    else:  # ratios of every form: each unit rounded to its step, as the spaces round
+        recipe = check_recipe(units, spec)
+        kept = round_recipe(units, recipe, job.round_to)
     cost = CostModel(base, units)
     figures = cost.of_channels(kept)
     pruned = prune_channels(base, units, kept, importance=job.importance, seed=job.seed)

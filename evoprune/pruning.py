@@ -24,11 +24,10 @@ from evoprune.units import (
     Unit,
     Units,
     build_graph,
-    check_recipe,
+    check_kept,
     find_units,
     frozen_mappings,
-    kept_channels,
-    steps,
+    round_recipe,
 )
 
 FORMAT = "evoprune.pruned/1"
@@ -49,7 +48,7 @@ def prune(
         if in_shape is None:
             raise EvopruneError("prune needs the model's units or its in_shape")
         units = find_units(model, in_shape)
-    kept = kept_channels(units.channels, check_recipe(units, recipe), steps(units, round_to))
+    kept = round_recipe(units, recipe, round_to)
     return prune_channels(model, units, kept, importance=importance, seed=seed)
 
 
@@ -64,14 +63,7 @@ def prune_channels(
     """Return a copy of `model` keeping `kept[i]` channels of unit i, chosen by `importance`."""
     if importance not in IMPORTANCES:
         raise EvopruneError(f"unknown importance {importance!r}: choose one of {', '.join(IMPORTANCES)}")
-    kept = np.asarray(kept, dtype=np.int64)
-    if kept.shape != (len(units),) or (kept < 1).any() or (kept > units.channels).any():
-        raise EvopruneError(f"kept channels must be {len(units)} counts in [1, channels]")
-    rt = units.steps
-    if (kept % rt).any():
-        i = int(np.flatnonzero(kept % rt)[0])
-        raise EvopruneError(f"unit {units.names[i]} loses whole groups of {rt[i]} channels: "
-                            f"keep a multiple of {rt[i]}, not {kept[i]}")
+    kept = check_kept(units, kept)
     new = copy.deepcopy(model)
     todo = [(u, int(k)) for u, k in zip(units, kept) if k < u.channels]
     if not todo:

@@ -1,9 +1,14 @@
-"""Recipe specs a user types: `uniform:R`, a JSON file, or `study:NAME:TRIAL` from a study storage."""
+"""Recipe specs a user types: `uniform:R`, a JSON file, or `study:NAME:TRIAL` from a study storage.
+
+Ratios of every form are rounded by one rule (`units.round_recipe`: each unit to its channel
+step); a file of explicit kept channels (`{"channels": …}`) is checked against the same steps.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +16,25 @@ from evoprune.errors import EvopruneError
 from evoprune.storage import DEFAULT_STORAGE  # re-exported: it moved to storage.py
 
 
-def parse_recipe_spec(spec: str, n_units: int, storage: str = DEFAULT_STORAGE) -> list[float] | dict[str, float]:
-    """Turn a recipe spec into a list of ratios (or a {unit: ratio} map) for `check_recipe`."""
+@dataclass(frozen=True)
+class KeptChannels:
+    """Explicit kept channels per unit (a file's `channels` entry): a list or a {unit: count} map."""
+
+    channels: list[float] | dict[str, float]
+
+    def in_order(self, names: list[str], widths: list[int]) -> list[float]:
+        """The counts in unit order; a unit the map leaves out keeps all its channels."""
+        if isinstance(self.channels, list):
+            return list(self.channels)
+        unknown = sorted(set(self.channels) - set(names))
+        if unknown:
+            raise EvopruneError(f"channels file names unknown unit(s) {', '.join(unknown[:5])}")
+        return [self.channels.get(n, w) for n, w in zip(names, widths)]
+
+
+def parse_recipe_spec(spec: str, n_units: int, storage: str = DEFAULT_STORAGE
+                      ) -> list[float] | dict[str, float] | KeptChannels:
+    """Turn a recipe spec into ratios (a list or a {unit: ratio} map), or a file's kept channels."""
     if spec.startswith("uniform:"):
         try:
             ratio = float(spec.split(":", 1)[1])
@@ -29,21 +51,36 @@ def parse_recipe_spec(spec: str, n_units: int, storage: str = DEFAULT_STORAGE) -
     return _from_json(path)
 
 
-def _from_json(path: Path) -> list[float] | dict[str, float]:
-    """Read a list of ratios, a {unit: ratio} map, or an object with a `recipe` entry."""
+def _from_json(path: Path) -> list[float] | dict[str, float] | KeptChannels:
+    """Read a list of ratios, a {unit: ratio} map, an object with a `recipe` entry, or one with
+    only a `channels` entry (kept channels per unit: a list or a {unit: count} map)."""
     try:
         data: Any = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EvopruneError(f"cannot read recipe file {path}: {exc}") from None
+    if isinstance(data, dict) and "channels" in data and "recipe" not in data:
+        kept = _numbers(data["channels"])
+        if kept is None:
+            raise EvopruneError(f"the channels of {path} must be a list of counts or a "
+                                "{unit: count} map")
+        return KeptChannels(kept)
     if isinstance(data, dict) and "recipe" in data:
         data = data["recipe"]
+    ratios = _numbers(data)
+    if ratios is not None:
+        return ratios
+    raise EvopruneError(f"recipe file {path} must hold a list of ratios or a {{unit: ratio}} map")
+
+
+def _numbers(data: Any) -> list[float] | dict[str, float] | None:
+    """A list of numbers or a {name: number} map as floats; None for anything else."""
     if isinstance(data, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                       for v in data):
         return [float(v) for v in data]
     if isinstance(data, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                       for v in data.values()):
         return {str(k): float(v) for k, v in data.items()}
-    raise EvopruneError(f"recipe file {path} must hold a list of ratios or a {{unit: ratio}} map")
+    return None
 
 
 def _split_study_spec(spec: str) -> tuple[str, int]:

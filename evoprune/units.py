@@ -477,3 +477,42 @@ def steps(units: Units, round_to: int = 1) -> int | np.ndarray:
     if (own == 1).all():
         return round_to
     return np.lcm(own, int(round_to))
+
+
+def round_recipe(units: Units, recipe: Sequence[float] | Mapping[str, float] | np.ndarray,
+                 round_to: int = 1) -> np.ndarray:
+    """Kept channels of a recipe, each unit rounded to its step: the one rule of every recipe form.
+
+    `uniform:R`, a ratios file, a study's trial and the spaces' genotypes all round here (or
+    through `kept_channels` with the same `steps`): round(c·(1−r)) to a multiple of the lcm of
+    the unit's group width and `round_to`, at least one step.
+    """
+    return kept_channels(units.channels, check_recipe(units, recipe), steps(units, round_to))
+
+
+def check_kept(units: Units, kept: Sequence[int] | np.ndarray, round_to: int = 1) -> np.ndarray:
+    """Validate explicit kept channels: one count per unit in [1, channels], a multiple of its step.
+
+    The step is the unit's group width (lcm with `round_to` when given); a unit kept whole passes.
+    """
+    try:
+        k = np.asarray(kept, dtype=np.float64)
+    except (TypeError, ValueError):
+        k = np.empty(0)
+    if k.shape != (len(units),) or not np.isfinite(k).all() or (k != np.round(k)).any():
+        raise EvopruneError(f"kept channels must be {len(units)} whole counts, one per unit")
+    k = k.astype(np.int64)
+    bad = np.flatnonzero((k < 1) | (k > units.channels))
+    if bad.size:
+        i = int(bad[0])
+        raise EvopruneError(f"unit {units.names[i]} keeps {k[i]} channels: keep between 1 and "
+                            f"its {units.channels[i]}")
+    rt = np.broadcast_to(np.asarray(steps(units, round_to), dtype=np.int64), k.shape)
+    off = np.flatnonzero((k % rt != 0) & (k != units.channels))
+    if off.size:
+        i = int(off[0])
+        what = f"whole groups of {rt[i]} channels" if units.steps[i] == rt[i] > 1 else \
+            f"channels in steps of {rt[i]}"
+        raise EvopruneError(f"unit {units.names[i]} loses {what} (its step): keep a multiple of "
+                            f"{rt[i]}, not {k[i]}")
+    return k
