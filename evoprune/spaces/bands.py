@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from evoprune.cost import CostModel
 from evoprune.errors import EvopruneError
-from evoprune.spaces.repair import repair
+from evoprune.spaces.reach import Reach, explore
 from evoprune.spaces.solvers import (
     TILT_REACH,
-    continuous,
     relaxed,
     solve_offset,
     tilt_pair,
@@ -40,6 +40,7 @@ class Bound:
     lo: float  # the primary target's range [lo, hi] (lo == hi == target without a range)
     hi: float
     rt: np.ndarray  # channel step per unit: lcm of round_to and the unit's group width
+    reach: Reach | None = None  # in-band anchors or a proof of emptiness (`reach.explore`)
 
     @property
     def n_genes(self) -> int:
@@ -104,7 +105,8 @@ def bind(space: PruningSpace, cost: CostModel) -> Bound:
               wf=np.ones(n), wp=np.ones(n), tilt_max=1.0, target=target, use_params=use_params,
               lo=lo, hi=hi, rt=rt)  # type: ignore[arg-type]
     wf, wp = tilt_weights(b)
-    return replace(b, wf=wf, wp=wp, tilt_max=TILT_REACH / space.r_max / min(wf.min(), wp.min()))
+    b = replace(b, wf=wf, wp=wp, tilt_max=TILT_REACH / space.r_max / min(wf.min(), wp.min()))
+    return replace(b, reach=explore(b))
 
 
 def tilt_weights(b: Bound) -> tuple[np.ndarray, np.ndarray]:
@@ -140,18 +142,29 @@ def _mean_one(w: np.ndarray) -> np.ndarray:
 
 
 def check_reachable(b: Bound) -> None:
-    """Refuse a space no recipe reaches, saying what range is reachable."""
+    """Refuse a space only when no recipe lies in it (proven by `reach.explore`), saying why.
+
+    A space with a witness is accepted; one neither witnessed nor proven empty (the search's
+    and the bound's budgets ran out: rare) is accepted with a warning, and sampling tries.
+    """
     s = b.space
     _check_floor(b)
-    reach = reachable_text(b)
+    reach = b.reach
+    if reach is None or not reach.empty:
+        if reach is not None and reach.how == "undecided":
+            warnings.warn(f"no recipe was found in the {s.label} space {s.bands()} and none was "
+                          f"proven impossible ({reachable_text(b)}); sampling will try",
+                          stacklevel=3)
+        return
+    text = reachable_text(b)
     if s.c_mcb is not None or (s.c_params is not None and s.c_flops is not None):
         lo, hi = second_range(b)
         goal, tol = (s.c_mcb, s.mcb_tol) if s.c_mcb is not None else (s.c_params, s.delta)
         if not lo - tol <= goal <= hi + tol:
-            raise EvopruneError(f"the {s.label} space {s.bands()} is unreachable: {reach}")
-    neutral = np.full((1, b.n_genes), 0.5)
-    if not repair(b, continuous(b, neutral, 0.0))[1][0]:
-        raise EvopruneError(f"no recipe lies in the {s.label} space {s.bands()}: {reach}")
+            raise EvopruneError(f"the {s.label} space {s.bands()} is unreachable: {text}")
+        knob = "--mcb-tol" if s.c_mcb is not None else "--delta"
+        text += f", but no recipe meets both bands after channel rounding (widen {knob})"
+    raise EvopruneError(f"no recipe lies in the {s.label} space {s.bands()}: {text}")
 
 
 def _check_floor(b: Bound) -> None:
@@ -178,6 +191,12 @@ def reachable_text(b: Bound) -> str:
         lo, hi = second_range(b)
         name = "mCB" if s.c_mcb is not None else "c_params"
         return f"at c_flops {s.c_flops:g} the reachable {name} is about [{lo:.3f}, {hi:.3f}]"
+    near = b.reach.nearest if b.reach is not None else None
+    if near is not None:
+        name = "params" if b.use_params else "FLOPs"
+        ends = " and ".join(f"{v:.6g}" for v in near if v == v)  # NaN: none on that side
+        return (f"the nearest reachable {name} ratios are {ends}; the band cannot be met after "
+                "channel rounding (widen --delta)")
     return "the band cannot be met after channel rounding (widen --delta)"
 
 

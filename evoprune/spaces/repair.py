@@ -1,4 +1,10 @@
-"""Exact integer repair: greedy single-unit rounding steps until the rounded channels fit the bands."""
+"""Exact integer repair: greedy single-unit rounding steps until the rounded channels fit the bands.
+
+A row the greedy steps leave outside walks toward the nearest of the bound's anchors (in-band
+recipes found when the space was bound, `reach.explore`): the first point of the segment whose
+greedy repair lands inside, the anchor itself at the end. So in a space with a witness every
+row is repaired, however sparse the in-band recipes are.
+"""
 
 from __future__ import annotations
 
@@ -55,7 +61,33 @@ def best_moves(b: Bound, k: np.ndarray, r: np.ndarray
     return cand_k[rows, best], cand_r[rows, best], best_v
 
 
+WALK = (0.25, 0.5, 0.75, 1.0)  # points of the segment toward the nearest anchor (1: the anchor)
+
+
 def repair(b: Bound, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy repair (`greedy`), then a walk toward the nearest anchor for the rows left outside.
+
+    Returns the repaired recipes and which rows ended inside every band (all of them when the
+    bound has anchors).
+    """
+    out, ok = greedy(b, r)
+    reach = getattr(b, "reach", None)
+    if ok.all() or reach is None or not len(reach.anchors):
+        return out, ok
+    rows = np.flatnonzero(~ok)
+    start = r[rows]
+    anchors = reach.anchors
+    near = anchors[((start[:, None, :] - anchors[None]) ** 2).sum(2).argmin(1)]
+    for t in WALK:
+        moved, inside = greedy(b, near if t == 1 else start + t * (near - start))
+        out[rows[inside]], ok[rows[inside]] = moved[inside], True
+        rows, start, near = rows[~inside], start[~inside], near[~inside]
+        if not len(rows):
+            break
+    return out, ok
+
+
+def greedy(b: Bound, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Greedy one-step moves of single units, on the exact cost, for many recipes at once.
 
     Each round moves every row still outside a band by its best move while that lowers its
