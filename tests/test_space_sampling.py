@@ -1,8 +1,10 @@
 """The random sampler of the initial, mCB and params spaces matches the paper's distribution.
 
 Target: ratios uniform on [0, r_max]^N kept when every band holds after channel rounding.
-The Gibbs sampler is checked against exact enumeration on a small synthetic cost model and
-against exact rejection (two-sample KS) on resnet20 (digits, residual units).
+The Gibbs sampler and the block sampler (exact rejection from a cost-tilted proposal) are
+checked against exact enumeration on small synthetic cost models and against exact rejection
+(two-sample KS) on resnet20 (digits, residual units: Gibbs) and resnet56 (block-internal
+units: blocks).
 """
 
 from __future__ import annotations
@@ -16,13 +18,17 @@ import pytest
 from scipy.stats import chisquare, ks_2samp, kstest
 
 from evoprune.cost import CostModel
+from evoprune.errors import EvopruneError
 from evoprune.models import build_model
 from evoprune.spaces import Decoder, PruningSpace, sampling
 from evoprune.spaces.bands import Bound
 from evoprune.spaces.repair import repair
 from evoprune.spaces.sampling import (
+    BlockSampler,
     Sampler,
+    blocks,
     count_below,
+    levels,
     quadratic_form,
     reject,
     unit_levels,
@@ -39,14 +45,25 @@ def resnet20() -> CostModel:
     return CostModel(model, find_units(model, DIGITS, residual=True))
 
 
+@functools.cache
+def resnet56_internal() -> CostModel:
+    model = build_model("resnet56", 10, DIGITS)
+    return CostModel(model, find_units(model, DIGITS, residual=False))
+
+
 class SmallCost:
     """A cost model with random non-negative quadratic forms over a few small units."""
 
-    def __init__(self, channels: list[int], seed: int) -> None:
+    def __init__(self, channels: list[int], seed: int, groups: tuple[int, ...] = ()) -> None:
         rng = np.random.default_rng(seed)
         n = len(channels)
         self.channels = np.array(channels, dtype=np.int64)
         self.qf, self.qp = rng.integers(0, 5, (2, n + 1, n + 1))
+        if groups:  # units of different groups share no cost term (blocks)
+            label = np.array(groups)
+            apart = np.append(label, -1)[:, None] != np.append(label, -2)[None, :]
+            apart[n, :] = apart[:, n] = False
+            self.qf[apart] = self.qp[apart] = 0
         full = np.append(self.channels, 1)
         self.base_flops, self.base_params = int(full @ self.qf @ full), int(full @ self.qp @ full)
 
@@ -55,9 +72,9 @@ class SmallCost:
         return np.einsum("mi,ij,mj->m", x, self.qf, x), np.einsum("mi,ij,mj->m", x, self.qp, x)
 
 
-def small_bound(space: PruningSpace, seed: int, channels: tuple[int, ...] = (4, 5, 6, 4, 5)
-                ) -> Bound:
-    cost = SmallCost(list(channels), seed)
+def small_bound(space: PruningSpace, seed: int, channels: tuple[int, ...] = (4, 5, 6, 4, 5),
+                groups: tuple[int, ...] = ()) -> Bound:
+    cost = SmallCost(list(channels), seed, groups)
     n = len(cost.channels)
     return Bound(space, cost, n, cost.channels.astype(float),  # type: ignore[arg-type]
                  kept_channels(cost.channels, np.full(n, space.r_max), space.round_to),
@@ -194,3 +211,125 @@ def test_count_below_counts_columns_under_each_bound_exactly():
         cost = base[:, :, None] + slope[:, :, None] * c[:, None, :] + d * c[:, None, :] ** 2
         assert np.array_equal(got[0], (cost < lo).sum(2))
         assert np.array_equal(got[1], (cost < hi).sum(2))
+
+
+def pooled_chisquare(counts: np.ndarray, expected: np.ndarray) -> float:
+    """Chi-square p-value with the cells expecting fewer than 5 draws pooled into one."""
+    small = expected < 5
+    counts = np.append(counts[~small], counts[small].sum())
+    expected = np.append(expected[~small], expected[small].sum())
+    keep = expected > 0
+    return float(chisquare(counts[keep], expected[keep]).pvalue)
+
+
+@pytest.mark.parametrize(("extra", "seed", "groups", "theta"), [
+    ({}, 0, (0, 0, 1, 2, 2), None),  # three blocks, the tilt solved
+    ({}, 1, (0, 0, 0, 0, 0), None),  # one block of every unit
+    ({"c_mcb": 1.0, "mcb_tol": 0.3}, 2, (0, 1, 1, 2, 3), None),
+    ({"c_params": 0.3}, 3, (0, 0, 1, 1, 2), None),  # two bands
+    ({"round_to": 2}, 4, (0, 1, 1, 2, 2), None),
+    ({}, 5, (0, 0, 1, 2, 2), (-6.0, 3.0)),  # a strong tilt, params tilted with no params band
+])
+def test_blocks_draw_the_enumerated_law(extra, seed, groups, theta):
+    b = small_bound(PruningSpace(**{"c_flops": 0.3, "delta": 0.03, **extra}), seed, groups=groups)
+    combos, prob = exact_law(b)
+    assert len(combos) >= 2
+    sampler = Sampler(b)
+    if theta is None:
+        assert sampler.block is not None
+        blk, rate = sampler.block
+    else:
+        blk = BlockSampler(b, sampler.lv, blocks(b, sampler.lv, sampler.forms),
+                           np.array(theta))
+        rate = blk.rate(4096, np.random.default_rng(0))
+    assert len(blk.blocks) == len(set(groups)) or len(blk.blocks) < len(set(groups))  # merged
+    m = 20_000
+    r = blk.draw(m, np.random.default_rng(seed), rate)
+    assert r.shape == (m, b.n)
+    kept = kept_channels(b.cost.channels, r, b.space.round_to)
+    index = {tuple(c): i for i, c in enumerate(combos)}
+    counts = np.bincount([index[tuple(k)] for k in kept], minlength=len(combos))
+    assert pooled_chisquare(counts, prob * m) > 0.001
+    lv = [unit_levels(int(c), b.space.round_to, b.space.r_max) for c in b.cost.channels]
+    for u, (k, lo, ln) in enumerate(lv):  # each ratio uniform on its level's interval
+        pos = np.searchsorted(k, kept[:, u])
+        assert kstest((r[:, u] - lo[pos]) / ln[pos], "uniform").pvalue > 0.001 / len(lv)
+
+
+def test_block_costs_are_the_exact_cost():
+    cost = resnet56_internal()
+    b = Decoder(PruningSpace(c_flops=0.5), cost).bound
+    lv = levels(b)
+    forms = (quadratic_form(b, True), quadratic_form(b, False))
+    parts = blocks(b, lv, forms)
+    assert parts is not None
+    assert sorted(np.concatenate([blk.units for blk in parts[0]])) == list(range(b.n))
+    sampler = BlockSampler(b, lv, parts, np.zeros(2))
+    picks, total = sampler.propose(200, np.random.default_rng(0))
+    idx = np.empty((200, b.n), np.int64)
+    for blk, pick in zip(parts[0], picks, strict=True):
+        idx[:, blk.units] = blk.cells[pick]
+    flops, params = cost.batch(lv.kept[np.arange(b.n), idx])
+    assert np.array_equal(total[:, 0], flops) and np.array_equal(total[:, 1], params)
+    residual = Decoder(PruningSpace(c_flops=0.5), resnet20()).sampler  # a stage is one block
+    assert blocks(residual.b, residual.lv, residual.forms) is None
+
+
+@pytest.mark.parametrize("space", [PruningSpace(c_flops=0.45),
+                                   PruningSpace(c_flops=0.5, c_mcb=1.0),
+                                   PruningSpace(c_flops=0.5, c_params=0.5)])
+def test_blocks_match_rejection_on_resnet56(space):
+    decoder = Decoder(space, resnet56_internal())
+    assert decoder.sampler.block is not None
+    n = 600
+    exact, _ = reject(decoder.bound, n, np.random.default_rng(1), 10**7, 65536)
+    assert len(exact) == n
+    drawn = decoder.sample(n, seed=3)
+    assert drawn.inside.all()
+    p = ks_pvalues(decoder, exact, drawn.recipes)
+    assert p.min() > 0.01 / len(p), p  # Bonferroni over 27 units, std and mCB
+
+
+def test_the_tilt_correction_is_what_makes_blocks_exact():
+    """A wide band and a strong tilt: corrected draws match rejection, uncorrected ones do not."""
+    decoder = Decoder(PruningSpace(c_flops=0.45, delta=0.05), resnet56_internal())
+    sampler = decoder.sampler
+    blk = BlockSampler(decoder.bound, sampler.lv, blocks(decoder.bound, sampler.lv, sampler.forms),
+                       np.array([-30.0, 0.0]))
+    n = 600
+    exact, _ = reject(decoder.bound, n, np.random.default_rng(1), 10**6, 16384)
+    drawn = blk.draw(n, np.random.default_rng(3), blk.rate(16384, np.random.default_rng(2)))
+    p = ks_pvalues(decoder, exact, drawn)
+    assert p.min() > 0.01 / len(p), p
+    flops = decoder.describe(exact).flops_ratio  # the statistic the tilt moves most
+    assert ks_2samp(flops, decoder.describe(drawn).flops_ratio).pvalue > 0.01
+    picks, total = blk.propose(20_000, np.random.default_rng(4))  # in-band, tilt not undone
+    ratio = total / blk.scale
+    inside = np.flatnonzero(decoder.bound.overshoot(ratio[:, 0], ratio[:, 1]) == 0)[:n]
+    idx = np.empty((len(inside), decoder.n), np.int64)
+    for part, pick in zip(blk.blocks, picks, strict=True):
+        idx[:, part.units] = part.cells[pick[inside]]
+    biased = blk.ratios(idx, np.random.default_rng(5))
+    assert len(biased) == n
+    assert ks_2samp(flops, decoder.describe(biased).flops_ratio).pvalue < 1e-6
+
+
+def test_sample_takes_blocks_and_keeps_gibbs_callable():
+    decoder = Decoder(PruningSpace(c_flops=0.25, c_params=0.3), resnet56_internal())
+    starts = lambda rng, m: decoder.decode(rng.random((m, decoder.n_genes))).recipes  # noqa: E731
+    sampler = decoder.sampler
+    fast = sampler.draw(1000, 0, starts)
+    assert np.array_equal(fast, sampler.draw(1000, 0, starts, method="blocks"))
+    assert np.array_equal(decoder.sample(1000, seed=0).recipes, fast)
+    assert decoder.describe(fast).inside.all() and len(np.unique(fast, axis=0)) == 1000
+    old = sampler.draw(20, 0, starts, method="gibbs")
+    assert decoder.describe(old).inside.all() and not np.array_equal(old, fast[:20])
+    start = time.perf_counter()
+    sampler.draw(1000, 1, starts)
+    assert time.perf_counter() - start < 5.0  # about 0.7 s on a busy 2-core EPYC (>= 200/s)
+    with pytest.raises(EvopruneError, match="method must be one of"):
+        sampler.draw(1, 0, starts, method="fast")
+    residual = Decoder(PruningSpace(c_flops=0.25), resnet20()).sampler
+    assert residual.block is None
+    with pytest.raises(EvopruneError, match="block sampler does not apply"):
+        residual.draw(1, 0, starts, method="blocks")

@@ -51,6 +51,18 @@ CHUNK = 4096  # chains run at once (memory bound)
 PILOT = 4096  # uniform draws judged before choosing rejection or Gibbs
 REJECT_PER_DRAW = 2000  # rejection draws that cost about as much as one Gibbs draw ...
 REJECT_FLOOR = 30_000  # ... and as much as a Gibbs run's fixed cost (sample(1))
+BLOCK_CELLS = 1 << 20  # most level combinations of one block the block sampler tabulates
+BLOCK_MERGE = 4096  # small blocks are joined up to this many combinations
+GUIDE = 8  # guide-table buckets per cell of a block ...
+GUIDE_MAX = 1 << 18  # ... at most this many
+BLOCK_PILOT = 16_384  # proposals judging each tilt (the best one is kept)
+BLOCK_BATCH = 65_536  # most proposals at once
+BLOCK_MIN_BATCH = 256  # fewest proposals at once
+BLOCK_MIN_RATE = 1e-4  # kept per proposal below which the block sampler gives way to Gibbs
+TILT_STEPS = 40  # Newton steps solving the tilt
+TILT_CELLS = 4096  # cells per block the tilt's solve reads (a regular subset)
+TILT_MAX = 1e5  # |θ| bound (a band beyond the reachable range stops the solve there)
+METHODS = ("auto", "blocks", "gibbs")  # Sampler.draw: blocks where they apply, else gibbs
 
 
 Flow = tuple[np.ndarray, np.ndarray, list[np.ndarray]]  # units, ±1 signs, their form blocks
@@ -183,6 +195,221 @@ def count_below(base: np.ndarray, slope: np.ndarray, d: int, c: np.ndarray,
             return at
         at = at - down + up
     raise EvopruneError("internal: a Gibbs step's cost does not rise with the kept channels")
+
+
+@dataclass(frozen=True)
+class Block:
+    """Units that share a cost term (a bottleneck's convs), with every level combination."""
+
+    units: np.ndarray  # (U,) the block's units
+    cells: np.ndarray  # (C, U) each unit's level index in each combination of positive weight
+    cost: np.ndarray  # (C, 2) int64: the FLOPs and params terms of the block's units
+    log_len: np.ndarray  # (C,) log of the product of the units' ratio-interval lengths
+
+
+def blocks(b: Bound, lv: Levels, forms: tuple[np.ndarray, np.ndarray], cap: int = BLOCK_CELLS
+           ) -> tuple[list[Block], np.ndarray] | None:
+    """Split the units into blocks no cost term joins, with the constant (FLOPs, params).
+
+    The cost is then a constant plus one term per block. None when a block has more than
+    `cap` level combinations (residual units join a whole stage into one block).
+    """
+    from scipy.sparse.csgraph import connected_components
+
+    n = b.n
+    joined = (forms[0][:n, :n] != 0) | (forms[1][:n, :n] != 0)
+    count, label = connected_components(joined, directed=False)
+    out = []
+    for c in range(count):
+        units = np.flatnonzero(label == c)
+        sizes = lv.count[units]
+        if float(np.prod(sizes.astype(np.float64))) > cap:
+            return None
+        grid = np.stack(np.unravel_index(np.arange(int(np.prod(sizes))), tuple(sizes)), 1)
+        length = np.prod(lv.length[units, grid], axis=1)
+        grid = grid[length > 0]
+        k = lv.kept[units, grid]
+        cost = np.stack([((k @ s[np.ix_(units, units)]) * k).sum(1) // 2 + k @ s[units, n]
+                         for s in forms], 1)
+        out.append(Block(units, grid, cost, np.log(length[length > 0])))
+    const = np.array([s[n, n] // 2 for s in forms], dtype=np.int64)
+    return merged(out), const
+
+
+def merged(parts: list[Block], cells: int = BLOCK_MERGE) -> list[Block]:
+    """Small blocks joined into blocks of at most `cells` combinations (fewer draws per proposal)."""
+    out: list[Block] = []
+    for blk in parts:
+        last = out[-1] if out else None
+        if last is None or len(last.log_len) * len(blk.log_len) > cells:
+            out.append(blk)
+            continue
+        a, c = np.divmod(np.arange(len(last.log_len) * len(blk.log_len)), len(blk.log_len))
+        out[-1] = Block(np.concatenate([last.units, blk.units]),
+                        np.concatenate([last.cells[a], blk.cells[c]], 1),
+                        last.cost[a] + blk.cost[c], last.log_len[a] + blk.log_len[c])
+    return out
+
+
+class BlockSampler:
+    """Exact i.i.d. draws by rejection from a cost-tilted law that factorises over blocks.
+
+    Proposal: each block's level combination drawn ∝ Π len · exp(θ_f·f_b/F0 + θ_p·p_b/P0),
+    independently (the cost is a sum of block terms). A proposal inside every band (exact
+    integer cost) is kept with probability exp(-θ_f·f/F0 - θ_p·p/P0 - M), M the largest value
+    of that exponent over the bands' (f, p) box, so kept draws follow Π len on the bands
+    exactly; each ratio is then uniform on its level's interval. Thin bands make the bound
+    tight: the tilt only moves the proposal onto the band.
+    """
+
+    def __init__(self, b: Bound, lv: Levels, parts: tuple[list[Block], np.ndarray],
+                 theta: np.ndarray) -> None:
+        self.b, self.lv = b, lv
+        self.blocks, self.const = parts
+        self.theta = theta
+        self.scale = np.array([b.cost.base_flops, b.cost.base_params], dtype=np.float64)
+        self.cdf: list[np.ndarray] = []
+        self.guide: list[tuple[np.ndarray, np.ndarray]] | None = None  # built by `draw`
+        tf, tp = theta / self.scale
+        for blk in self.blocks:
+            log_q = blk.log_len + blk.cost[:, 0] * tf + blk.cost[:, 1] * tp
+            cdf = np.cumsum(np.exp(log_q - log_q.max()))
+            self.cdf.append(cdf)
+        self.bound = tilt_bound(b, theta)
+
+    def propose(self, m: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """m proposals: each block's cell (B, m) and the exact integer costs (m, 2)."""
+        u = rng.random((len(self.blocks), m))
+        picks = np.empty((len(self.blocks), m), np.int64)
+        flops, params = np.full(m, self.const[0]), np.full(m, self.const[1])
+        for k, (blk, cdf) in enumerate(zip(self.blocks, self.cdf, strict=True)):
+            if self.guide is None:
+                pick = np.searchsorted(cdf, u[k] * cdf[-1], side="right")
+            else:  # the same cells, most without a search
+                lo, hi = self.guide[k]
+                bucket = np.minimum((u[k] * len(lo)).astype(np.int64), len(lo) - 1)
+                pick = lo[bucket].astype(np.int64)
+                unsure = np.flatnonzero(hi[bucket] != pick)
+                pick[unsure] = np.searchsorted(cdf, u[k, unsure] * cdf[-1], side="right")
+            picks[k] = pick = np.minimum(pick, len(cdf) - 1)  # u·total rounded up to the total
+            flops += blk.cost[pick, 0]
+            params += blk.cost[pick, 1]
+        return picks, np.stack([flops, params], 1)
+
+    def accept(self, total: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Which proposals (by their costs) are kept: inside every band, then the tilt's ratio."""
+        ratio = total / self.scale
+        inside = self.b.overshoot(ratio[:, 0], ratio[:, 1]) == 0
+        log_keep = np.minimum(-(ratio @ self.theta) - self.bound, 0.0)
+        return inside & (rng.random(len(total)) < np.exp(log_keep))
+
+    def draw(self, n: int, rng: np.random.Generator, rate: float) -> np.ndarray:
+        """n i.i.d. recipes (n, N); `rate` (kept per proposal, from a pilot) sizes the batches."""
+        buckets = sum(min(GUIDE * len(cdf), GUIDE_MAX) for cdf in self.cdf)
+        if self.guide is None and n / rate * len(self.blocks) > 4 * buckets:  # pays for itself
+            self.guide = [guide_table(cdf) for cdf in self.cdf]
+        got: list[np.ndarray] = []
+        need = n
+        while need > 0:
+            m = int(min(max(1.3 * need / rate, BLOCK_MIN_BATCH), BLOCK_BATCH))
+            picks, total = self.propose(m, rng)
+            keep = np.flatnonzero(self.accept(total, rng))[:need]
+            idx = np.empty((len(keep), self.b.n), np.int64)
+            for blk, pick in zip(self.blocks, picks, strict=True):
+                idx[:, blk.units] = blk.cells[pick[keep]]
+            got.append(self.ratios(idx, rng))
+            need -= len(keep)
+        return np.concatenate(got)
+
+    def ratios(self, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Ratios uniform on the intervals of levels idx (a float edge case: the level's middle)."""
+        units = np.arange(self.b.n)
+        lo, length = self.lv.lo[units, idx], self.lv.length[units, idx]
+        r = lo + rng.random(idx.shape) * length
+        bad = kept_channels(self.b.cost.channels, r, self.b.rt) != self.lv.kept[units, idx]
+        return np.where(bad, lo + 0.5 * length, r)
+
+    def rate(self, m: int, rng: np.random.Generator) -> float:
+        """Kept draws per proposal, estimated from m proposals."""
+        return float(self.accept(self.propose(m, rng)[1], rng).mean())
+
+
+def guide_table(cdf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per bucket of u in [0, 1): the first and last cell `searchsorted(cdf, u·cdf[-1])` can give.
+
+    Where the two agree the bucket picks its cell without a search (most buckets); the edges
+    are widened by 1e-12 of the total so float rounding never hides a second cell.
+    """
+    buckets = int(min(GUIDE * len(cdf), GUIDE_MAX))
+    edges = np.arange(buckets + 1) / buckets * cdf[-1]
+    slack = 1e-12 * cdf[-1]
+    first = np.searchsorted(cdf, edges[:-1] - slack, side="right")
+    last = np.searchsorted(cdf, edges[1:] + slack, side="right")
+    return first.astype(np.int32), np.minimum(last, len(cdf) - 1).astype(np.int32)
+
+
+def tilt_bound(b: Bound, theta: np.ndarray) -> float:
+    """The largest -θ·(f/F0, p/P0) over the bands' box of (FLOPs, params) ratios."""
+    s, cost = b.space, b.cost
+    f_lo = f_hi = p_lo = p_hi = 0.0
+    for form, lo, hi in monotone_bands(b):
+        base = cost.base_flops if form == 0 else cost.base_params
+        if form == 0:
+            f_lo, f_hi = (lo - 1) / base, (hi + 1) / base
+        else:
+            p_lo, p_hi = (lo - 1) / base, (hi + 1) / base
+    if s.c_mcb is not None:  # mCB = f / p within c_mcb ± mcb_tol
+        p_lo, p_hi = f_lo / (s.c_mcb + s.mcb_tol) * (1 - 1e-9), f_hi / (s.c_mcb - s.mcb_tol) * (1 + 1e-9)
+    return float(max(-(theta[0] * f + theta[1] * p) for f in (f_lo, f_hi) for p in (p_lo, p_hi)))
+
+
+def solve_tilt(b: Bound, parts: tuple[list[Block], np.ndarray], free: np.ndarray) -> np.ndarray:
+    """θ (the free entries) whose tilted law has its mean (FLOPs, params) ratios at the bands' centres.
+
+    Newton's method on the tilted mean (its Jacobian is the tilted covariance), halving steps
+    that do not bring the mean closer; θ stays 0 where `free` is False. The moments are read
+    on a regular subset of each large block's cells: any θ keeps the draws exact.
+    """
+    s, cost = b.space, b.cost
+    scale = np.array([cost.base_flops, cost.base_params], dtype=np.float64)
+    goal = np.zeros(2)
+    centre = dict((form, 0.5 * (lo + hi) / scale[form]) for form, lo, hi in monotone_bands(b))
+    goal[0] = centre.get(0, 0.0)
+    goal[1] = centre[1] if 1 in centre else goal[0] / s.c_mcb if s.c_mcb is not None else 0.0
+    thin = [max(len(blk.log_len) // TILT_CELLS, 1) for blk in parts[0]]  # θ need not be exact
+    scaled = [(blk.cost[::t] / scale, blk.log_len[::t]) for blk, t in zip(parts[0], thin)]
+    const = parts[1] / scale
+
+    def moments(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean, cov = const.copy(), np.zeros((2, 2))
+        for c, log_len in scaled:
+            log_q = log_len + c @ theta
+            w = np.exp(log_q - log_q.max())
+            w /= w.sum()
+            mu = w @ c
+            d = c - mu
+            mean += mu
+            cov += (d * w[:, None]).T @ d
+        return mean, cov
+
+    theta = np.zeros(2)
+    if not free.any():
+        return theta
+    mean, cov = moments(theta)
+    for _ in range(TILT_STEPS):
+        gap = (mean - goal)[free]
+        if np.abs(gap).max() < 1e-6:
+            break
+        step = np.zeros(2)
+        step[free] = np.linalg.lstsq(cov[np.ix_(free, free)], -gap, rcond=None)[0]
+        for _ in range(30):
+            trial = np.clip(theta + step, -TILT_MAX, TILT_MAX)
+            t_mean, t_cov = moments(trial)
+            if np.abs((t_mean - goal)[free]).max() < np.abs(gap).max():
+                break
+            step /= 2
+        theta, mean, cov = trial, t_mean, t_cov
+    return theta
 
 
 class _Chains:
@@ -349,7 +576,7 @@ class _Chains:
 
 
 class Sampler:
-    """The paper's initial space restricted to a bound space's bands: rejection and Gibbs."""
+    """The paper's initial space restricted to a bound space's bands: blocks, rejection, Gibbs."""
 
     def __init__(self, b: Bound) -> None:
         self.b = b
@@ -360,6 +587,40 @@ class Sampler:
         self.flows = [self._flow(np.flatnonzero(widths == widths[i]), i) for i in range(b.n)]
         # the unit drawn with unit i's flow: any unit of another width (finer, or elsewhere)
         self.others = [np.flatnonzero(widths != widths[i]) for i in range(b.n)]
+        self._block: tuple[BlockSampler, float] | bool | None = False  # False: not built yet
+
+    @property
+    def block(self) -> tuple[BlockSampler, float] | None:
+        """The block sampler with its pilot rate (kept per proposal), or None where it does not apply.
+
+        Built on first use: θ solved on each thin band (FLOPs, params); beside it, for an mCB
+        band θ on params too, for a FLOPs range no tilt (plain rejection over the levels); a
+        fixed-seed pilot keeps the best. None when a block has too many level combinations or
+        the best rate is below BLOCK_MIN_RATE.
+        """
+        if self._block is False:
+            self._block = self._build_block()
+        return self._block  # type: ignore[return-value]
+
+    def _build_block(self) -> tuple[BlockSampler, float] | None:
+        parts = blocks(self.b, self.lv, self.forms)
+        if parts is None:
+            return None
+        s = self.b.space
+        banded = {form for form, _, _ in self.bands}
+        frees = [np.array([0 in banded, 1 in banded])]  # thin bands: tilt onto each
+        if s.c_mcb is not None:  # a wide params range: tilting params may cost more than it gains
+            frees.append(np.array([True, True]))
+        if s.c_flops_max is not None:  # a wide FLOPs range, likewise
+            frees.append(np.zeros(2, bool))
+        rng = np.random.default_rng(0)
+        best: tuple[BlockSampler, float] | None = None
+        for free in frees:
+            sampler = BlockSampler(self.b, self.lv, parts, solve_tilt(self.b, parts, free))
+            rate = sampler.rate(BLOCK_PILOT, rng)
+            if best is None or rate > best[1]:
+                best = (sampler, rate)
+        return best if best is not None and best[1] >= BLOCK_MIN_RATE else None
 
     def _flow(self, group: np.ndarray, i: int) -> Flow:
         """Unit i flowing against the other units of `group` (its width: a ResNet stage)."""
@@ -404,13 +665,24 @@ class Sampler:
             order = np.append(order, rng.choice(order[:-1]))
         return order.reshape(-1, 2)
 
-    def draw(self, n: int, seed: int, starts: Callable[[np.random.Generator, int], np.ndarray]
-             ) -> np.ndarray:
-        """n i.i.d. draws of the target: rejection if a pilot batch says it is cheap, else Gibbs.
+    def draw(self, n: int, seed: int, starts: Callable[[np.random.Generator, int], np.ndarray],
+             method: str = "auto") -> np.ndarray:
+        """n i.i.d. draws of the target: the block sampler where it applies, else `gibbs`.
 
-        `starts(rng, m)` returns m in-band recipes the Gibbs chains start from.
+        `gibbs` (the path before the block sampler): rejection if a pilot batch says it is
+        cheap, else Gibbs chains started at `starts(rng, m)`, m in-band recipes. `blocks`
+        refuses a space the block sampler does not apply to.
         """
+        if method not in METHODS:
+            raise EvopruneError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         rng = np.random.default_rng(seed)
+        if method != "gibbs" and self.block is not None:
+            sampler, rate = self.block
+            return sampler.draw(n, rng, rate)
+        if method == "blocks":
+            raise EvopruneError("the block sampler does not apply to this space (a block of "
+                                "units sharing cost terms has too many level combinations, or "
+                                "its tilted proposals rarely land in the bands): use auto")
         got, draws = reject(self.b, n, rng, PILOT, PILOT)
         need = n - len(got)
         expected = need * draws / max(len(got), 1e-9)  # rejection draws for the rest
