@@ -47,7 +47,17 @@ def run_bench(name: str, **options: Any) -> tuple[list[dict[str, Any]], str]:
     if name == "coverage":
         from evoprune.coverage import coverage_table, format_coverage
 
-        rows = coverage_table(options["models"] or None, size=options["size"])
+        zoo = options.get("zoo") or "torchvision"
+        size = options.get("size") or (64 if zoo == "timm" else 224)
+        if size < 1:
+            raise EvopruneError("bench coverage: --size must be positive")
+        if zoo == "timm":
+            import importlib.util
+
+            if importlib.util.find_spec("timm") is None:
+                raise EvopruneError("bench coverage --zoo timm needs timm: "
+                                    "pip install 'evoprune[timm]'")
+        rows = coverage_table(options["models"] or None, size=size, zoo=zoo)
         return rows, format_coverage(rows)
     if name in ("cost", "space"):
         options["models"] = options["models"] or (COST_MODELS if name == "cost"

@@ -355,13 +355,16 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     search.add_argument("--n-synthetic", type=int, default=2048,
                         help="training images of the synthetic case (default 2048)")
     search.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:i]")
-    coverage = sub.add_parser("coverage", help="torchvision's CNN families: units, exact cost, "
-                                               "pruned run, round trip, decode, seconds")
+    coverage = sub.add_parser("coverage", help="torchvision's (or timm's) CNN families: units, "
+                                               "exact cost, pruned run, round trip, decode, "
+                                               "seconds")
     coverage.add_argument("--models", nargs="+",
-                          help="torchvision model names (default: one per family)")
-    coverage.add_argument("--size", type=int, default=224,
-                          help="input side in pixels (default 224; each model's smallest if "
-                               "larger)")
+                          help="model names of the zoo (default: one per family)")
+    coverage.add_argument("--zoo", choices=("torchvision", "timm"), default="torchvision",
+                          help="torchvision (default) or timm (pip install 'evoprune[timm]')")
+    coverage.add_argument("--size", type=int,
+                          help="input side in pixels (default 224, timm 64; each model's "
+                               "smallest if larger)")
     precision = sub.add_parser("precision", help="fp32 against bf16 autocast: base training "
                                                  "and proxy fine-tune accuracy, and speed "
                                                  "(resnet20 on Fashion-MNIST)")

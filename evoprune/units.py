@@ -20,6 +20,7 @@ every *consumer* (a concatenation maps it to an offset; a flatten to a block of 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -149,11 +150,44 @@ def _flattens(node: Any, depth: int = 8) -> bool:
     return False
 
 
+def _channel_view(graph: Any, node: Any) -> bool:
+    """True when a reshape only adds or drops singleton dimensions (a per-channel view).
+
+    ConvNeXt's layer scale (`gamma.reshape(1, -1, 1, 1)`), ConvNeXt-V2's GRN (`weight.view`),
+    ECA's `(B, C) -> (B, 1, C)` and NF-ResNet's `gain.view(-1)` keep every channel where it is;
+    a channel shuffle's `view(b, g, c // g, h, w)` splits the channel dimension. The shapes are
+    those `_ViewShapes` recorded while the graph was traced.
+    """
+    shapes = graph.__dict__.get("evoprune_views", {})
+    grad_fn = node.grad_fn
+    out = shapes.get(grad_fn)
+    before = getattr(grad_fn, "_saved_self_sym_sizes", None)
+    if out is None or before is None:
+        return False
+    return [int(d) for d in before if d != 1] == [int(d) for d in out if d != 1]
+
+
+class _ViewShapes(torch.overrides.TorchFunctionMode):
+    """Record the output shape of every view or reshape a traced forward runs, by its grad_fn."""
+
+    def __init__(self, shapes: dict[Any, tuple[int, ...]]) -> None:
+        super().__init__()
+        self.shapes = shapes
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        grad_fn = getattr(out, "grad_fn", None) if isinstance(out, torch.Tensor) else None
+        if grad_fn is not None and ("View" in grad_fn.name() or "Reshape" in grad_fn.name()):
+            self.shapes[grad_fn] = tuple(out.shape)
+        return out
+
+
 def _install_reshape_guard() -> None:
     """Let DepGraph survive reshapes it cannot map (a channel shuffle): mark them opaque.
 
     Torch-Pruning 1.6 divides by zero on `x.view(b, g, c // g, h, w)`; the guarded mapping
     records the node on the graph instead, and `find_units` leaves out every group through it.
+    A per-channel view (`_channel_view`) passes its channels through unchanged.
     """
     from torch_pruning import ops
     from torch_pruning.dependency import index_mapping
@@ -163,6 +197,8 @@ def _install_reshape_guard() -> None:
         return
 
     def guarded(graph: Any, node: Any) -> None:
+        if node.type == ops.OPTYPE.RESHAPE and _channel_view(graph, node):
+            return  # identity on the channels: no index mapping
         if node.type == ops.OPTYPE.RESHAPE and not _flattens(node):
             graph.__dict__.setdefault("evoprune_opaque", set()).add(node)
             return  # not a flatten into a classifier: Torch-Pruning would map it as one
@@ -193,6 +229,68 @@ def frozen_mappings() -> Iterator[None]:
         index_mapping.update_index_mapping = original
 
 
+def _scale_parameters(model: nn.Module) -> dict[nn.Parameter, str]:
+    """Per-output-channel parameters a conv or linear holds beside weight and bias (NF's gain)."""
+    found: dict[nn.Parameter, str] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            out = _out_channels(m)
+            for pname, p in m.named_parameters(recurse=False):
+                if pname not in ("weight", "bias") and p.dim() >= 1 and p.shape[0] == out \
+                        and p.numel() == out:
+                    found[p] = f"{name}.{pname}" if name else pname
+    return found
+
+
+def _data_free(node: Any, memo: dict[Any, bool]) -> bool:
+    """True when a traced node computes from parameters alone (a weight standardisation)."""
+    from torch_pruning import ops
+
+    if node in memo:
+        return memo[node]
+    memo[node] = False  # a cycle is data
+    if node.type == ops.OPTYPE.PARAMETER:
+        result = True
+    elif isinstance(node.module, nn.Module) and next(node.module.parameters(False), None) is not None:
+        result = False
+    else:
+        result = all(_data_free(n, memo) for n in node.inputs)
+    memo[node] = result
+    return result
+
+
+def _weight_paths(module2node: dict[Any, Any]) -> None:
+    """Cut the weight computations that tracing links into a layer's input, in place.
+
+    NF-ResNet's ScaledStdConv2d standardises its weight in the forward; autograd shows that
+    computation as an input of the conv, so DepGraph would tie it to the conv's input channels.
+    It carries no data: the link goes, and each per-output-channel parameter on the path (the
+    gain) is linked to the layer's outputs instead, so it is cut with the filters.
+    """
+    from torch_pruning import ops
+
+    memo: dict[Any, bool] = {}
+    for node in list(module2node.values()):
+        if not isinstance(node.module, (nn.Conv2d, nn.Linear)):
+            continue
+        for inp in [n for n in node.inputs if _data_free(n, memo)]:
+            node.inputs.remove(inp)
+            inp.outputs.remove(node)
+            stack, seen = [inp], set()
+            while stack:
+                n = stack.pop()
+                if n not in seen:
+                    seen.add(n)
+                    stack.extend(n.inputs)
+            for n in seen:  # the path is detached whole: it computes a weight, not features
+                n.inputs = [i for i in n.inputs if i not in seen]
+                n.outputs = [o for o in n.outputs if o not in seen]
+                if n.type == ops.OPTYPE.PARAMETER and n.module.shape[0] == _out_channels(node.module) \
+                        and n not in node.outputs:
+                    node.add_output(n)
+                    n.add_input(node)
+
+
 def build_graph(model: nn.Module, in_shape: Sequence[int]) -> Any:
     """Trace Torch-Pruning's DependencyGraph of `model` without changing its train/eval mode.
 
@@ -204,13 +302,28 @@ def build_graph(model: nn.Module, in_shape: Sequence[int]) -> Any:
     _install_reshape_guard()
     shape = tuple(int(s) for s in in_shape)
     small = (shape[0], *(min(s, TRACE_SIZE) for s in shape[1:]))
+    scales = _scale_parameters(model)
     for trial in dict.fromkeys((small, shape)):
-        with preserved_mode(model), torch.enable_grad():
+        graph = tp.DependencyGraph()
+        graph.evoprune_views = {}
+        trace = graph._trace
+
+        def traced(*args: Any, trace: Any = trace, **kwargs: Any) -> Any:
+            module2node = trace(*args, **kwargs)
+            _weight_paths(module2node)
+            return module2node
+
+        graph._trace = traced
+        with preserved_mode(model), torch.enable_grad(), _ViewShapes(graph.evoprune_views):
             try:
-                return tp.DependencyGraph().build_dependency(
-                    model, example_inputs=example_input(model, trial), verbose=False)
+                graph.build_dependency(
+                    model, example_inputs=example_input(model, trial), verbose=False,
+                    unwrapped_parameters=[(p, 0) for p in scales] or None)
             except Exception as exc:
                 error = exc
+                continue
+        graph._param_to_name.update(scales)
+        return graph
     raise EvopruneError(f"cannot trace the model at input shape {shape}: "
                         f"{type(error).__name__}: {error}") from None
 
@@ -281,7 +394,7 @@ def _read_group(graph: Any, group: Any, names: Mapping[Any, str], channels: int,
         if node in opaque:
             g.reason = "its channels pass a reshape that mixes them (a channel shuffle)"
         elif node.type in (tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.UNBIND, tp.ops.OPTYPE.SLICE):
-            g.reason = "its channels pass a split or chunk whose sizes the forward fixes"
+            g.reason = "its channels pass a split, chunk or slice whose sizes the forward fixes"
         found = _group_layer(graph, names, dep)
         if found is None:
             continue
@@ -308,6 +421,61 @@ def _read_group(graph: Any, group: Any, names: Mapping[Any, str], channels: int,
     return g
 
 
+MAX_VISITS = 64  # one layer met this often in one group: Torch-Pruning is going round in circles
+TIME_LIMIT = 300.0  # seconds find_units may take before it stops with one line
+
+
+class _TooCostly(Exception):
+    """A group's expansion that revisits the same layers with ever new index subsets."""
+
+
+def _describe(node: Any) -> str:
+    """A node's short name: a layer's qualified name, or an op such as 'a slice'."""
+    name = str(node.name or "")
+    if name.startswith("_"):  # an op: _Slice_6(...), _ElementWiseOp_12(AddBackward0)
+        kind = name[1:].split("_")[0].removesuffix("Op").lower()
+        if kind == "elementwise":
+            kind = name.partition("(")[2].rstrip(")").removesuffix("Backward0").lower() or kind
+        return f"a {kind}"
+    return name.split(" (")[0]
+
+
+@contextmanager
+def bounded_groups(deadline: float) -> Iterator[None]:
+    """Stop a group's expansion that cycles or runs past `deadline` (time.monotonic)."""
+    import time
+    from collections import Counter
+
+    from torch_pruning.dependency.group import Group
+
+    original = Group.add_dep
+
+    def add_dep(self: Any, dep: Any, idxs: Any) -> None:
+        counts = self.__dict__.setdefault("evoprune_visits", Counter())
+        counts[dep.target] += 1
+        if counts[dep.target] > MAX_VISITS or time.monotonic() > deadline:
+            raise _TooCostly(counts, counts[dep.target] <= MAX_VISITS)
+        original(self, dep, idxs)
+
+    Group.add_dep = add_dep
+    try:
+        yield
+    finally:
+        Group.add_dep = original
+
+
+def _too_costly(counts: Any, timed_out: bool) -> str:
+    """Name what a stopped expansion kept revisiting: the op first (a slice, a split), then a layer."""
+    top = [node for node, _ in counts.most_common()]
+    ops = [n for n in top if str(n.name or "").startswith("_")]
+    layers = [n for n in top if not str(n.name or "").startswith("_")]
+    where = " and ".join(_describe(n) for n in (ops[:1] + layers[:1]))
+    if timed_out:
+        return f"its channels were still being followed through {where}"
+    return (f"too costly to follow: Torch-Pruning revisits {where} with ever new channel "
+            "subsets (a residual add over part of the channels)")
+
+
 def _root_group(graph: Any, m: nn.Module) -> tuple[Any, int] | str | None:
     """Return the full-index group rooted at m's outputs (None: no outputs; str: why it fails)."""
     pruner = graph.get_pruner_of_module(m)
@@ -316,13 +484,17 @@ def _root_group(graph: Any, m: nn.Module) -> tuple[Any, int] | str | None:
         return None
     try:
         return graph.get_pruning_group(m, pruner.prune_out_channels, list(range(channels))), channels
+    except _TooCostly as stop:
+        return _too_costly(*stop.args)
     except Exception as exc:  # Torch-Pruning's index mapping fails on this structure
         return f"Torch-Pruning cannot map its channels ({type(exc).__name__})"
 
 
-def _channel_groups(graph: Any, model: nn.Module, last: nn.Module
+def _channel_groups(graph: Any, model: nn.Module, last: nn.Module, deadline: float
                     ) -> tuple[list[_Group], list[tuple[str, str]]]:
     """Return the DepGraph groups rooted at convs and linears, and those Torch-Pruning cannot map."""
+    import time
+
     names = {m: n for n, m in model.named_modules()}
     visited: set[Any] = set()
     groups: list[_Group] = []
@@ -330,8 +502,13 @@ def _channel_groups(graph: Any, model: nn.Module, last: nn.Module
     for m in list(graph.module2node):
         if not isinstance(m, (nn.Conv2d, nn.Linear)) or m is last or m in visited:
             continue
-        with frozen_mappings():
+        with frozen_mappings(), bounded_groups(deadline):
             found = _root_group(graph, m)
+        if time.monotonic() > deadline:
+            raise EvopruneError(
+                f"finding the prunable units took over {TIME_LIMIT:.0f} s (stopped at {names[m]}: "
+                f"{found if isinstance(found, str) else 'a very large channel group'}); "
+                "raise evoprune.units.TIME_LIMIT or prune a smaller model")  # one line
         if isinstance(found, str):
             visited.add(m)
             left.append((names[m], found))
@@ -387,9 +564,37 @@ def _merge_grouped(groups: list[_Group], modules: Mapping[str, nn.Module]) -> li
     return out
 
 
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[Any, Units]] = weakref.WeakKeyDictionary()
+
+
+def _structure(model: nn.Module) -> tuple[Any, ...]:
+    """What the units depend on: every module's name, class and parameter and buffer shapes."""
+    return tuple((name, type(m), tuple((k, tuple(p.shape)) for k, p in m.named_parameters(recurse=False)),
+                  tuple((k, tuple(b.shape)) for k, b in m.named_buffers(recurse=False)))
+                 for name, m in model.named_modules())
+
+
 def find_units(model: nn.Module, in_shape: Sequence[int], *, residual: bool = False) -> Units:
-    """Find the prunable units of `model` in a stable order (module order of their first producer)."""
+    """Find the prunable units of `model` in a stable order (module order of their first producer).
+
+    Found once per model object, input shape and `residual`; a later call on the same,
+    unchanged model returns the same `Units` (pruned copies are new objects and found anew).
+    """
     shape = tuple(int(s) for s in in_shape)
+    key = (shape, bool(residual), _structure(model))
+    cached = _CACHE.get(model, {})
+    if key in cached:
+        return cached[key]
+    units = _find_units(model, shape, bool(residual))
+    _CACHE.setdefault(model, {})[key] = units
+    return units
+
+
+def _find_units(model: nn.Module, shape: tuple[int, ...], residual: bool) -> Units:
+    """Trace the model's DepGraph and turn its channel groups into units (see `find_units`)."""
+    import time
+
+    deadline = time.monotonic() + TIME_LIMIT
     modules = dict(model.named_modules())
     index = {n: i for i, n in enumerate(modules)}
 
@@ -398,8 +603,9 @@ def find_units(model: nn.Module, in_shape: Sequence[int], *, residual: bool = Fa
 
     last = output_layer(model, shape)
     graph = build_graph(model, shape)
-    groups, left = _channel_groups(graph, model, modules[last])
+    groups, left = _channel_groups(graph, model, modules[last], deadline)
     found: list[Unit] = []
+    skipped = 0
     for g in _merge_grouped(groups, modules):
         if not g.producers:
             continue
@@ -409,6 +615,7 @@ def find_units(model: nn.Module, in_shape: Sequence[int], *, residual: bool = Fa
             left.append((producers[0], g.reason))
             continue
         if kind == RESIDUAL and not residual:
+            skipped += 1
             continue
         roots = tuple(sorted(g.roots, key=rank))
         found.append(Unit(producers[0], g.channels, kind, tuple(producers),
@@ -417,12 +624,16 @@ def find_units(model: nn.Module, in_shape: Sequence[int], *, residual: bool = Fa
                           roots if roots != (producers[0],) else (),
                           tuple(sorted((n, s, k) for (n, s), k in g.slices.items()))))
     found.sort(key=lambda u: rank(u.name))
+    left.sort(key=lambda x: rank(x[0]))
     if not found:
+        if skipped:
+            raise EvopruneError(f"every prunable channel group of the model is on a residual "
+                                f"path ({skipped} stage-width groups): use residual=True "
+                                "(--residual) to prune them")
         why = f" ({left[0][0]}: {left[0][1]})" if left else ""
         raise EvopruneError(f"the model has no prunable channel group{why}"
                             if left else "the model has no prunable channel group "
                             "(is it a single layer?)")
-    left.sort(key=lambda x: rank(x[0]))
     return Units(tuple(found), shape, residual, last, tuple(left))  # type: ignore[arg-type]
 
 

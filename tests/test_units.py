@@ -107,3 +107,101 @@ def test_kept_channels_properties(pairs, round_to):
         assert ((kept[pruned] % round_to == 0) | (kept[pruned] == c[pruned])).all()
         assert (kept[~pruned] == c[~pruned]).all()
     assert (kept_channels(c, np.maximum(r, np.minimum(r + 0.1, 0.999)), round_to) <= kept).all()  # monotone
+
+
+class _LayerScaleNet(torch.nn.Module):
+    """A residual stage with a layer scale (`gamma.reshape`), a GRN-style `.view` and a WS conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.fc1 = torch.nn.Conv2d(16, 32, 1)
+        self.fc2 = torch.nn.Conv2d(32, 16, 1)
+        self.gamma = torch.nn.Parameter(torch.ones(16))
+        self.grn = torch.nn.Parameter(torch.ones(32))
+        self.ws = _StdConv(16, 24, 3)
+        self.head = torch.nn.Linear(24, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        h = torch.relu(self.fc1(x)) * self.grn.view(1, -1, 1, 1)
+        x = x + self.fc2(h) * self.gamma.reshape(1, -1, 1, 1)
+        return self.head(torch.relu(self.ws(x)).mean((2, 3)))
+
+
+class _StdConv(torch.nn.Conv2d):
+    """NF-ResNet's weight-standardised conv: the weight is computed in the forward, with a gain."""
+
+    def __init__(self, cin: int, cout: int, k: int) -> None:
+        super().__init__(cin, cout, k, padding=k // 2)
+        self.gain = torch.nn.Parameter(torch.ones(cout, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = torch.nn.functional.batch_norm(self.weight.reshape(1, self.out_channels, -1), None,
+                                           None, weight=(self.gain * 0.5).view(-1), training=True,
+                                           momentum=0.0).reshape_as(self.weight)
+        return torch.nn.functional.conv2d(x, w, self.bias, padding=self.padding)
+
+
+def test_per_channel_views_are_not_shuffles_and_weight_paths_carry_no_channels():
+    from evoprune.cost import CostModel, flops_of, params_of
+    from evoprune.pruning import prune_channels
+
+    model = _LayerScaleNet().eval()
+    units = find_units(model, (3, 12, 12), residual=True)
+    by_name = {u.name: u for u in units}
+    assert units.left_out == ()  # no view is taken for a channel shuffle
+    assert by_name["stem"].kind == "residual" and "gamma" in by_name["stem"].followers
+    assert "grn" in by_name["fc1"].followers and "ws.gain" in by_name["ws"].followers
+    assert by_name["ws"].consumers == ("head",) and "ws" in by_name["stem"].consumers
+    cost = CostModel(model, units)
+    for recipe in (np.full(len(units), 0.5), np.array([0.25, 0.75, 0.5])):
+        kept = cost.kept(recipe)
+        pruned = prune_channels(model, units, kept).eval()
+        figures = cost.of_channels(kept)
+        assert (figures.flops, figures.params) == (flops_of(pruned, (3, 12, 12)), params_of(pruned))
+        assert pruned.ws.gain.shape[0] == kept[units.names.index("ws")]
+        assert pruned(torch.zeros(2, 3, 12, 12)).shape == (2, 10)
+
+
+def test_units_are_found_once_per_model_and_found_again_when_it_changes(monkeypatch):
+    from evoprune import units as units_module
+
+    calls = []
+    real = units_module._find_units
+    monkeypatch.setattr(units_module, "_find_units", lambda *a: calls.append(a) or real(*a))
+    model = build_model("resnet20", 10, DIGITS)
+    first = find_units(model, DIGITS)
+    assert find_units(model, DIGITS) is first and len(calls) == 1
+    assert find_units(model, DIGITS, residual=True) is not first and len(calls) == 2
+    model.layer1[0].conv1 = torch.nn.Conv2d(16, 8, 3, padding=1, bias=False)  # a new architecture
+    model.layer1[0].bn1 = torch.nn.BatchNorm2d(8)
+    model.layer1[0].conv2 = torch.nn.Conv2d(8, 16, 3, padding=1, bias=False)
+    assert find_units(model, DIGITS).channels[0] == 8 and len(calls) == 3
+
+
+def test_a_model_whose_groups_are_all_residual_says_use_residual():
+    class Plain(torch.nn.Module):  # every conv's output is summed into the stage (RepVGG-like)
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.b = torch.nn.Conv2d(8, 8, 3, padding=1)
+            self.c = torch.nn.Conv2d(8, 8, 1)
+            self.head = torch.nn.Linear(8, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.a(x)
+            x = torch.relu(self.b(x) + self.c(x) + x)
+            return self.head(x.mean((2, 3)))
+
+    with pytest.raises(EvopruneError, match=r"on a residual path .*residual=True \(--residual\)"):
+        find_units(Plain(), (3, 8, 8))
+    assert len(find_units(Plain(), (3, 8, 8), residual=True)) == 1
+
+
+def test_unit_finding_has_a_time_limit_that_names_where_it_stopped(monkeypatch):
+    from evoprune import units as units_module
+
+    monkeypatch.setattr(units_module, "TIME_LIMIT", 0.0)
+    with pytest.raises(EvopruneError, match=r"took over 0 s \(stopped at [\w.]+: its channels were still being followed through [\w.]+\); raise evoprune.units.TIME_LIMIT"):
+        find_units(build_model("resnet20", 10, DIGITS), DIGITS)

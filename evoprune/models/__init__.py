@@ -79,7 +79,7 @@ def model_names() -> list[str]:
 
 
 def build_model(name: str, num_classes: int, in_shape: tuple[int, ...]) -> nn.Module:
-    """Build zoo model `name` (or `torchvision:NAME`, `package.module:callable`) for (C, H, W)."""
+    """Build zoo model `name` (or `torchvision:NAME`, `timm:NAME`, `package.module:callable`) for (C, H, W)."""
     shape = tuple(int(s) for s in in_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise EvopruneError(f"in_shape must be (channels, height, width), got {in_shape}")
@@ -90,11 +90,15 @@ def build_model(name: str, num_classes: int, in_shape: tuple[int, ...]) -> nn.Mo
     if name.startswith("torchvision:"):  # before the generic module:callable branch
         tv_name = name.partition(":")[2]
         return _build_torchvision_model(tv_name, int(num_classes), shape)  # type: ignore[arg-type]
+    if name.startswith("timm:"):
+        from evoprune.models.timm_zoo import build_timm_model
+
+        return build_timm_model(name.partition(":")[2], int(num_classes), shape)  # type: ignore[arg-type]
     if ":" in name:
         return _build_user_model(name, int(num_classes), shape)  # type: ignore[arg-type]
     raise EvopruneError(
-        f"unknown model {name!r}: choose one of {', '.join(MODELS)}, torchvision:NAME "
-        "or package.module:callable"
+        f"unknown model {name!r}: choose one of {', '.join(MODELS)}, torchvision:NAME, "
+        "timm:NAME or package.module:callable"
     )
 
 
