@@ -334,6 +334,17 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     space.add_argument("--n", type=int, default=2000, help="genotypes decoded in one batch")
     space.add_argument("--seconds", type=float, default=5.0,
                        help="time given to the rejection sampler per case (default 5)")
+    sample = sub.add_parser("sample", help="recipes/s of `evoprune sample` (the block "
+                                           "sampler) against the Gibbs path before it")
+    sample.add_argument("--cases", nargs="+", default=["resnet50-mcb", "resnet56-flops-params"],
+                        help="resnet50-mcb (c_flops 0.25, mCB 1.0) and/or resnet56-flops-params "
+                             "(c_flops 0.25, c_params 0.3)")
+    sample.add_argument("--n", type=int, default=2000, help="recipes the new path draws "
+                                                            "(default 2000)")
+    sample.add_argument("--n-old", type=int, default=200, help="recipes the old path draws "
+                                                               "(default 200)")
+    sample.add_argument("--residual", action="store_true",
+                        help="residual-coupled units too (blocks then fall back to Gibbs)")
     train = sub.add_parser("train", help="training images/s against a DataLoader loop")
     train.add_argument("--cases", nargs="+",
                        default=["resnet20-digits", "resnet20-28px", "resnet56-cifar"],
@@ -377,7 +388,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
                            help=f"epochs of each base training (default {check.base_epochs}; "
                                 "cached)")
     precision.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:i]")
-    for q in (cost, space, train, search, coverage, precision):
+    for q in (cost, space, sample, train, search, coverage, precision):
         q.add_argument("--json", action="store_true", help="print one JSON object per case")
 
 

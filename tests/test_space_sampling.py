@@ -333,3 +333,20 @@ def test_sample_takes_blocks_and_keeps_gibbs_callable():
     assert residual.block is None
     with pytest.raises(EvopruneError, match="block sampler does not apply"):
         residual.draw(1, 0, starts, method="blocks")
+
+
+def test_bench_sample_prints_both_rates_and_their_ratio(capsys):
+    import json
+
+    from evoprune.cli import main
+
+    assert main(["bench", "sample", "--cases", "resnet56-flops-params", "--n", "300",
+                 "--n-old", "10", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["method"] == "blocks" and r["inside"] and r["units"] == 27 and r["n"] == 300
+    assert r["ratio"] == pytest.approx(r["new_per_s"] / r["old_per_s"]) and r["ratio"] > 2
+    assert r["ks_min_p"] > 0.01 / r["ks_tests"] and r["ks_tests"] == 30
+    assert r["machine"] and 0 < r["kept_per_proposal"] < 1
+    assert main(["bench", "sample", "--cases", "vgg16-mcb"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bench sample takes cases from resnet50-mcb" in err[0]

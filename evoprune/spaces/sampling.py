@@ -1,4 +1,4 @@
-"""I.i.d. draws from the paper's initial space restricted to the bands: rejection, else Gibbs.
+"""I.i.d. draws from the paper's initial space restricted to the bands: blocks, rejection, Gibbs.
 
 The target is the law of ratios uniform on [0, r_max]^N conditioned on every band holding
 after channel rounding (exactly the bands `Bound.violation` checks). Rounding maps each unit's
@@ -7,6 +7,14 @@ on the in-band k (len_i(k) is the length of the ratio interval keeping k channel
 r_i is uniform on its interval given k_i.
 
 - `reject`: uniform ratios, a batch at a time, kept when inside every band (exact).
+- `BlockSampler`: exact rejection from a tilted proposal. Units that share no cost term
+  (block-internal units: a bottleneck's two convs, a basic block's first) split the cost into
+  a constant plus one integer term per block, so the proposal ∝ Π len · exp(θ·(f, p)) is a
+  product over blocks, each block's level combinations tabulated once and drawn by inverse
+  CDF. θ moves the proposal's mean cost onto the bands; an in-band proposal is kept with
+  probability exp(-θ·(f, p) - M), M that exponent's largest value over the bands, which
+  undoes the tilt exactly (on a thin band it is close to 1). I.i.d. and exact, thousands of
+  draws a second; residual units, which join a whole stage into one block, go to Gibbs.
 - `Sampler.gibbs`: a Gibbs sampler, many chains vectorised, each started at an in-band recipe
   and giving one draw after `SWEEPS` sweeps (independent draws). A sweep has two kinds of
   steps, each drawing exactly from the target restricted to a set of states that is the same
@@ -22,7 +30,8 @@ r_i is uniform on its interval given k_i.
     group move). A stage's residual width against its block-internal units is the slow
     direction of pair steps (halving a residual width must double its stage's other widths).
   Windows over wide units are random lattices placed uniformly around the current point.
-- `Sampler.draw`: rejection when a pilot batch says it is cheap, Gibbs for the rest.
+- `Sampler.draw`: the block sampler where it applies; else (`method="gibbs"`, the path
+  before it) rejection when a pilot batch says it is cheap, Gibbs for the rest.
 
 Checked against exact enumeration on small problems and against rejection (two-sample KS
 on every unit's ratio, recipe std, mCB) in tests/test_space_sampling.py and
