@@ -162,9 +162,7 @@ class Objective:
 
     def recipe(self, trial: Any, uniform: bool, seed: int) -> Decoded:
         """The trial's recipe: the uniform one, a draw from the space, or the decoded genotype."""
-        if uniform:
-            if not self.draw:  # its enqueued genes (0.5 each) are stored as its params
-                self.genes(trial)
+        if uniform:  # enqueued with no genes (searching.sampler: kept out of the sampler)
             return self.ctx.decoder.uniform()
         if self.draw:
             return self.ctx.decoder.sample(1, seed=seed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-CHECKED_VERSIONS = ("4.9", "5.0")  # Optuna major.minor versions these helpers were checked on
+CHECKED_VERSIONS = ("4.9", "5.0", "5.1")  # Optuna major.minor versions these helpers were checked on
 
 
 def is_checked(version: str) -> bool:
@@ -70,24 +70,17 @@ def set_trial_user_attrs_at_once(trial: Any, attrs: dict[str, Any]) -> bool:
     return True
 
 
-class StudyWithout:
-    """A view of a study whose trial lists (`get_trials`, `_get_trials`) leave some trials out.
+def nsga2_parent_numbers(study: Any) -> set[int]:
+    """The trials NSGA-II ever chose as parents (`NSGAIISampler:parent:G`, `Study._storage`)."""
+    # GA samplers cache each generation's parents as trial ids in the study's system_attrs
+    # (optuna.samplers._ga._base.BaseGASampler); no public method lists them all.
+    ids: set[int] = set()
+    for key, value in study._storage.get_study_system_attrs(study._study_id).items():
+        if key.startswith("NSGAIISampler:parent:"):
+            ids.update(value)
+    return {t.number for t in study.get_trials(deepcopy=False) if t._trial_id in ids}
 
-    Samplers read a study's trials through `Study._get_trials` (TPE, the GA samplers' parent
-    populations, the intersection search space); no public hook filters what they learn from,
-    so the view overrides that private name too. Everything else is the study's own.
-    """
 
-    def __init__(self, study: Any, keep: Any) -> None:
-        self._study = study
-        self._keep = keep
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
-
-    def get_trials(self, *args: Any, **kwargs: Any) -> list[Any]:
-        """The study's trials that `keep` accepts."""
-        return [t for t in self._study.get_trials(*args, **kwargs) if self._keep(t)]
-
-    def _get_trials(self, *args: Any, **kwargs: Any) -> list[Any]:
-        return [t for t in self._study._get_trials(*args, **kwargs) if self._keep(t)]
+def nsga2_generation(trial: Any) -> int | None:
+    """The NSGA-II generation a trial was sampled in (`NSGAIISampler:generation`), else None."""
+    return trial.system_attrs.get("NSGAIISampler:generation")

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from evoprune.cli import main
 from evoprune.objective import ProxyConfig
 from evoprune.searching import BaseConfig, SamplerConfig, SearchConfig, prepare, run_search
-from evoprune.searching.sampler import derive_seed, make_sampler
+from evoprune.searching.sampler import derive_seed, make_sampler, sampler_seed
 from evoprune.spaces import PruningSpace
 
 TRIAL_ATTRS = {"recipe", "channels", "flops", "params", "flops_ratio", "params_ratio", "mcb",
@@ -73,11 +73,11 @@ def test_search_fills_the_study_with_in_band_trials_and_the_uniform_baseline(tmp
     assert [t.user_attrs["seed"] for t in trials] == [trial_seed(0, t.number) for t in trials]
     assert len({t.user_attrs["seed"] for t in trials}) == 6
     assert trials[0].user_attrs["channels"] == trials[1].user_attrs["channels"]
-    assert trials[0].params == trials[1].params == {f"g{i:03d}": 0.5 for i in range(9)}
+    assert trials[0].params == trials[1].params == {}  # the uniform recipe has no genotype
     for t in trials:
         a = t.user_attrs
         assert set(a) >= TRIAL_ATTRS, TRIAL_ATTRS - set(a)
-        assert sorted(t.params) == [f"g{i:03d}" for i in range(9)]
+        assert sorted(t.params) == ([] if a["is_uniform"] else [f"g{i:03d}" for i in range(9)])
         assert abs(a["flops_ratio"] - 0.25) <= 0.002
         assert abs(a["mcb"] - 1.0) <= 0.1
         assert a["flops"] == round(a["flops_ratio"] * study.user_attrs["base_flops"])
@@ -105,11 +105,15 @@ def test_rerun_continues_to_n_complete_with_new_genotypes(tmp_path, base_ckpt):
     assert len(load(storage).get_trials()) == 5
 
 
-def test_seed_derivation_separates_runs_and_workers():
-    """The sampler seed changes with the trials stored and the worker, not otherwise."""
-    seeds = {derive_seed(0, n, w) for n in (0, 3, 8) for w in (0, 1)}
-    assert len(seeds) == 6
-    assert derive_seed(0, 3, 1) == derive_seed(0, 3, 1)
+def test_seed_derivation_gives_each_trial_its_own_stream():
+    """The sampler seed changes with the study seed and the trial number, and differs from the
+    proxy fine-tune's seed of the same trial."""
+    from evoprune.objective import trial_seed
+
+    seeds = {sampler_seed(s, n) for s in (0, 1) for n in range(50)}
+    assert len(seeds) == 100
+    assert sampler_seed(0, 3) == sampler_seed(0, 3) == derive_seed(0, 3, 1)
+    assert not seeds & {trial_seed(s, n) for s in (0, 1) for n in range(50)}
 
 
 def test_study_name_and_identity_follow_the_space():
@@ -238,7 +242,9 @@ def test_export_a_winner_with_prune_study_recipe(tmp_path, base_ckpt, capsys):
 
 
 def test_prepare_records_the_checkpoint_hash(tmp_path, base_ckpt):
-    """Study attrs name the checkpoint file and its sha256."""
+    """Study attrs name the checkpoint file (relative to the storage's folder) and its sha256."""
+    import os
+
     from evoprune.checkpoint import sha256_of
 
     storage = f"sqlite:///{tmp_path}/s.db"
@@ -246,7 +252,8 @@ def test_prepare_records_the_checkpoint_hash(tmp_path, base_ckpt):
                           storage=storage, device="cpu")
     prepared = prepare(config)
     attrs = load(storage, prepared.study).user_attrs
-    assert attrs["checkpoint"] == {"path": base_ckpt, "sha256": sha256_of(base_ckpt)}
+    assert attrs["checkpoint"] == {"path": os.path.relpath(base_ckpt, tmp_path),  # beside it
+                                   "sha256": sha256_of(base_ckpt), "relative_to": "storage"}
     assert attrs["schema"] == 3 and attrs["config"] == config.stored_tree()
     assert attrs["split_sizes"] == DIGITS_SPLITS and attrs["config"]["base"]["val_size"] == 0.2
     # the base is read on the 287 validation images and, once, on the 360 test images
@@ -344,8 +351,7 @@ def test_waiting_worker_retries_the_trial_of_a_worker_that_died(tmp_path, base_c
     prepare(config)
     study = load(storage)
     held = study.ask()  # the uniform trial, now RUNNING for a process that is gone
-    genes = [held.suggest_float(f"g{i:03d}", 0.0, 1.0) for i in range(9)]
-    assert genes == [0.5] * 9
+    assert held.user_attrs["is_uniform"] and held.params == {}
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
     held.set_user_attr("worker", {"host": socket.gethostname(), "pid": int(dead), "index": 1})

@@ -58,13 +58,13 @@ def create_study(storage: str, name: str, record: StudyRecord, objectives: Seque
     """
     import optuna
 
-    from evoprune.searching.sampler import derive_seed, make_sampler
+    from evoprune.searching.sampler import make_sampler
     from evoprune.storage import open_storage
 
     study = optuna.create_study(
         study_name=name, storage=open_storage(storage, heartbeat=True),
         directions=["minimize"] * len(objectives),
-        sampler=make_sampler(sampler, derive_seed(seed, 0, 0)), load_if_exists=True)
+        sampler=make_sampler(sampler, seed), load_if_exists=True)
     if created(study):  # another process created it a moment ago
         return study
     for key, value in record.to_attrs().items():
@@ -74,9 +74,8 @@ def create_study(storage: str, name: str, record: StudyRecord, objectives: Seque
         warnings.simplefilter("ignore")
         study.set_metric_names(list(objectives))
     have = sum(bool(t.user_attrs.get("is_uniform")) for t in study.get_trials(deepcopy=False))
-    genes = {} if sampler.name == "random" else {f"g{i:03d}": 0.5 for i in range(decoder.n_genes)}
-    for _ in range(uniform_seeds - have):
-        study.enqueue_trial(genes, user_attrs={"is_uniform": True})
+    for _ in range(uniform_seeds - have):  # no genes: no genotype is the band's uniform recipe
+        study.enqueue_trial({}, user_attrs={"is_uniform": True})
     study.set_user_attr("created", True)  # written last: the study is whole
     u = decoder.uniform()
     say(StudyCreated(name, decoder.n, float(u.flops_ratio[0]), float(u.params_ratio[0]),

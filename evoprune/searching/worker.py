@@ -92,11 +92,10 @@ def run_trials(study: Any, objective: Objective, *, n_trials: int, sampler: Samp
     from optuna.trial import TrialState
 
     from evoprune.objective import TrialFailure
-    from evoprune.searching.sampler import derive_seed, make_sampler
+    from evoprune.searching.sampler import make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study.sampler = make_sampler(sampler, derive_seed(seed, len(study.get_trials(deepcopy=False)),
-                                                      worker))
+    study.sampler = make_sampler(sampler, seed)  # each trial's stream: the seed and its number
     guarded = _guard(study, objective, n_trials)
     ran = fails = 0
     timings: list[dict[str, float]] = []
