@@ -7,19 +7,23 @@ rounding*, by construction rather than rejection; `Decoder.sample` draws i.i.d. 
 space's own distribution. The parts:
 
 - `space.py`: `PruningSpace`, the configuration and its validation (no torch);
-- `bands.py`: the space bound to a cost model, band targets, the violation, reachability checks;
+- `bands.py`: the space bound to a cost model, band targets, the violation, refusals;
+- `reach.py`: whether any recipe lies in the bands: witnesses (exact enumeration of small
+  spaces, repair from the neutral and many other starts) or a proof of emptiness (interval and
+  McCormick-LP bounds in a branch and bound); a space is refused only with a proof;
 - `solvers.py`: the continuous maps: STD-x is a uniform ratio plus x·Φ⁻¹(g) shifted into the
   band (the paper's construction); the other spaces map each gene to a quantile of a tilted
   uniform law on [0, r_max], the tilt solved per row into the band (mean-field weights);
-- `repair.py`: greedy single-unit rounding steps on the exact integer cost into every band;
+- `repair.py`: greedy single-unit rounding steps on the exact integer cost into every band, then
+  a walk toward the nearest witness (anchor) for a row the steps leave outside;
 - `sampling.py`: the paper's initial space restricted to the bands, by rejection or by an exact
   Gibbs sampler (pair and flow steps on the kept-channel levels);
 - `decoder.py`: `Decoder` (decode, describe, sample, uniform, n_genes) and `Decoded`.
 
-A genotype whose repair fails (rare: an extreme corner of the box) is blended toward the
-neutral genotype until it succeeds; the neutral genotype is decoded when the space is bound, so
-a space that binds decodes every genotype, and an unreachable space is refused up front with
-the reachable range in the message. `Decoder` and `Decoded` load on first use, so importing
+A space with a witness decodes every genotype (the repair walks toward the nearest witness,
+the witness itself at worst); a space proven empty is refused up front with the reachable range
+in the message, and one neither witnessed nor proven empty (budgets spent: not seen on the zoo)
+is accepted with a warning. `Decoder` and `Decoded` load on first use, so importing
 `PruningSpace` does not import torch.
 """
 

@@ -5,14 +5,15 @@ calls a space empty without a proof:
 
 1. exact enumeration of every kept-count vector when there are at most ENUM_LIMIT of them;
 2. else a termwise interval bound on the whole box of kept counts (the FLOPs or params floor);
-3. the greedy repair from many starts: the neutral, random and extreme genotypes through the
-   space's own map, tilted recipes at both ends of the second band's reach, uniform random
-   ratios and the all-0 and all-r_max recipes;
+3. the greedy repair of the neutral genotype's recipe (the usual witness, as cheap as before);
 4. else a branch and bound over boxes of kept-count levels: a box is refuted by the termwise
    interval bound of each band's quadratic form (sound whatever the signs) or, while the LP
    budget lasts, by the LP relaxation of the bands with McCormick envelopes for the products
    (scipy's HiGHS); a box of one point is judged on the exact integer cost, and each LP's
-   solution rounded to levels and repaired is a candidate witness.
+   solution rounded to levels is a candidate witness;
+5. if the budgets ran out, the greedy repair from many starts: random and extreme genotypes
+   through the space's own map, tilted recipes at both ends of the second band's reach,
+   uniform random ratios, the all-0 and all-r_max recipes and the rounded LP solutions.
 
 A space is *proven empty* only when enumeration or the branch and bound closes every box.
 Witnesses become the bound's anchors: `repair` walks a row it cannot fix toward the nearest.
@@ -224,8 +225,9 @@ def nearest_levels(levels: list[np.ndarray], k: np.ndarray, lo: np.ndarray, hi: 
 
 
 def branch_and_bound(b: Bound, levels: list[np.ndarray], f: Forms, max_boxes: int = MAX_BOXES,
-                     max_lp: int = MAX_LP) -> tuple[np.ndarray | None, bool]:
-    """Search the boxes of levels: (an in-band kept vector or None, whether every box closed)."""
+                     max_lp: int = MAX_LP) -> tuple[np.ndarray | None, bool, np.ndarray]:
+    """Search the boxes of levels: (an in-band kept vector or None, whether every box closed,
+    the LP solutions rounded to levels, as recipes: starts for the repair)."""
     n = b.n
     width = max(len(v) for v in levels)
     table = np.stack([np.concatenate([v, np.full(width - len(v), v[-1])]) for v in levels])
@@ -233,9 +235,15 @@ def branch_and_bound(b: Bound, levels: list[np.ndarray], f: Forms, max_boxes: in
     stack_lo = np.zeros((1, n), np.int64)
     stack_hi = np.array([[len(v) - 1 for v in levels]], np.int64)
     judged = lps = 0
+    rounded: list[np.ndarray] = []
+
+    def found(kept: np.ndarray | None, closed: bool) -> tuple[np.ndarray | None, bool, np.ndarray]:
+        starts = recipes_of(b, np.array(rounded)) if rounded else np.empty((0, n))
+        return kept, closed, starts
+
     while len(stack_lo):
         if judged >= max_boxes:
-            return None, False
+            return found(None, False)
         lo, hi = stack_lo[-BOX_BATCH:], stack_hi[-BOX_BATCH:]
         stack_lo, stack_hi = stack_lo[:-BOX_BATCH], stack_hi[:-BOX_BATCH]
         judged += len(lo)
@@ -244,7 +252,7 @@ def branch_and_bound(b: Bound, levels: list[np.ndarray], f: Forms, max_boxes: in
         point = keep & (lo == hi).all(1)
         hits = np.flatnonzero(point)[in_band(b, a[point])] if point.any() else []
         if len(hits):
-            return a[hits[0]], False
+            return found(a[hits[0]], False)
         open_ = np.flatnonzero(keep & ~point)
         big = np.prod(hi - lo + 1, axis=1, dtype=np.float64) >= LP_MIN_POINTS
         for row in open_[big[open_]][: max(max_lp - lps, 0)]:
@@ -253,12 +261,10 @@ def branch_and_bound(b: Bound, levels: list[np.ndarray], f: Forms, max_boxes: in
             if k is None:
                 keep[row] = False
                 continue
-            kept = nearest_levels(levels, k, lo[row], hi[row])[None]
-            if in_band(b, kept)[0]:
-                return kept[0], False
-            r, ok = repair(b, recipes_of(b, kept))
-            if ok[0]:
-                return _kept_of(b, r)[0], False
+            kept = nearest_levels(levels, k, lo[row], hi[row])
+            if in_band(b, kept[None])[0]:
+                return found(kept, False)
+            rounded.append(kept)
         open_ = open_[keep[open_]]
         if not len(open_):
             continue
@@ -272,7 +278,7 @@ def branch_and_bound(b: Bound, levels: list[np.ndarray], f: Forms, max_boxes: in
         right_lo[rows, split] = mid + 1
         stack_lo = np.concatenate([stack_lo, right_lo, lo])
         stack_hi = np.concatenate([stack_hi, hi, left_hi])
-    return None, True
+    return found(None, True)
 
 
 def _kept_of(b: Bound, r: np.ndarray) -> np.ndarray:
@@ -280,29 +286,27 @@ def _kept_of(b: Bound, r: np.ndarray) -> np.ndarray:
     return kept_channels(b.cost.channels, r, b.rt)
 
 
-def starts(b: Bound, rng: np.random.Generator) -> list[np.ndarray]:
-    """Start recipes for the repair: the neutral genotype's, then random and extreme ones."""
+def many_starts(b: Bound, rng: np.random.Generator) -> np.ndarray:
+    """Start recipes for the repair beyond the neutral one: random and extreme genotypes through
+    the space's map, tilted recipes (both ends of the second band's reach), uniform random
+    ratios, every unit at 0 and every unit at r_max."""
     n, g = b.n, b.n_genes
-    more = [continuous(b, np.concatenate([rng.random((48, g)), np.zeros((1, g)), np.ones((1, g))]), 1.0),
-            continuous(b, rng.random((16, g)), 0.5),
-            tilt_one(b, rng.random((16, n)), b.target),
-            rng.uniform(0.0, b.space.r_max, (16, n)),
+    more = [continuous(b, np.concatenate([rng.random((24, g)), np.zeros((1, g)), np.ones((1, g))]), 1.0),
+            continuous(b, rng.random((8, g)), 0.5),
+            tilt_one(b, rng.random((8, n)), b.target),
+            rng.uniform(0.0, b.space.r_max, (8, n)),
             np.zeros((1, n)), np.full((1, n), b.space.r_max)]
     if b.space.c_mcb is not None or b.space.kind == "flops+params":
-        ladder = np.linspace(-b.tilt_max, b.tilt_max, 17)
-        more.append(tilt_pair(b, np.full((17, n), 0.5), ladder))
-        more.append(tilt_pair(b, rng.random((17, n)), ladder))
-    return [continuous(b, np.full((1, g), 0.5), 1.0), np.concatenate(more)]
+        ladder = np.linspace(-b.tilt_max, b.tilt_max, 9)
+        more.append(tilt_pair(b, np.full((9, n), 0.5), ladder))
+        more.append(tilt_pair(b, rng.random((9, n)), ladder))
+    return np.concatenate(more)
 
 
-def search(b: Bound, seed: int = 0) -> np.ndarray:
-    """In-band recipes the greedy repair reaches from the starts (empty (0, N) if none)."""
-    rng = np.random.default_rng(seed)
-    for r in starts(b, rng):  # the second batch only when the neutral start fails
-        fixed, ok = repair(b, r)
-        if ok.any():
-            return np.unique(fixed[ok], axis=0)[:MAX_ANCHORS]
-    return np.empty((0, b.n))
+def search(b: Bound, starts: np.ndarray) -> np.ndarray:
+    """In-band recipes the greedy repair reaches from `starts` (empty (0, N) if none)."""
+    fixed, ok = repair(b, starts)
+    return np.unique(fixed[ok], axis=0)[:MAX_ANCHORS]
 
 
 def explore(b: Bound, enum_limit: int = ENUM_LIMIT, max_boxes: int = MAX_BOXES,
@@ -324,13 +328,16 @@ def explore(b: Bound, enum_limit: int = ENUM_LIMIT, max_boxes: int = MAX_BOXES,
     z = np.array([v[-1] for v in levels], np.float64)[None]
     if refuted(f, a, z)[0]:
         return Reach(none, True, "interval")
-    found = search(b)
+    found = search(b, continuous(b, np.full((1, b.n_genes), 0.5), 1.0))  # as cheap as before
     if len(found):
         return Reach(found, False, "search")
-    kept, closed = branch_and_bound(b, levels, f, max_boxes, max_lp)
+    kept, closed, lp_starts = branch_and_bound(b, levels, f, max_boxes, max_lp)
     if kept is not None:
         return Reach(_anchors(b, kept[None]), False, "branch and bound")
-    return Reach(none, closed, "branch and bound" if closed else "undecided")
+    if closed:
+        return Reach(none, True, "branch and bound")
+    found = search(b, np.concatenate([many_starts(b, np.random.default_rng(0)), lp_starts]))
+    return Reach(found, False, "search") if len(found) else Reach(none, False, "undecided")
 
 
 def _anchors(b: Bound, kept: np.ndarray) -> np.ndarray:
