@@ -3,8 +3,8 @@
 Target: ratios uniform on [0, r_max]^N kept when every band holds after channel rounding.
 The Gibbs sampler and the block sampler (exact rejection from a cost-tilted proposal) are
 checked against exact enumeration on small synthetic cost models and against exact rejection
-(two-sample KS) on resnet20 (digits, residual units: Gibbs) and resnet56 (block-internal
-units: blocks).
+(two-sample KS) on resnet20 (digits, residual units: Gibbs, and blocks under three hubs) and
+resnet56 (block-internal units: blocks).
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ from evoprune.spaces.repair import repair
 from evoprune.spaces.sampling import (
     BlockSampler,
     Sampler,
-    blocks,
     count_below,
     levels,
     quadratic_form,
     reject,
+    solve_tilt,
+    split,
     unit_levels,
 )
 from evoprune.spaces.solvers import solve_offset
@@ -59,10 +60,12 @@ class SmallCost:
         n = len(channels)
         self.channels = np.array(channels, dtype=np.int64)
         self.qf, self.qp = rng.integers(0, 5, (2, n + 1, n + 1))
-        if groups:  # units of different groups share no cost term (blocks)
+        if groups:  # units of different groups share no cost term (blocks); -1: a hub
             label = np.array(groups)
             apart = np.append(label, -1)[:, None] != np.append(label, -2)[None, :]
             apart[n, :] = apart[:, n] = False
+            hub = np.append(label, 0) == -1
+            apart[hub, :] = apart[:, hub] = False
             self.qf[apart] = self.qp[apart] = 0
         full = np.append(self.channels, 1)
         self.base_flops, self.base_params = int(full @ self.qf @ full), int(full @ self.qp @ full)
@@ -167,11 +170,11 @@ def test_sample_is_deterministic_in_band_and_fast_where_rejection_fails():
     assert one.inside.all() and one.recipes.shape == (1, 12)
 
 
-def test_sample_takes_rejection_where_it_is_cheap():
+def test_gibbs_path_takes_rejection_where_it_is_cheap():
     decoder = Decoder(PruningSpace(c_flops=0.25), resnet20())
-    drawn = decoder.sample(20, seed=0)
+    drawn = decoder.sampler.draw(20, 0, lambda rng, m: np.empty((0, decoder.n)), method="gibbs")
     exact, _ = reject(decoder.bound, 20, np.random.default_rng(0), 10**6, sampling.PILOT)
-    assert np.array_equal(drawn.recipes, exact)  # the same uniform draws, kept in order
+    assert np.array_equal(drawn, exact)  # the same uniform draws, kept in order
 
 
 def test_unit_levels_are_the_ratio_intervals_of_kept_channels():
@@ -222,27 +225,33 @@ def pooled_chisquare(counts: np.ndarray, expected: np.ndarray) -> float:
     return float(chisquare(counts[keep], expected[keep]).pvalue)
 
 
-@pytest.mark.parametrize(("extra", "seed", "groups", "theta"), [
-    ({}, 0, (0, 0, 1, 2, 2), None),  # three blocks, the tilt solved
-    ({}, 1, (0, 0, 0, 0, 0), None),  # one block of every unit
-    ({"c_mcb": 1.0, "mcb_tol": 0.3}, 2, (0, 1, 1, 2, 3), None),
-    ({"c_params": 0.3}, 3, (0, 0, 1, 1, 2), None),  # two bands
-    ({"round_to": 2}, 4, (0, 1, 1, 2, 2), None),
-    ({}, 5, (0, 0, 1, 2, 2), (-6.0, 3.0)),  # a strong tilt, params tilted with no params band
+@pytest.mark.parametrize(("extra", "seed", "groups", "theta", "hubs"), [
+    ({}, 0, (0, 0, 1, 2, 2), None, 0),  # three blocks, the tilt solved
+    ({}, 1, (0, 0, 0, 0, 0), None, 0),  # one block of every unit
+    ({"c_mcb": 1.0, "mcb_tol": 0.3}, 2, (0, 1, 1, 2, 3), None, 0),
+    ({"c_params": 0.3}, 3, (0, 0, 1, 1, 2), None, 0),  # two bands
+    ({"round_to": 2}, 4, (0, 1, 1, 2, 2), None, 0),
+    ({}, 5, (0, 0, 1, 2, 2), (-6.0, 3.0), 0),  # a strong tilt, params tilted with no params band
+    ({}, 6, (-1, 0, 0, 1, 1), None, 1),  # unit 0 joins every unit (a residual width): a hub
+    ({"c_params": 0.3}, 7, (-1, 0, 0, 1, 1), (-6.0, 3.0), 1),
+    ({"c_mcb": 1.0, "mcb_tol": 0.3}, 8, (-1, -1, 0, 1, 1), None, 2),
 ])
-def test_blocks_draw_the_enumerated_law(extra, seed, groups, theta):
+def test_blocks_draw_the_enumerated_law(extra, seed, groups, theta, hubs):
     b = small_bound(PruningSpace(**{"c_flops": 0.3, "delta": 0.03, **extra}), seed, groups=groups)
     combos, prob = exact_law(b)
     assert len(combos) >= 2
     sampler = Sampler(b)
-    if theta is None:
+    if theta is None and not hubs:
         assert sampler.block is not None
         blk, rate = sampler.block
     else:
-        blk = BlockSampler(b, sampler.lv, blocks(b, sampler.lv, sampler.forms),
-                           np.array(theta))
+        parts = split(b, sampler.lv, sampler.forms, cap=500)
+        assert parts is not None and len(parts.hubs) == hubs
+        free = np.array([True, "c_params" in extra or "c_mcb" in extra])
+        blk = BlockSampler(b, sampler.lv, parts, solve_tilt(b, parts, free)
+                           if theta is None else np.array(theta))
         rate = blk.rate(4096, np.random.default_rng(0))
-    assert len(blk.blocks) == len(set(groups)) or len(blk.blocks) < len(set(groups))  # merged
+    assert len(blk.blocks) <= len(set(groups) - {-1})  # small blocks merged
     m = 20_000
     r = blk.draw(m, np.random.default_rng(seed), rate)
     assert r.shape == (m, b.n)
@@ -261,40 +270,46 @@ def test_block_costs_are_the_exact_cost():
     b = Decoder(PruningSpace(c_flops=0.5), cost).bound
     lv = levels(b)
     forms = (quadratic_form(b, True), quadratic_form(b, False))
-    parts = blocks(b, lv, forms)
-    assert parts is not None
-    assert sorted(np.concatenate([blk.units for blk in parts[0]])) == list(range(b.n))
-    sampler = BlockSampler(b, lv, parts, np.zeros(2))
-    picks, total = sampler.propose(200, np.random.default_rng(0))
-    idx = np.empty((200, b.n), np.int64)
-    for blk, pick in zip(parts[0], picks, strict=True):
-        idx[:, blk.units] = blk.cells[pick]
-    flops, params = cost.batch(lv.kept[np.arange(b.n), idx])
-    assert np.array_equal(total[:, 0], flops) and np.array_equal(total[:, 1], params)
-    residual = Decoder(PruningSpace(c_flops=0.5), resnet20()).sampler  # a stage is one block
-    assert blocks(residual.b, residual.lv, residual.forms) is None
+    parts = split(b, lv, forms)
+    assert parts is not None and len(parts.hubs) == 0
+    assert sorted(np.concatenate([blk.units for blk in parts.blocks])) == list(range(b.n))
+    residual = Decoder(PruningSpace(c_flops=0.5), resnet20()).sampler  # a stage is one block ...
+    hubbed = split(residual.b, residual.lv, residual.forms)  # ... until its residual width is a hub
+    assert hubbed is not None and len(hubbed.hubs) == 3
+    assert sorted(residual.b.cost.channels[hubbed.hubs]) == [16, 32, 64]
+    for bound, part, c in ((b, parts, cost), (residual.b, hubbed, resnet20())):
+        sampler = BlockSampler(bound, levels(bound), part, np.array([-3.0, 1.0]))
+        picks, total = sampler.propose(300, np.random.default_rng(0))
+        idx = sampler.levels_of(picks)
+        flops, params = c.batch(levels(bound).kept[np.arange(bound.n), idx])
+        assert np.array_equal(total[:, 0], flops) and np.array_equal(total[:, 1], params)
 
 
-@pytest.mark.parametrize("space", [PruningSpace(c_flops=0.45),
-                                   PruningSpace(c_flops=0.5, c_mcb=1.0),
-                                   PruningSpace(c_flops=0.5, c_params=0.5)])
-def test_blocks_match_rejection_on_resnet56(space):
-    decoder = Decoder(space, resnet56_internal())
+@pytest.mark.parametrize(("model", "space"), [
+    (resnet56_internal, PruningSpace(c_flops=0.45)),
+    (resnet56_internal, PruningSpace(c_flops=0.5, c_mcb=1.0)),
+    (resnet56_internal, PruningSpace(c_flops=0.5, c_params=0.5)),
+    (resnet20, PruningSpace(c_flops=0.25)),  # residual units: three hubs
+    (resnet20, PruningSpace(c_flops=0.25, c_mcb=1.0)),
+])
+def test_blocks_match_rejection(model, space):
+    decoder = Decoder(space, model())
     assert decoder.sampler.block is not None
+    assert len(decoder.sampler.block[0].parts.hubs) == (3 if model is resnet20 else 0)
     n = 600
     exact, _ = reject(decoder.bound, n, np.random.default_rng(1), 10**7, 65536)
     assert len(exact) == n
     drawn = decoder.sample(n, seed=3)
     assert drawn.inside.all()
     p = ks_pvalues(decoder, exact, drawn.recipes)
-    assert p.min() > 0.01 / len(p), p  # Bonferroni over 27 units, std and mCB
+    assert p.min() > 0.01 / len(p), p  # Bonferroni over the units, std and mCB
 
 
 def test_the_tilt_correction_is_what_makes_blocks_exact():
     """A wide band and a strong tilt: corrected draws match rejection, uncorrected ones do not."""
     decoder = Decoder(PruningSpace(c_flops=0.45, delta=0.05), resnet56_internal())
     sampler = decoder.sampler
-    blk = BlockSampler(decoder.bound, sampler.lv, blocks(decoder.bound, sampler.lv, sampler.forms),
+    blk = BlockSampler(decoder.bound, sampler.lv, split(decoder.bound, sampler.lv, sampler.forms),
                        np.array([-30.0, 0.0]))
     n = 600
     exact, _ = reject(decoder.bound, n, np.random.default_rng(1), 10**6, 16384)
@@ -306,15 +321,12 @@ def test_the_tilt_correction_is_what_makes_blocks_exact():
     picks, total = blk.propose(20_000, np.random.default_rng(4))  # in-band, tilt not undone
     ratio = total / blk.scale
     inside = np.flatnonzero(decoder.bound.overshoot(ratio[:, 0], ratio[:, 1]) == 0)[:n]
-    idx = np.empty((len(inside), decoder.n), np.int64)
-    for part, pick in zip(blk.blocks, picks, strict=True):
-        idx[:, part.units] = part.cells[pick[inside]]
-    biased = blk.ratios(idx, np.random.default_rng(5))
+    biased = blk.ratios(blk.levels_of(picks[:, inside]), np.random.default_rng(5))
     assert len(biased) == n
     assert ks_2samp(flops, decoder.describe(biased).flops_ratio).pvalue < 1e-6
 
 
-def test_sample_takes_blocks_and_keeps_gibbs_callable():
+def test_sample_takes_blocks_and_keeps_gibbs_callable(monkeypatch):
     decoder = Decoder(PruningSpace(c_flops=0.25, c_params=0.3), resnet56_internal())
     starts = lambda rng, m: decoder.decode(rng.random((m, decoder.n_genes))).recipes  # noqa: E731
     sampler = decoder.sampler
@@ -329,6 +341,7 @@ def test_sample_takes_blocks_and_keeps_gibbs_callable():
     assert time.perf_counter() - start < 5.0  # about 0.7 s on a busy 2-core EPYC (>= 200/s)
     with pytest.raises(EvopruneError, match="method must be one of"):
         sampler.draw(1, 0, starts, method="fast")
+    monkeypatch.setattr(sampling, "HUB_COMBOS", 1000)  # resnet20's 3 residual widths: 28k
     residual = Decoder(PruningSpace(c_flops=0.25), resnet20()).sampler
     assert residual.block is None
     with pytest.raises(EvopruneError, match="block sampler does not apply"):

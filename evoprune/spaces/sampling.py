@@ -11,10 +11,13 @@ r_i is uniform on its interval given k_i.
   (block-internal units: a bottleneck's two convs, a basic block's first) split the cost into
   a constant plus one integer term per block, so the proposal ∝ Π len · exp(θ·(f, p)) is a
   product over blocks, each block's level combinations tabulated once and drawn by inverse
-  CDF. θ moves the proposal's mean cost onto the bands; an in-band proposal is kept with
-  probability exp(-θ·(f, p) - M), M that exponent's largest value over the bands, which
-  undoes the tilt exactly (on a thin band it is close to 1). I.i.d. and exact, thousands of
-  draws a second; residual units, which join a whole stage into one block, go to Gibbs.
+  CDF. Residual units join a stage through its residual width: `split` makes such units
+  *hubs*, drawn first from their exact marginal under the proposal (their combinations
+  enumerated), the blocks then given the hubs. θ moves the proposal's mean cost onto the
+  bands; an in-band proposal is kept with probability exp(-θ·(f, p) - M), M that exponent's
+  largest value over the bands, which undoes the tilt exactly (on a thin band it is close to
+  1). I.i.d. and exact; where hubs have too many combinations (ResNet-50's residual widths)
+  or proposals rarely land in the bands, Gibbs.
 - `Sampler.gibbs`: a Gibbs sampler, many chains vectorised, each started at an in-band recipe
   and giving one draw after `SWEEPS` sweeps (independent draws). A sweep has two kinds of
   steps, each drawing exactly from the target restricted to a set of states that is the same
@@ -60,14 +63,15 @@ CHUNK = 4096  # chains run at once (memory bound)
 PILOT = 4096  # uniform draws judged before choosing rejection or Gibbs
 REJECT_PER_DRAW = 2000  # rejection draws that cost about as much as one Gibbs draw ...
 REJECT_FLOOR = 30_000  # ... and as much as a Gibbs run's fixed cost (sample(1))
-BLOCK_CELLS = 1 << 20  # most level combinations of one block the block sampler tabulates
+BLOCK_CELLS = 1 << 20  # most cells (combinations, over all rows) one block may tabulate
+HUB_COMBOS = 1 << 16  # most level combinations of the hubs
 BLOCK_MERGE = 4096  # small blocks are joined up to this many combinations
 GUIDE = 8  # guide-table buckets per cell of a block ...
 GUIDE_MAX = 1 << 18  # ... at most this many
 BLOCK_PILOT = 16_384  # proposals judging each tilt (the best one is kept)
 BLOCK_BATCH = 65_536  # most proposals at once
 BLOCK_MIN_BATCH = 256  # fewest proposals at once
-BLOCK_MIN_RATE = 1e-4  # kept per proposal below which the block sampler gives way to Gibbs
+BLOCK_MIN_RATE = 2e-5  # kept per proposal and block drawn: below, Gibbs is faster
 TILT_STEPS = 40  # Newton steps solving the tilt
 TILT_CELLS = 4096  # cells per block the tilt's solve reads (a regular subset)
 TILT_MAX = 1e5  # |θ| bound (a band beyond the reachable range stops the solve there)
@@ -208,102 +212,192 @@ def count_below(base: np.ndarray, slope: np.ndarray, d: int, c: np.ndarray,
 
 @dataclass(frozen=True)
 class Block:
-    """Units that share a cost term (a bottleneck's convs), with every level combination."""
+    """Units that share cost terms (a bottleneck's convs), with every level combination.
+
+    Given the levels of the hubs it touches (a *row*), the block's cost terms are one integer
+    per level combination of its units (a *cell*); a block that touches no hub has one row.
+    """
 
     units: np.ndarray  # (U,) the block's units
     cells: np.ndarray  # (C, U) each unit's level index in each combination of positive weight
-    cost: np.ndarray  # (C, 2) int64: the FLOPs and params terms of the block's units
+    cost: np.ndarray  # (R, C, 2) int64: the FLOPs and params terms of the block, per row
     log_len: np.ndarray  # (C,) log of the product of the units' ratio-interval lengths
+    row: np.ndarray  # (H,) the block's row under each hub combination
 
 
-def blocks(b: Bound, lv: Levels, forms: tuple[np.ndarray, np.ndarray], cap: int = BLOCK_CELLS
-           ) -> tuple[list[Block], np.ndarray] | None:
-    """Split the units into blocks no cost term joins, with the constant (FLOPs, params).
+@dataclass(frozen=True)
+class Split:
+    """The units as hubs and blocks: cost = hub terms (with the constant) + one term per block."""
 
-    The cost is then a constant plus one term per block. None when a block has more than
-    `cap` level combinations (residual units join a whole stage into one block).
+    hubs: np.ndarray  # (h,) hub units (a ResNet stage's residual width); none for internal units
+    hub_cells: np.ndarray  # (H, h) each hub's level index in each combination of positive weight
+    hub_cost: np.ndarray  # (H, 2) int64: the terms of the hubs alone and the constant
+    hub_log_len: np.ndarray  # (H,)
+    blocks: list[Block]
+
+
+def split(b: Bound, lv: Levels, forms: tuple[np.ndarray, np.ndarray], cap: int | None = None,
+          hub_cap: int | None = None) -> Split | None:
+    """Split the units into hubs and blocks that share no cost term once the hubs are fixed.
+
+    Block-internal units split into blocks as they are. Residual units join a whole stage
+    through its residual width: hubs are taken greedily (the unit joined to most others in
+    the largest block) until every block has at most `cap` cells over all its rows. None
+    when the hubs have more than `hub_cap` level combinations (ResNet-50's residual widths).
     """
     from scipy.sparse.csgraph import connected_components
 
+    cap = BLOCK_CELLS if cap is None else cap
+    hub_cap = HUB_COMBOS if hub_cap is None else hub_cap
     n = b.n
     joined = (forms[0][:n, :n] != 0) | (forms[1][:n, :n] != 0)
-    count, label = connected_components(joined, directed=False)
-    out = []
-    for c in range(count):
-        units = np.flatnonzero(label == c)
-        sizes = lv.count[units]
-        if float(np.prod(sizes.astype(np.float64))) > cap:
+    np.fill_diagonal(joined, False)
+    positive = [np.flatnonzero(lv.length[i, : lv.count[i]] > 0) for i in range(n)]
+    size = np.array([len(p) for p in positive], dtype=np.float64)
+    hubs: list[int] = []
+
+    def touched(group: np.ndarray) -> np.ndarray:
+        return np.array([h for h in hubs if joined[group, h].any()], dtype=np.int64)
+
+    while True:
+        rest = np.setdiff1d(np.arange(n), hubs)
+        count, label = connected_components(joined[np.ix_(rest, rest)], directed=False)
+        groups = [rest[label == c] for c in range(count)]
+        cells = [float(np.prod(size[g]) * np.prod(size[touched(g)])) for g in groups]
+        worst = groups[int(np.argmax(cells))] if groups else rest
+        if not groups or max(cells) <= cap:
+            break
+        if len(worst) == 1 or len(hubs) >= n // 2:
             return None
-        grid = np.stack(np.unravel_index(np.arange(int(np.prod(sizes))), tuple(sizes)), 1)
-        length = np.prod(lv.length[units, grid], axis=1)
-        grid = grid[length > 0]
-        k = lv.kept[units, grid]
-        cost = np.stack([((k @ s[np.ix_(units, units)]) * k).sum(1) // 2 + k @ s[units, n]
-                         for s in forms], 1)
-        out.append(Block(units, grid, cost, np.log(length[length > 0])))
-    const = np.array([s[n, n] // 2 for s in forms], dtype=np.int64)
-    return merged(out), const
+        hubs.append(int(worst[np.argmax(joined[np.ix_(worst, worst)].sum(1))]))
+        if float(np.prod(size[hubs])) > hub_cap:
+            return None
+    hub = np.array(hubs, dtype=np.int64)
+    pos = grid_of(size[hub])  # (H, h) positions among each hub's levels of positive weight
+    hub_cells = level_at(positive, hub, pos)
+    x = np.concatenate([lv.kept[hub, hub_cells], np.ones((len(pos), 1), np.int64)], 1)
+    ends = np.append(hub, n)
+    hub_cost = np.stack([((x @ s[np.ix_(ends, ends)]) * x).sum(1) // 2 for s in forms], 1)
+    hub_log_len = np.log(lv.length[hub, hub_cells]).sum(1)
+    out = []
+    for g in groups:
+        t = touched(g)
+        cells_g = level_at(positive, g, grid_of(size[g]))
+        k = lv.kept[g, cells_g]  # (C, U)
+        cols = np.array([hubs.index(h) for h in t], dtype=np.int64)  # t's columns of pos
+        rows = grid_of(size[t])  # (R, T) positions of the touched hubs' levels
+        k_t = lv.kept[t, level_at(positive, t, rows)]  # (R, T)
+        cost = np.stack([((k @ s[np.ix_(g, g)]) * k).sum(1)[None, :] // 2 + (k @ s[g, n])[None, :]
+                         + (k @ s[np.ix_(g, t)] @ k_t.T).T for s in forms], 2)
+        row = (np.ravel_multi_index(tuple(pos[:, cols].T), size[t].astype(np.int64))
+               if len(t) else np.zeros(len(pos), np.int64))
+        out.append(Block(g, cells_g, cost, np.log(lv.length[g, cells_g]).sum(1), row))
+    return Split(hub, hub_cells, hub_cost, hub_log_len, merged(out))
+
+
+def level_at(positive: list[np.ndarray], units: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Level indices (P, len(units)) of positions `pos` among each unit's levels of positive weight."""
+    out = np.zeros(pos.shape, np.int64)
+    for c, u in enumerate(units):
+        out[:, c] = positive[u][pos[:, c]]
+    return out
+
+
+def grid_of(sizes: np.ndarray) -> np.ndarray:
+    """Every index combination (P, len(sizes)) of a grid, row-major (one empty row for none)."""
+    shape = tuple(int(v) for v in sizes)
+    if not shape:
+        return np.zeros((1, 0), np.int64)
+    return np.stack(np.unravel_index(np.arange(int(np.prod(shape))), shape), 1).astype(np.int64)
 
 
 def merged(parts: list[Block], cells: int = BLOCK_MERGE) -> list[Block]:
-    """Small blocks joined into blocks of at most `cells` combinations (fewer draws per proposal)."""
+    """Small blocks under the same hubs joined up to `cells` combinations (fewer draws)."""
     out: list[Block] = []
     for blk in parts:
         last = out[-1] if out else None
-        if last is None or len(last.log_len) * len(blk.log_len) > cells:
+        if (last is None or not np.array_equal(last.row, blk.row)
+                or len(last.log_len) * len(blk.log_len) > cells):
             out.append(blk)
             continue
         a, c = np.divmod(np.arange(len(last.log_len) * len(blk.log_len)), len(blk.log_len))
         out[-1] = Block(np.concatenate([last.units, blk.units]),
                         np.concatenate([last.cells[a], blk.cells[c]], 1),
-                        last.cost[a] + blk.cost[c], last.log_len[a] + blk.log_len[c])
+                        last.cost[:, a] + blk.cost[:, c], last.log_len[a] + blk.log_len[c],
+                        last.row)
     return out
 
 
 class BlockSampler:
     """Exact i.i.d. draws by rejection from a cost-tilted law that factorises over blocks.
 
-    Proposal: each block's level combination drawn ∝ Π len · exp(θ_f·f_b/F0 + θ_p·p_b/P0),
-    independently (the cost is a sum of block terms). A proposal inside every band (exact
-    integer cost) is kept with probability exp(-θ_f·f/F0 - θ_p·p/P0 - M), M the largest value
-    of that exponent over the bands' (f, p) box, so kept draws follow Π len on the bands
-    exactly; each ratio is then uniform on its level's interval. Thin bands make the bound
-    tight: the tilt only moves the proposal onto the band.
+    Proposal q ∝ Π len · exp(θ_f·f/F0 + θ_p·p/P0): the hubs' combination from its exact
+    marginal under q (each block's normaliser given the hubs is tabulated), then each block's
+    combination given the hubs, independently (given the hubs the cost is a sum of block
+    terms). A proposal inside every band (exact integer cost) is kept with probability
+    exp(-θ_f·f/F0 - θ_p·p/P0 - M), M the largest value of that exponent over the bands'
+    (f, p) box, so kept draws follow Π len on the bands exactly; each ratio is then uniform on
+    its level's interval. Thin bands make the bound tight: the tilt only moves q onto them.
     """
 
-    def __init__(self, b: Bound, lv: Levels, parts: tuple[list[Block], np.ndarray],
-                 theta: np.ndarray) -> None:
-        self.b, self.lv = b, lv
-        self.blocks, self.const = parts
+    def __init__(self, b: Bound, lv: Levels, parts: Split, theta: np.ndarray) -> None:
+        self.b, self.lv, self.parts = b, lv, parts
+        self.blocks = parts.blocks
         self.theta = theta
         self.scale = np.array([b.cost.base_flops, b.cost.base_params], dtype=np.float64)
-        self.cdf: list[np.ndarray] = []
+        self.cdf: list[np.ndarray] = []  # per block: the rows' cdfs one after another
+        self.start: list[np.ndarray] = []  # per block and row: where its cdf starts
         self.guide: list[tuple[np.ndarray, np.ndarray]] | None = None  # built by `draw`
         tf, tp = theta / self.scale
+        log_h = parts.hub_log_len + parts.hub_cost[:, 0] * tf + parts.hub_cost[:, 1] * tp
         for blk in self.blocks:
-            log_q = blk.log_len + blk.cost[:, 0] * tf + blk.cost[:, 1] * tp
-            cdf = np.cumsum(np.exp(log_q - log_q.max()))
-            self.cdf.append(cdf)
+            log_q = blk.log_len[None, :] + blk.cost[..., 0] * tf + blk.cost[..., 1] * tp
+            top = log_q.max(1, keepdims=True)
+            w = np.exp(log_q - top)
+            z = w.sum(1)
+            log_h = log_h + (np.log(z) + top[:, 0])[blk.row]
+            cdf = np.cumsum(w / z[:, None], axis=1) + np.arange(len(w))[:, None]
+            self.cdf.append(cdf.ravel())
+            self.start.append(np.concatenate([[0.0], cdf[:-1, -1]]))
+        self.hub_cdf = np.cumsum(np.exp(log_h - log_h.max()))
         self.bound = tilt_bound(b, theta)
 
     def propose(self, m: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """m proposals: each block's cell (B, m) and the exact integer costs (m, 2)."""
-        u = rng.random((len(self.blocks), m))
-        picks = np.empty((len(self.blocks), m), np.int64)
-        flops, params = np.full(m, self.const[0]), np.full(m, self.const[1])
-        for k, (blk, cdf) in enumerate(zip(self.blocks, self.cdf, strict=True)):
+        """m proposals: the hub combination and each block's cell (B + 1, m), exact costs (m, 2)."""
+        u = rng.random((len(self.blocks) + 1, m))
+        picks = np.empty((len(self.blocks) + 1, m), np.int64)
+        hub = np.minimum(np.searchsorted(self.hub_cdf, u[0] * self.hub_cdf[-1], side="right"),
+                         len(self.hub_cdf) - 1)
+        picks[0] = hub
+        flops, params = self.parts.hub_cost[hub, 0], self.parts.hub_cost[hub, 1]
+        for k, (blk, cdf, start) in enumerate(zip(self.blocks, self.cdf, self.start,
+                                                  strict=True)):
+            row = blk.row[hub]
+            width = len(blk.log_len)
+            lo = start[row]
+            q = lo + u[k + 1] * (cdf[(row + 1) * width - 1] - lo)  # within the row's cdf
             if self.guide is None:
-                pick = np.searchsorted(cdf, u[k] * cdf[-1], side="right")
+                pick = np.searchsorted(cdf, q, side="right")
             else:  # the same cells, most without a search
-                lo, hi = self.guide[k]
-                bucket = np.minimum((u[k] * len(lo)).astype(np.int64), len(lo) - 1)
-                pick = lo[bucket].astype(np.int64)
-                unsure = np.flatnonzero(hi[bucket] != pick)
-                pick[unsure] = np.searchsorted(cdf, u[k, unsure] * cdf[-1], side="right")
-            picks[k] = pick = np.minimum(pick, len(cdf) - 1)  # u·total rounded up to the total
-            flops += blk.cost[pick, 0]
-            params += blk.cost[pick, 1]
+                first, last = self.guide[k]
+                bucket = np.minimum((q * (len(first) / cdf[-1])).astype(np.int64), len(first) - 1)
+                pick = first[bucket].astype(np.int64)
+                unsure = np.flatnonzero(last[bucket] != pick)
+                pick[unsure] = np.searchsorted(cdf, q[unsure], side="right")
+            pick = np.clip(pick, row * width, (row + 1) * width - 1)  # float edges stay in the row
+            flat = blk.cost.reshape(-1, 2)
+            flops = flops + flat[pick, 0]
+            params = params + flat[pick, 1]
+            picks[k + 1] = pick - row * width
         return picks, np.stack([flops, params], 1)
+
+    def levels_of(self, picks: np.ndarray) -> np.ndarray:
+        """Level indices (M, N) of proposals given as `propose`'s picks (B + 1, M)."""
+        idx = np.empty((picks.shape[1], self.b.n), np.int64)
+        idx[:, self.parts.hubs] = self.parts.hub_cells[picks[0]]
+        for blk, pick in zip(self.blocks, picks[1:], strict=True):
+            idx[:, blk.units] = blk.cells[pick]
+        return idx
 
     def accept(self, total: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Which proposals (by their costs) are kept: inside every band, then the tilt's ratio."""
@@ -323,10 +417,7 @@ class BlockSampler:
             m = int(min(max(1.3 * need / rate, BLOCK_MIN_BATCH), BLOCK_BATCH))
             picks, total = self.propose(m, rng)
             keep = np.flatnonzero(self.accept(total, rng))[:need]
-            idx = np.empty((len(keep), self.b.n), np.int64)
-            for blk, pick in zip(self.blocks, picks, strict=True):
-                idx[:, blk.units] = blk.cells[pick[keep]]
-            got.append(self.ratios(idx, rng))
+            got.append(self.ratios(self.levels_of(picks[:, keep]), rng))
             need -= len(keep)
         return np.concatenate(got)
 
@@ -344,7 +435,7 @@ class BlockSampler:
 
 
 def guide_table(cdf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per bucket of u in [0, 1): the first and last cell `searchsorted(cdf, u·cdf[-1])` can give.
+    """Per bucket of [0, cdf[-1]): the first and last cell `searchsorted(cdf, ·)` can give there.
 
     Where the two agree the bucket picks its cell without a search (most buckets); the edges
     are widened by 1e-12 of the total so float rounding never hides a second cell.
@@ -372,33 +463,47 @@ def tilt_bound(b: Bound, theta: np.ndarray) -> float:
     return float(max(-(theta[0] * f + theta[1] * p) for f in (f_lo, f_hi) for p in (p_lo, p_hi)))
 
 
-def solve_tilt(b: Bound, parts: tuple[list[Block], np.ndarray], free: np.ndarray) -> np.ndarray:
+def solve_tilt(b: Bound, parts: Split, free: np.ndarray) -> np.ndarray:
     """θ (the free entries) whose tilted law has its mean (FLOPs, params) ratios at the bands' centres.
 
     Newton's method on the tilted mean (its Jacobian is the tilted covariance), halving steps
     that do not bring the mean closer; θ stays 0 where `free` is False. The moments are read
-    on a regular subset of each large block's cells: any θ keeps the draws exact.
+    on a regular subset of each large block's cells: any θ keeps the draws exact. Under hubs
+    the law is a mixture over their combinations (the covariance: within plus between).
     """
     s, cost = b.space, b.cost
     scale = np.array([cost.base_flops, cost.base_params], dtype=np.float64)
     goal = np.zeros(2)
-    centre = dict((form, 0.5 * (lo + hi) / scale[form]) for form, lo, hi in monotone_bands(b))
+    centre = {form: 0.5 * (lo + hi) / scale[form] for form, lo, hi in monotone_bands(b)}
     goal[0] = centre.get(0, 0.0)
     goal[1] = centre[1] if 1 in centre else goal[0] / s.c_mcb if s.c_mcb is not None else 0.0
-    thin = [max(len(blk.log_len) // TILT_CELLS, 1) for blk in parts[0]]  # θ need not be exact
-    scaled = [(blk.cost[::t] / scale, blk.log_len[::t]) for blk, t in zip(parts[0], thin)]
-    const = parts[1] / scale
+    thin = [max(blk.cost.shape[0] * len(blk.log_len) // TILT_CELLS, 1) for blk in parts.blocks]
+    scaled = [(blk.cost[:, ::t] / scale, blk.log_len[::t], blk.row)
+              for blk, t in zip(parts.blocks, thin, strict=True)]
+    hub_cost = parts.hub_cost / scale
 
     def moments(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mean, cov = const.copy(), np.zeros((2, 2))
-        for c, log_len in scaled:
-            log_q = log_len + c @ theta
-            w = np.exp(log_q - log_q.max())
-            w /= w.sum()
-            mu = w @ c
-            d = c - mu
-            mean += mu
-            cov += (d * w[:, None]).T @ d
+        log_h = parts.hub_log_len + hub_cost @ theta
+        means = hub_cost.copy()  # (H, 2): the mean given each hub combination
+        within = []
+        for c, log_len, row in scaled:
+            log_q = log_len[None, :] + c @ theta  # (R, C)
+            top = log_q.max(1, keepdims=True)
+            w = np.exp(log_q - top)
+            z = w.sum(1)
+            w /= z[:, None]
+            mu = np.einsum("rc,rck->rk", w, c)
+            d = c - mu[:, None, :]
+            within.append((np.einsum("rc,rck,rcl->rkl", w, d, d), row))
+            log_h = log_h + (np.log(z) + top[:, 0])[row]
+            means += mu[row]
+        h = np.exp(log_h - log_h.max())
+        h /= h.sum()
+        mean = h @ means
+        d = means - mean
+        cov = (d * h[:, None]).T @ d
+        for v, row in within:
+            cov += np.tensordot(np.bincount(row, h, minlength=len(v)), v, axes=1)
         return mean, cov
 
     theta = np.zeros(2)
@@ -604,15 +709,15 @@ class Sampler:
 
         Built on first use: θ solved on each thin band (FLOPs, params); beside it, for an mCB
         band θ on params too, for a FLOPs range no tilt (plain rejection over the levels); a
-        fixed-seed pilot keeps the best. None when a block has too many level combinations or
-        the best rate is below BLOCK_MIN_RATE.
+        fixed-seed pilot keeps the best. None when `split` finds no blocks small enough or the
+        best rate per block drawn is below BLOCK_MIN_RATE (Gibbs is then faster).
         """
         if self._block is False:
             self._block = self._build_block()
         return self._block  # type: ignore[return-value]
 
     def _build_block(self) -> tuple[BlockSampler, float] | None:
-        parts = blocks(self.b, self.lv, self.forms)
+        parts = split(self.b, self.lv, self.forms)
         if parts is None:
             return None
         s = self.b.space
@@ -629,7 +734,9 @@ class Sampler:
             rate = sampler.rate(BLOCK_PILOT, rng)
             if best is None or rate > best[1]:
                 best = (sampler, rate)
-        return best if best is not None and best[1] >= BLOCK_MIN_RATE else None
+        if best is None or best[1] / (len(best[0].blocks) + 1) < BLOCK_MIN_RATE:
+            return None
+        return best
 
     def _flow(self, group: np.ndarray, i: int) -> Flow:
         """Unit i flowing against the other units of `group` (its width: a ResNet stage)."""
