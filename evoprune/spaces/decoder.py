@@ -83,7 +83,8 @@ class Decoder:
         kept = kept_channels(self.cost.channels, recipes, self.cost.rounding(self.space.round_to))
         flops, params = self.cost.batch(kept)
         f, p = flops / self.cost.base_flops, params / self.cost.base_params
-        return Decoded(recipes, kept, f, p, f / p, recipes.std(1), self.violation(kept, recipes) == 0)
+        mcb = flops / params / (self.cost.base_flops / self.cost.base_params)  # as `Cost.mcb`
+        return Decoded(recipes, kept, f, p, mcb, recipes.std(1), self.violation(kept, recipes) == 0)
 
     def sample(self, n: int, seed: int = 0) -> Decoded:
         """Draw n i.i.d. recipes from the space's distribution (deterministic given seed).
