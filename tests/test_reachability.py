@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from evoprune.cost import CostModel
 from evoprune.errors import EvopruneError
-from evoprune.spaces import Decoder, PruningSpace
+from evoprune.spaces import Decoder, PruningSpace, bands
 from evoprune.spaces.bands import bind
 from evoprune.spaces.reach import all_levels, explore, forms, lp_relaxation
 from evoprune.spaces.repair import greedy
@@ -171,6 +171,34 @@ def test_search_and_bounds_alone_never_lie_and_decide_every_tiny_space():
     assert min(proven.values()) >= 3, proven  # both proofs are exercised
 
 
+def test_repair_from_many_starts_alone_finds_witnesses_and_proves_nothing():
+    found = non_empty = 0
+    for net, space, count in judged()[::2]:  # every kind on every network, half the spaces
+        b = bind(space, tiny_cost(net))
+        reach = explore(b, enum_limit=0, max_boxes=0)  # no enumeration, no branch and bound
+        if count == 0:
+            assert reach.how in ("interval", "undecided") and not len(reach.anchors), space
+            continue
+        non_empty += 1
+        assert not reach.empty, space
+        if len(reach.anchors):
+            found += 1
+            kept = kept_channels(b.cost.channels, reach.anchors, b.rt)
+            assert inside(space, b.cost, kept).all(), space
+    assert found >= 0.8 * non_empty, (found, non_empty)
+
+
+def test_undecided_space_is_accepted_with_one_warning(monkeypatch):
+    net, space = next((net, s) for net, s, n in judged() if n == 0 and s.c_mcb is not None)
+    b = bind(space, tiny_cost(net))
+    assert explore(b, enum_limit=0, max_boxes=0).how == "undecided"
+    monkeypatch.setattr(bands, "explore", functools.partial(explore, enum_limit=0, max_boxes=0))
+    with pytest.warns(UserWarning, match=r"none was proven impossible .*; sampling will try$"):
+        decoder = Decoder(space, tiny_cost(net))
+    with pytest.raises(EvopruneError, match="could not be repaired into the space"):
+        decoder.decode(np.full((1, decoder.n_genes), 0.5))
+
+
 def test_lp_relaxation_never_refutes_a_box_holding_a_recipe():
     refuted = 0
     for net, space, count in judged():
@@ -214,6 +242,10 @@ def test_the_refused_example_is_accepted_and_draws_in_band_recipes():
     b = bind(space, cost)
     neutral = continuous(b, np.full((1, b.n_genes), 0.5), 1.0)
     assert not greedy(b, neutral)[1][0]  # ... yet the neutral genotype's repair misses them all
+    for budgets in ({}, {"max_boxes": 0}):  # the branch and bound; repair from many starts
+        reach = explore(b, enum_limit=0, **budgets)
+        assert len(reach.anchors) and not reach.empty, budgets
+        assert inside(space, cost, kept_channels(cost.channels, reach.anchors, b.rt)).all()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # decided, not undecided
         decoder = Decoder(space, cost)

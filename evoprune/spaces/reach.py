@@ -23,7 +23,7 @@ When the budgets run out before either, the space is undecided (no anchors, not 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -73,9 +73,15 @@ class Forms:
 
 
 def unit_levels(c: int, rt: int, r_max: float) -> np.ndarray:
-    """Kept counts one unit reaches for ratios in [0, r_max], ascending (as `kept_channels`)."""
-    first, last = (int(np.floor(c * (1.0 - r) / rt + 0.5)) for r in (r_max, 0.0))
-    return np.union1d(np.clip(np.arange(first, last + 1) * rt, rt, c), [c]).astype(np.int64)
+    """Kept counts one unit reaches for ratios in [0, r_max], ascending.
+
+    `kept_channels` itself is the oracle: it is asked at 0, r_max and around every ratio
+    1 - m·rt/c where a count m·rt sits, so the levels follow its rounding rule whatever it is.
+    """
+    m = np.arange(c // rt + 2)[:, None] + np.array([-0.25, 0.0, 0.25])
+    r = np.append((1.0 - m * rt / c).ravel(), [0.0, r_max])
+    r = r[(r >= 0.0) & (r <= r_max)]
+    return np.unique(kept_channels(np.array([c]), r[:, None], rt)).astype(np.int64)
 
 
 def all_levels(b: Bound) -> list[np.ndarray]:
@@ -312,6 +318,7 @@ def search(b: Bound, starts: np.ndarray) -> np.ndarray:
 def explore(b: Bound, enum_limit: int = ENUM_LIMIT, max_boxes: int = MAX_BOXES,
             max_lp: int = MAX_LP) -> Reach:
     """Witnesses of the bound space, or a proof that it is empty, or neither (see the module)."""
+    b = replace(b, reach=None)  # the greedy repair alone: no walk toward earlier witnesses
     levels = all_levels(b)
     none = np.empty((0, b.n))
     if math.prod(len(v) for v in levels) <= enum_limit:
