@@ -96,8 +96,8 @@ def _base_args(p: argparse.ArgumentParser, prefix: str = "base.", checkpoint: bo
               "images (default all)", type=float)
     if checkpoint:
         _tree_arg(g, "--checkpoint", f"{prefix}checkpoint", d.checkpoint,
-                  "trained base weights (a search without one trains and caches them under "
-                  "studies/checkpoints/)")
+                  "trained base weights (a search without one trains and caches them in "
+                  "checkpoints/ beside the storage)")
 
 
 def _space_args(p: argparse.ArgumentParser) -> None:
@@ -270,6 +270,8 @@ def _retrain_args(p: argparse.ArgumentParser) -> None:
                    help=PRECISION_HELP + f" (default {DEFAULT_PRECISION})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--data-root", dest="data_root", help="dataset folder, if not the study's")
+    p.add_argument("--model", help="the study's package:callable model, named again to import "
+                   "it (a storage's model name is data: only built-in models are built from it)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -612,7 +614,7 @@ def _print_event() -> Callable[[Any], None]:
         tag = f" [w{e.worker}]" if getattr(e, "worker", None) is not None else ""
         if isinstance(e, ev.BaseTraining):
             return (f"training the base {e.model} on {e.dataset} ({e.epochs} epochs, cached "
-                    "under studies/checkpoints/ for later searches)")
+                    "in checkpoints/ beside the storage for later searches)")
         if isinstance(e, ev.EpochDone):
             return f"  epoch {e.epoch}  loss {e.loss:.4f}  val {100 * e.val_acc:.2f}%"
         if isinstance(e, ev.StudyCreated):

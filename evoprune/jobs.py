@@ -37,13 +37,14 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
     from evoprune.checkpoint import load_weights
     from evoprune.cost import CostModel
     from evoprune.data import dataset_info
-    from evoprune.models import build_model
+    from evoprune.models import build_model, build_stored
     from evoprune.pruning import IMPORTANCES, PrunedSpec, export_onnx, prune_channels, save_pruned
     from evoprune.recipes import KeptChannels, parse_recipe_spec
     from evoprune.units import check_kept, check_recipe, find_units, round_recipe
 
+    stored = None  # the study's model is data: built only if built-in or named again
     if job.recipe.startswith("study:"):  # the trial's architecture: the study's model and units
-        job = _study_defaults(job)
+        job, stored = _study_defaults(job)
     if job.importance not in IMPORTANCES:
         raise EvopruneError(f"unknown importance {job.importance!r}: choose {', '.join(IMPORTANCES)}")
     if job.round_to < 1:
@@ -58,7 +59,9 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
         except ImportError:
             raise EvopruneError("--onnx needs the onnx package: pip install onnx") from None
     info = dataset_info(job.dataset, job.data_root)
-    base = build_model(job.model, info.num_classes, info.in_shape)
+    base = build_model(job.model, info.num_classes, info.in_shape) if stored is None else \
+        build_stored(job.model, info.num_classes, info.in_shape, named=stored[1],
+                     where=stored[0])
     if job.checkpoint is not None:
         load_weights(base, job.checkpoint)
     units = find_units(base, info.in_shape, residual=job.residual)
@@ -94,20 +97,29 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
     return result
 
 
-def _study_defaults(job: PruneJob) -> PruneJob:
-    """Take model, dataset, residual, rounding and (unless given) checkpoint from the study."""
+def _study_defaults(job: PruneJob) -> tuple[PruneJob, tuple[str, str | None] | None]:
+    """Take model, dataset, residual, rounding and (unless given) checkpoint from the study.
+
+    Also returns (the study's words for messages, the user's --model if it names the stored
+    model again, else None): a stored `package:callable` is imported only when named again
+    (`models.build_stored`).
+    """
     from dataclasses import replace
 
-    from evoprune.recipes import study_trial
+    from evoprune.models import check_stored
+    from evoprune.recipes import _split_study_spec, study_trial
     from evoprune.schema import StudyRecord
 
     attrs, _ = study_trial(job.recipe, job.storage)
     if "config" not in attrs and "model" not in attrs:  # not an evoprune study: flags as given
-        return job
+        return job, None
     r = StudyRecord.from_attrs(attrs, job.recipe)
+    named = job.model if job.model == r.model else None
+    where = f"study {_split_study_spec(job.recipe)[0]!r}"
+    check_stored(r.model, named, where)  # before any file is read
     return replace(job, model=r.model, dataset=r.dataset, residual=r.residual,
                    round_to=r.round_to, data_root=job.data_root or r.data_root,
-                   checkpoint=job.checkpoint or r.checkpoint.path)
+                   checkpoint=job.checkpoint or r.checkpoint.resolve(job.storage)), (where, named)
 
 
 @dataclass(frozen=True)
@@ -224,7 +236,16 @@ def run_train(job: TrainJob, progress: Any = None) -> dict[str, Any]:
     return out
 
 
-CHECKPOINT_CACHE = "studies/checkpoints"
+CHECKPOINT_CACHE = "studies/checkpoints"  # beside the storage instead where it is a file
+
+
+def checkpoint_cache(storage: str) -> Path:
+    """Where a search caches its base: `checkpoints/` beside a file storage (SQLite, journal),
+    so a resume from any folder finds it; CHECKPOINT_CACHE for an RDB server."""
+    from evoprune.storage import storage_folder
+
+    folder = storage_folder(storage)
+    return Path(CHECKPOINT_CACHE) if folder is None else folder / "checkpoints"
 
 
 def cached_base(job: TrainJob, cache: str | Path = CHECKPOINT_CACHE,

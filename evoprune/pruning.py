@@ -212,12 +212,17 @@ def read_spec(path: str | Path) -> tuple[PrunedSpec, dict[str, torch.Tensor]]:
     return PrunedSpec(**fields), _with_metadata(record["state_dict"], record.get("state_metadata", {}))
 
 
-def load_pruned(path: str | Path) -> nn.Module:
-    """Rebuild a pruned model from its file: base model, units, kept channels, then weights."""
-    from evoprune.models import build_model
+def load_pruned(path: str | Path, model: str | None = None) -> nn.Module:
+    """Rebuild a pruned model from its file: base model, units, kept channels, then weights.
+
+    The file's model name is data: a built-in model is built from it, a `package:callable` only
+    when `model` names it again.
+    """
+    from evoprune.models import build_stored
 
     spec, state = read_spec(path)
-    base = build_model(spec.model, spec.num_classes, spec.in_shape)
+    base = build_stored(spec.model, spec.num_classes, spec.in_shape, named=model,
+                        where=f"pruned-model file {path}")
     units = find_units(base, spec.in_shape, residual=spec.residual)
     if tuple(units.names) != spec.units or tuple(int(c) for c in units.channels) != spec.channels:
         raise EvopruneError(f"{path} was saved for other units of {spec.model} than this version "

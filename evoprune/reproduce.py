@@ -331,7 +331,8 @@ def run_retraining(config: ReproduceConfig, planned: list[Planned], say: Progres
             t0 = time.perf_counter()
             records = run_retrain(RetrainConfig(
                 study_name=name, storage=config.storage, settings=s, device=config.device,
-                seed=config.seed, data_root=config.data_root, precision=config.precision))
+                seed=config.seed, data_root=config.data_root, precision=config.precision,
+                model=config.model))  # the set's own model, named in its TOML
             out.append({"c_flops": c, "study": name, "source": source, "records": records})
             text = ", ".join(f"#{r['number']} {r['chosen_as']} seed {r['seed']} "
                              f"{r['test_drop']:.2f} pp" for r in records)

@@ -30,7 +30,7 @@ from evoprune.storage import DEFAULT_STORAGE
 if TYPE_CHECKING:
     from evoprune.train import Schedule
 
-RETRAIN_DIR = "studies/checkpoints/retrain"
+RETRAIN_DIR = "checkpoints/retrain"  # beside a file storage (else under studies/)
 RETRAIN_MODES = ("finetune", "rewind", "scratch", "scratch-b")
 __all__ = ["RETRAIN_MODES", "RetrainConfig", "RetrainSettings", "retrain_results",
            "retrain_schedule", "run_retrain", "select_top_k"]
@@ -74,7 +74,17 @@ class RetrainConfig:
     seed: int = 0
     data_root: str | None = None  # the dataset's folder, if not the study's
     precision: str = DEFAULT_PRECISION  # auto, fp32 or bf16 (autocast; auto: where native)
-    out_dir: str = RETRAIN_DIR  # retrained models and their resumable states
+    out_dir: str | None = None  # retrained models and states; None: RETRAIN_DIR beside the storage
+    model: str | None = None  # the study's package:callable model, named again to import it
+
+    def out_folder(self) -> Path:
+        """Where retrained models and their resumable states go (beside a file storage)."""
+        from evoprune.storage import storage_folder
+
+        if self.out_dir is not None:
+            return Path(self.out_dir)
+        folder = storage_folder(self.storage)
+        return (Path("studies") if folder is None else folder) / RETRAIN_DIR
 
     def schedule_settings(self, seed: int | None = None) -> dict[str, Any]:
         """What two retrainings must share to be the same (mode, epochs, lr, batch, seed)."""
@@ -190,6 +200,7 @@ def run_retrain(config: RetrainConfig,
     Returns one row per trial and seed, `chosen_as` top-k, uniform or random.
     """
     from evoprune.events import RetrainStarted
+    from evoprune.models import check_stored
     from evoprune.schema import study_record
     from evoprune.storage import load_study, set_finished_attr
 
@@ -198,6 +209,7 @@ def run_retrain(config: RetrainConfig,
         raise EvopruneError("--study-name is required")
     study = load_study(config.storage, config.study_name)
     record = study_record(study)
+    check_stored(record.model, config.model, f"study {config.study_name!r}")  # data, not code
     if record.checkpoint.path is None:
         raise EvopruneError(f"study {config.study_name!r} was searched from a model given in "
                             "Python: retrain its winners with your own training loop "
@@ -242,11 +254,11 @@ def _load_base(config: RetrainConfig, record: Any) -> tuple[Any, Any, Any]:
     """The study's base model (weights checked against the stored sha256), units and data."""
     from evoprune.checkpoint import load_weights, sha256_of
     from evoprune.data import batches_for, load_dataset
-    from evoprune.models import build_model
+    from evoprune.models import build_stored
     from evoprune.train import resolve_device
     from evoprune.units import find_units
 
-    path, sha = record.checkpoint.path, record.checkpoint.sha256
+    path, sha = record.checkpoint.resolve(config.storage), record.checkpoint.sha256
     if not Path(path).is_file():
         raise EvopruneError(f"the study's checkpoint {path} is gone: restore it to retrain")
     if sha256_of(path) != sha:
@@ -258,7 +270,8 @@ def _load_base(config: RetrainConfig, record: Any) -> tuple[Any, Any, Any]:
                                     val_size=base_tree.get("val_size", DEFAULT_VAL_SIZE),
                                     train_size=base_tree.get("train_size")), device,
                        precision=config.precision)
-    base = build_model(record.model, data.info.num_classes, data.info.in_shape)
+    base = build_stored(record.model, data.info.num_classes, data.info.in_shape,
+                        named=config.model, where=f"study {config.study_name!r}")
     load_weights(base, path)
     units = find_units(base, data.info.in_shape, residual=record.residual)
     if record.unit_names != units.names:
@@ -282,7 +295,7 @@ def _retrain_one(config: RetrainConfig, settings: dict[str, Any], study: Any, tr
     seed = int(settings["seed"])
     model = prune_channels(base, units, kept, importance=record.importance, seed=seed)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-    out = Path(config.out_dir)
+    out = config.out_folder()
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{study.study_name}-trial{trial.number}-{settings['mode']}-{digest}"
     state = out / f"{stem}.state.pt"

@@ -18,6 +18,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from evoprune.errors import EvopruneError
@@ -39,10 +40,39 @@ def _drop_none(d: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """The base weights a study was searched from: a file (or None: weights given in Python)."""
+    """The base weights a study was searched from: a file (or None: weights given in Python).
+
+    A file storage (SQLite, journal) records the path relative to its own folder
+    (`relative_to` "storage"), so a study resumes the same from any folder; an RDB storage
+    records it absolute. Older studies hold it as given (absolute, or relative to the folder
+    the search ran in) and load as before.
+    """
 
     path: str | None
     sha256: str
+    relative_to: str | None = None  # "storage": `path` is relative to the storage's folder
+
+    @classmethod
+    def recorded(cls, path: str | Path, sha256: str, storage: str) -> Checkpoint:
+        """The record of checkpoint file `path` in `storage`: relative to its folder if it has one."""
+        import os
+
+        from evoprune.storage import storage_folder
+
+        folder = storage_folder(storage)
+        full = Path(path).resolve()
+        if folder is None:
+            return cls(str(full), sha256)
+        return cls(os.path.relpath(full, folder), sha256, "storage")
+
+    def resolve(self, storage: str) -> str | None:
+        """The checkpoint's path from the current folder (None: weights given in Python)."""
+        if self.path is None or self.relative_to != "storage":
+            return self.path
+        from evoprune.storage import storage_folder
+
+        folder = storage_folder(storage)
+        return self.path if folder is None else str(folder / self.path)
 
 
 @dataclass(frozen=True)
@@ -142,7 +172,8 @@ class StudyRecord:
                                 "configuration or base_acc in its user_attrs)")
         config = dict(attrs["config"]) if version >= 2 else _tree_of_v1(attrs)
         ck = attrs.get("checkpoint", {})
-        return cls(config=config, checkpoint=Checkpoint(ck.get("path"), str(ck.get("sha256", ""))),
+        return cls(config=config, checkpoint=Checkpoint(ck.get("path"), str(ck.get("sha256", "")),
+                                                        ck.get("relative_to")),
                    base_val_acc=float(base_acc), base_flops=int(attrs.get("base_flops", 0)),
                    base_params=int(attrs.get("base_params", 0)),
                    units=list(attrs.get("units", [])),

@@ -51,6 +51,15 @@ def journal_path(url: str) -> Path:
     return Path(url[len("journal:"):] if url.startswith("journal:") else url)
 
 
+def storage_folder(url: str) -> Path | None:
+    """The folder of a file storage (SQLite, journal): its checkpoints live beside it; None for
+    an RDB server, whose studies keep absolute checkpoint paths."""
+    kind = storage_kind(url)
+    if kind == "rdb":
+        return None
+    return (sqlite_path(url) if kind == "sqlite" else journal_path(url)).resolve().parent
+
+
 def check_storage(url: str, *, n_workers: int = 1, must_exist: bool = False) -> str:
     """Check that `url` can be opened for this use without writing anything; return its kind."""
     kind = storage_kind(url)

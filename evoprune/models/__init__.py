@@ -78,7 +78,8 @@ def model_names() -> list[str]:
     return list(MODELS)
 
 
-def build_model(name: str, num_classes: int, in_shape: tuple[int, ...]) -> nn.Module:
+def build_model(name: str, num_classes: int, in_shape: tuple[int, ...], *,
+                code: bool = True) -> nn.Module:
     """Build zoo model `name` (or `torchvision:NAME`, `timm:NAME`, `package.module:callable`) for (C, H, W)."""
     shape = tuple(int(s) for s in in_shape)
     if len(shape) != 3 or min(shape) < 1:
@@ -95,11 +96,49 @@ def build_model(name: str, num_classes: int, in_shape: tuple[int, ...]) -> nn.Mo
 
         return build_timm_model(name.partition(":")[2], int(num_classes), shape)  # type: ignore[arg-type]
     if ":" in name:
+        if not code:  # a name read from a storage or file: data, never imported (see build_stored)
+            raise CodeRefused(f"model {name!r} is code (package:callable), which evoprune does "
+                              "not import from a stored name: name it again to build it")
         return _build_user_model(name, int(num_classes), shape)  # type: ignore[arg-type]
     raise EvopruneError(
         f"unknown model {name!r}: choose one of {', '.join(MODELS)}, torchvision:NAME, "
         "timm:NAME or package.module:callable"
     )
+
+
+class CodeRefused(EvopruneError):
+    """A `package:callable` model name met where only built-in names are built (a storage)."""
+
+
+BUILT_IN_PREFIXES = ("torchvision:", "timm:")  # families evoprune builds by name, importing no user code
+
+
+def is_code(name: str) -> bool:
+    """True for a `package:callable` model name (importing it runs the package's code)."""
+    return name not in MODELS and ":" in name and not name.startswith(BUILT_IN_PREFIXES)
+
+
+def check_stored(stored: str, named: str | None = None, where: str = "the study") -> None:
+    """Refuse a stored `package:callable` model the user has not named again (one line, how)."""
+    if named is not None and named != stored:
+        raise EvopruneError(f"{where} holds model {stored!r}, not {named!r}: pass --model "
+                            f"{stored} (or leave --model out for a built-in model)")
+    if named is None and is_code(stored):
+        raise EvopruneError(f"{where} stores its model as code ({stored!r}), which evoprune "
+                            "imports only when you name it: if you trust it, pass --model "
+                            f"{stored} (in Python: model={stored!r})")
+
+
+def build_stored(stored: str, num_classes: int, in_shape: tuple[int, ...], *,
+                 named: str | None = None, where: str = "the study") -> nn.Module:
+    """Build a model whose name was read from a storage or a file: data, not code.
+
+    Built-in names (the zoo, `torchvision:NAME`, `timm:NAME`) are built as they are. A
+    `package:callable` is imported only when the user names it again (`named`, from `--model`
+    or Python); otherwise one line says how (`check_stored`).
+    """
+    check_stored(stored, named, where)
+    return build_model(stored, num_classes, in_shape, code=named is not None)
 
 
 def _transformer_error(name: str) -> EvopruneError:
@@ -173,4 +212,5 @@ def _build_user_model(spec: str, num_classes: int, in_shape: Shape) -> nn.Module
     return model
 
 
-__all__ = ["MODELS", "build_model", "model_names", "swap_first_conv"]
+__all__ = ["MODELS", "build_model", "build_stored", "check_stored", "is_code", "model_names",
+           "swap_first_conv"]

@@ -86,7 +86,8 @@ def _record(config: SearchConfig, checkpoint: str, sha: str, decoder: Any,
     from evoprune import __version__
     from evoprune.schema import Checkpoint
 
-    return StudyRecord(config=config.stored_tree(), checkpoint=Checkpoint(str(checkpoint), sha),
+    return StudyRecord(config=config.stored_tree(),
+                       checkpoint=Checkpoint.recorded(checkpoint, sha, config.storage),
                        base_val_acc=float(context.evaluate(context.base)),
                        base_flops=decoder.cost.base_flops, base_params=decoder.cost.base_params,
                        units=decoder.cost.units.describe(), base_test_acc=float(test_acc),
@@ -94,11 +95,14 @@ def _record(config: SearchConfig, checkpoint: str, sha: str, decoder: Any,
 
 
 def _cached_checkpoint(config: SearchConfig, existing: Any, say: Progress) -> str:
-    """The base checkpoint of a search without one: the study's, or trained and cached."""
-    from evoprune.jobs import TrainJob, cached_base
+    """The base checkpoint of a search without one: the study's, or trained and cached beside
+    the storage (`jobs.checkpoint_cache`), so a resume from any folder finds it."""
+    from evoprune.jobs import TrainJob, cached_base, checkpoint_cache
+    from evoprune.schema import Checkpoint
 
     if existing is not None:
-        path = existing.user_attrs.get("checkpoint", {}).get("path")
+        ck = existing.user_attrs.get("checkpoint", {})
+        path = Checkpoint(ck.get("path"), "", ck.get("relative_to")).resolve(config.storage)
         if path and os.path.isfile(path):
             return str(path)
     b = config.base
@@ -106,7 +110,8 @@ def _cached_checkpoint(config: SearchConfig, existing: Any, say: Progress) -> st
                    val_size=b.val_size, train_size=b.train_size, device=config.device,
                    precision=config.precision)
     say(BaseTraining(b.model, b.dataset, b.epochs))
-    result = cached_base(job, progress=lambda r: say(EpochDone.of(r, "base")))
+    result = cached_base(job, checkpoint_cache(config.storage),
+                         progress=lambda r: say(EpochDone.of(r, "base")))
     return str(result["out"])
 
 
@@ -136,7 +141,7 @@ def run_search(config: SearchConfig, progress: Progress | None = None) -> dict[s
         retrained = run_retrain(RetrainConfig(
             study_name=prepared.study, storage=config.storage, settings=config.retrain,
             device=config.device, seed=config.seed, data_root=config.base.data_root,
-            precision=config.precision), progress)
+            precision=config.precision, model=config.base.model), progress)
     summary = summarize(config.storage, prepared.study)
     return {**summary, "workers": workers, "retrained": retrained,
             "seconds": time.perf_counter() - tic,

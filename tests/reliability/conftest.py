@@ -41,6 +41,13 @@ def pytest_terminal_summary(terminalreporter) -> None:
     if f["bad_inputs"]:
         tr.write_line(f"bad inputs tried: {f['bad_inputs']}, rejected cleanly (exit 2, one "
                       f"line, storage unchanged): {f['rejected']}")
+    if f["storage_code_runs"]:
+        tr.write_line(f"storages holding code (os:abort, a module marking its import): "
+                      f"{f['storage_code_refused']} of {f['storage_code_runs']} retrain/resume/"
+                      "prune runs refused (exit 2, one line, nothing imported or written)")
+    if f["resume_elsewhere_runs"]:
+        tr.write_line(f"resumed from another folder: base reused in "
+                      f"{f['resume_elsewhere_base_reused']} of {f['resume_elsewhere_runs']}")
     if f["postgres_runs"]:
         tr.write_line(f"PostgreSQL: {f['postgres_runs']} runs with 2 workers, "
                       f"{f['postgres_trials']} trials, dashboard read: {f['postgres_dashboard']}")
