@@ -173,7 +173,7 @@ def test_search_and_bounds_alone_never_lie_and_decide_every_tiny_space():
 
 def test_repair_from_many_starts_alone_finds_witnesses_and_proves_nothing():
     found = non_empty = 0
-    for net, space, count in judged()[::2]:  # every kind on every network, half the spaces
+    for net, space, count in judged()[::3]:  # a third of the cases, every kind among them
         b = bind(space, tiny_cost(net))
         reach = explore(b, enum_limit=0, max_boxes=0)  # no enumeration, no branch and bound
         if count == 0:
