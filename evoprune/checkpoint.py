@@ -24,8 +24,36 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def check_writable(path: str | Path, flag: str = "--out") -> None:
+    """Refuse an output file whose folder cannot be written: checked before any work is done.
+
+    The folder (made by `atomic_save` where missing) must be creatable and take a file: a
+    temporary file is created there and removed, so read-only folders, read-only file systems
+    and missing permissions are all found, whoever runs it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise EvopruneError(f"{flag} {path} is a folder: give a file path")
+    folder = path.resolve().parent
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise EvopruneError(f"{flag} {path}: {existing} is a file, not a folder; choose another "
+                            f"{flag}")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=existing)
+    except OSError as exc:
+        raise EvopruneError(f"cannot write {flag} {path}: folder {existing} is not writable "
+                            f"({exc.strerror}); choose another {flag} or make it writable"
+                            ) from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def atomic_save(obj: Any, path: str | Path) -> str:
-    """Write `obj` with torch.save to a temp file, then `os.replace` it; return its sha256."""
+    """Write `obj` with torch.save to a temp file, then `os.replace` it; return its sha256.
+
+    A full disk leaves the previous file whole and raises one line (EvopruneError).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -35,6 +63,15 @@ def atomic_save(obj: Any, path: str | Path) -> str:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except Exception as exc:
+        Path(tmp).unlink(missing_ok=True)
+        from evoprune.storage import disk_full
+
+        full = disk_full(exc)
+        if full is None:
+            raise
+        raise EvopruneError(f"disk full writing {path} ({full}): free space on its disk and "
+                            "rerun (the previous file, if any, is whole)") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

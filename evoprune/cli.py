@@ -12,7 +12,8 @@ import argparse
 import json
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
@@ -33,6 +34,27 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Print `prog: error: message` on one line and exit 2."""
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _study_name(value: str) -> str:
+    """A --study-name as typed; an empty or blank one is refused (leave the flag out instead)."""
+    from evoprune.storage import check_study_name
+
+    try:
+        check_study_name(value)
+    except EvopruneError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _writable(args: argparse.Namespace, *flags: str) -> None:
+    """Check that each output path given (--out, --onnx) can be written, before any work."""
+    from evoprune.checkpoint import check_writable
+
+    for flag in flags:
+        path = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        if path is not None:
+            check_writable(path, flag)
 
 
 def _tree_arg(group: Any, flag: str, dest: str, default: Any, help: str, **kw: Any) -> None:
@@ -169,7 +191,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
             ("--uniform-seeds", "uniform_seeds", "trials of the uniform recipe, one seed each "
                                                  "(the proxy's seed noise)", {"type": int}),
             ("--storage", "storage", STORAGE_HELP, {}),
-            ("--study-name", "study_name", "default: MODEL-DATASET-SPACE-fC_FLOPS", {}),
+            ("--study-name", "study_name", "default: MODEL-DATASET-SPACE-fC_FLOPS",
+             {"type": _study_name}),
             ("--n-workers", "n_workers", "worker processes on this machine (needs a journal or "
                                          "RDB storage)", {"type": int}),
             ("--device", "device", "auto, cpu or cuda[:i]", {}),
@@ -251,7 +274,7 @@ def _retrain_args(p: argparse.ArgumentParser) -> None:
 
     d = RetrainSettings()
     p.add_argument("--storage", default=DEFAULT_STORAGE, help="the study's storage URL")
-    p.add_argument("--study-name", dest="study_name", required=True,
+    p.add_argument("--study-name", dest="study_name", required=True, type=_study_name,
                    help="the study to retrain from")
     _tree_arg(p, "--top-k", "settings.top_k", d.top_k, "best trials to retrain", type=int)
     _tree_arg(p, "--mode", "settings.mode", d.mode, "retraining technique", choices=RETRAIN_MODES)
@@ -280,7 +303,8 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--storage", default=DEFAULT_STORAGE, help="the studies' storage URL")
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--study-name", nargs="+", metavar="NAME", help="studies to analyse")
+    which.add_argument("--study-name", nargs="+", metavar="NAME", type=_study_name,
+                       help="studies to analyse")
     which.add_argument("--all", action="store_true", help="every study of the storage")
     p.add_argument("--out", default="studies/analysis",
                    help="folder for report.md, summary.json and the figures "
@@ -398,6 +422,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
 def _run_prune(args: argparse.Namespace) -> Any:
     from evoprune.jobs import PruneJob, run_prune
 
+    _writable(args, "--out", "--onnx")
     return run_prune(PruneJob(**{k: getattr(args, k) for k in PruneJob.__dataclass_fields__
                                  if hasattr(args, k)}))
 
@@ -405,6 +430,7 @@ def _run_prune(args: argparse.Namespace) -> Any:
 def _run_train(args: argparse.Namespace) -> Any:
     from evoprune.jobs import TrainJob, run_train
 
+    _writable(args, "--out")
     job = TrainJob(**{k: getattr(args, k) for k in TrainJob.__dataclass_fields__})
     for key in ("val_size", "train_size"):  # a count, parsed as a float
         value = getattr(job, key)
@@ -709,13 +735,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def _one_line_notices(command: str) -> Iterator[None]:
+    """Print the storage's repair notices (`storage.StorageRecovered`) as one line each."""
+    import warnings
+
+    from evoprune.storage import StorageRecovered
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", StorageRecovered)
+        shown = warnings.showwarning
+
+        def show(message: Any, category: Any, *rest: Any, **kw: Any) -> None:
+            if issubclass(category, StorageRecovered):
+                print(f"evoprune {command}: {message}", file=sys.stderr, flush=True)
+            else:
+                shown(message, category, *rest, **kw)
+
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `evoprune` command line; return the exit code."""
     args = build_parser().parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     command = COMMANDS[args.command]
     try:
-        result = command.run(args)
+        with _one_line_notices(args.command):
+            result = command.run(args)
         text = command.json(result) if getattr(args, "json", False) else command.text(result)
     except KeyboardInterrupt:
         if not command.interruptible:
@@ -733,6 +781,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"evoprune {args.command}: the model's outputs are not finite: {exc}; check the "
               "checkpoint and the data (NaN or inf in the weights or inputs)", file=sys.stderr)
         return 1
+    except Exception as exc:  # a full disk or a corrupted storage met below: one line, exit 2
+        from evoprune.storage import storage_fault
+
+        fault = storage_fault(exc, getattr(args, "storage", None))
+        if fault is None:
+            raise
+        print(f"evoprune {args.command}: error: {fault}", file=sys.stderr)
+        return 2
     if text is not None:
         print(text)
     return 0

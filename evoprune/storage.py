@@ -10,8 +10,14 @@ left RUNNING by a dead machine is failed and retried.
 from __future__ import annotations
 
 import datetime
+import errno
 import os
+import shutil
 import socket
+import sqlite3
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,20 @@ TAGLESS_GRACE_S = 10  # a RUNNING trial without a worker tag this old was killed
 RETRY_INHERITS = ("is_uniform",)  # the only user_attrs a retried trial keeps (see retry_trial)
 DIED = "its worker process died (killed or crashed)"  # the fail_reason of a reaped trial
 ORPHAN_GRACE_S = 60  # a reaped trial of another host's reaper this long without its retry
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database
+DISK_FULL = "disk full"  # how a fail_reason of a trial stopped by a full disk starts
+UNIFORM_RUNS = 3  # runs of one uniform seed (first and retries) before resumes stop retrying it
+
+
+class StorageRecovered(UserWarning):
+    """A storage was repaired on opening (a journal's partial last record dropped); one line."""
+
+
+def check_study_name(name: str | None) -> None:
+    """Refuse an empty or blank study name (None means the default name)."""
+    if name is not None and not name.strip():
+        raise EvopruneError("the study name is empty: pass --study-name NAME, or leave the flag "
+                            "out for the default name")
 
 
 def storage_kind(url: str) -> str:
@@ -95,7 +115,11 @@ def check_storage(url: str, *, n_workers: int = 1, must_exist: bool = False) -> 
 
 
 def open_storage(url: str, *, heartbeat: bool = False, wal: bool = True) -> Any:
-    """Open (creating where needed) the Optuna storage at `url`; call `check_storage` first."""
+    """Open (creating where needed) the Optuna storage at `url`; call `check_storage` first.
+
+    A SQLite file that is no database is refused as corrupted; a journal whose last record was
+    cut off by a crash is backed up and repaired (`recover_journal`, one StorageRecovered line).
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -103,18 +127,251 @@ def open_storage(url: str, *, heartbeat: bool = False, wal: bool = True) -> Any:
     if kind == "journal":
         from optuna.storages.journal import JournalFileBackend
 
-        return optuna.storages.JournalStorage(JournalFileBackend(str(journal_path(url))))
+        path = journal_path(url)
+        message = recover_journal(path)
+        if message is not None:
+            warnings.warn(message, StorageRecovered, stacklevel=2)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     extra: dict[str, Any] = {}
     if heartbeat and kind == "rdb":
         extra = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S,
                  "heartbeat_stale_trial_callback": retry_trial}  # Optuna's retry
+    if kind == "sqlite":
+        check_sqlite_header(sqlite_path(url))
+        extra["engine_kwargs"] = {"connect_args": {"timeout": 30}}  # busy wait while creating
     try:
-        storage = optuna.storages.RDBStorage(url, **extra)
+        with _schema_lock(sqlite_path(url) if kind == "sqlite" else None):
+            storage = optuna.storages.RDBStorage(url, **extra)
     except Exception as exc:
+        fault = storage_fault(exc, url)
+        if fault is not None:
+            raise EvopruneError(fault) from None
         raise EvopruneError(f"cannot open storage {url}: {str(exc).splitlines()[0]}") from None
     if kind == "sqlite" and wal:
         _sqlite_wal(storage)
     return storage
+
+
+@contextmanager
+def _schema_lock(path: Path | None) -> Iterator[None]:
+    """Hold an exclusive flock on the SQLite file's folder while Optuna creates its schema.
+
+    Two processes opening one new file at once would both create the tables ("table trials
+    already exists", or a duplicate alembic version row). The lock is on the folder, so no
+    file is left behind; where flock is unavailable (not POSIX, some network file systems)
+    the open goes on unlocked.
+    """
+    if path is None:
+        yield
+        return
+    try:
+        import fcntl
+
+        fd = os.open(path.resolve().parent, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        with suppress(OSError):  # no flock on this file system: unlocked
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def check_sqlite_header(path: Path) -> None:
+    """Refuse a SQLite storage file whose header is not SQLite's (overwritten or another file)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return  # a new storage: Optuna creates it
+    if head and head != SQLITE_HEADER:
+        raise EvopruneError(f"storage {path} is corrupted: it is not an SQLite database (its "
+                            "first bytes are overwritten); restore it from a backup or copy, or "
+                            "pass another --storage")
+
+
+def recover_journal(path: Path) -> str | None:
+    """Repair a journal whose last record a crash cut off; the one line saying what was done.
+
+    Optuna appends whole records, each ending in a newline, under its lock file; bytes after
+    the last newline are a record cut off mid-write (Optuna skips them, but the next append
+    would glue a new record to them and break every later read). Under the same lock, the
+    file is copied to PATH.TIME.bak, then the partial record is dropped; a tail that is a whole
+    record (cut just before its newline) gets the newline instead. None where nothing was cut.
+    """
+    if _journal_tail(path) == b"":
+        return None
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    lock = JournalFileSymlinkLock(str(path))  # JournalFileBackend's default lock
+    lock.acquire()
+    try:
+        tail = _journal_tail(path)
+        if tail == b"":  # another process repaired it meanwhile
+            return None
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        backup = path.with_name(f"{path.name}.{stamp}.bak")
+        try:
+            shutil.copy2(path, backup)
+        except OSError as exc:
+            backup.unlink(missing_ok=True)
+            raise EvopruneError(f"journal {path} ends in a partial record (a crash mid-write) "
+                                f"and cannot be backed up before its repair ({exc.strerror}): "
+                                "free space on its disk and rerun") from None
+        whole = _is_record(tail)
+        with open(path, "r+b") as fh:
+            if whole:
+                fh.seek(0, os.SEEK_END)
+                fh.write(b"\n")
+            else:
+                fh.truncate(os.path.getsize(path) - len(tail))
+            fh.flush()
+            os.fsync(fh.fileno())
+    finally:
+        lock.release()
+    if whole:
+        return (f"journal {path} ended without its last newline (a crash mid-write): backed up "
+                f"to {backup.name}, newline added; nothing was lost")
+    return (f"journal {path} ended in a partial record (a crash mid-write): backed up to "
+            f"{backup.name}, dropped its last {len(tail)} bytes (that record was never complete)")
+
+
+def _journal_tail(path: Path, block: int = 1 << 16) -> bytes:
+    """The bytes after the journal's last newline (b"" where it ends in one or is absent)."""
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return b""
+    tail = b""
+    with open(path, "rb") as fh:
+        while size > 0:
+            start = max(0, size - block)
+            fh.seek(start)
+            chunk = fh.read(size - start)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                return chunk[cut + 1:] + tail
+            tail, size = chunk + tail, start
+    return tail
+
+
+def _is_record(data: bytes) -> bool:
+    """Whether `data` is one whole journal record (a JSON object)."""
+    import json
+
+    try:
+        return isinstance(json.loads(data), dict)
+    except ValueError:
+        return False
+
+
+def disk_full(exc: BaseException) -> str | None:
+    """The disk-full error in `exc`'s chain (ENOSPC, EDQUOT, SQLITE_FULL) as text, or None."""
+    for e in _chain(exc):
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return e.strerror or os.strerror(e.errno)
+        if isinstance(e, sqlite3.OperationalError) and (
+                getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+                or "database or disk is full" in str(e)):
+            return str(e)
+        if "No space left on device" in str(e):  # torch's writer keeps only the text
+            return "No space left on device"
+    return None
+
+
+def corrupted(exc: BaseException) -> str | None:
+    """The SQLite corruption error in `exc`'s chain (malformed, not a database) as text, or None."""
+    codes = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    for e in _chain(exc):
+        if isinstance(e, sqlite3.DatabaseError) and (
+                getattr(e, "sqlite_errorcode", None) in codes
+                or "malformed" in str(e) or "not a database" in str(e)):
+            return str(e)
+    return None
+
+
+def storage_fault(exc: BaseException, url: str | None = None) -> str | None:
+    """One line naming a full disk or a corrupted SQLite storage behind `exc`, and what to do."""
+    where = f" {url}" if url else ""
+    full = disk_full(exc)
+    if full is not None:
+        return (f"disk full ({full}): free space where the storage{where} and the checkpoints "
+                "are written, then rerun the same command to resume")
+    bad = corrupted(exc)
+    if bad is not None:
+        return (f"storage{where} is corrupted ({bad}): restore it from a backup or copy, or pass "
+                "another --storage")
+    return None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, its causes and contexts, and the driver errors SQLAlchemy wraps (`orig`)."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [e.__cause__, e.__context__, getattr(e, "orig", None)]
+
+
+def reclaim_wal(url: str) -> None:
+    """Give back a SQLite storage's write-ahead log space (a TRUNCATE checkpoint); best effort.
+
+    On a full disk the WAL, grown by earlier trials, is the space a write can get back: its
+    pages are copied into the database (which mostly has them already) and the file is cut to
+    nothing, so the small writes that FAIL a trial fit again.
+    """
+    if storage_kind(url) != "sqlite":
+        return
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args={"timeout": 5})
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            engine.dispose()
+    except Exception:  # nothing to give back, or the storage busy: the trial is reaped later
+        pass
+
+
+def fail_own_trials(study: Any, reason: str) -> list[int]:
+    """FAIL this process's RUNNING trials with `reason` (or give a FAIL one its missing reason).
+
+    Used when the process stops on a fault its trial met (a full disk): where the storage still
+    takes the write, the trial is FAIL with its `fail_reason`; where it does not, the trial stays
+    RUNNING and the resume's `reap_dead_trials` fails and retries it. Returns the trials marked.
+    """
+    from optuna.trial import TrialState
+
+    me = worker_tag()
+    marked = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.FAIL)):
+        tag = trial.user_attrs.get("worker")
+        if not isinstance(tag, dict) or (tag.get("host"), tag.get("pid")) != \
+                (me["host"], me["pid"]):
+            continue
+        try:
+            if trial.state == TrialState.RUNNING:
+                from evoprune.optuna_compat import set_running_trial_user_attr
+
+                set_running_trial_user_attr(study, trial, "fail_reason", reason)
+                study.tell(trial.number, state=TrialState.FAIL)
+            elif "fail_reason" not in trial.user_attrs:
+                if not set_finished_attr(study, trial, "fail_reason", reason):
+                    continue
+            else:
+                continue
+        except Exception:  # the storage takes no write either: the resume reaps the trial
+            continue
+        marked.append(trial.number)
+    return marked
 
 
 def _sqlite_wal(storage: Any) -> None:
@@ -282,6 +539,39 @@ def retry_orphans(study: Any) -> list[int]:
             continue
         retry_trial(study, t)
         out.append(t.number)
+    return out
+
+
+def retry_uniform(study: Any, uniform_seeds: int) -> list[int]:
+    """Queue the uniform baseline again where a resume finds a seed of it failed or missing.
+
+    Each uniform seed is a chain: its first trial and the retries of it (`retried_from`). A
+    chain none of whose trials is COMPLETE, RUNNING or WAITING and whose last one FAILed (a
+    full disk, say: a trial the reaper never saw) is retried like a dead worker's trial, with
+    its original seed, up to UNIFORM_RUNS runs; chains fewer than `uniform_seeds` are queued
+    anew. Called when a search resumes (one process). Returns the trials retried (their
+    numbers), -1 for each new one queued.
+    """
+    from optuna.trial import TrialState
+
+    live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    uniform = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("is_uniform")]
+    chains: dict[int, list[Any]] = {}
+    for t in sorted(uniform, key=lambda t: t.number):
+        origin = retried_from(t)
+        chains.setdefault(t.number if origin is None else origin, []).append(t)
+    out = []
+    for chain in chains.values():
+        last = chain[-1]
+        if any(t.state in live for t in chain) or last.state != TrialState.FAIL \
+                or len(chain) >= UNIFORM_RUNS:
+            continue
+        retry_trial(study, last)
+        out.append(last.number)
+    params = uniform[0].params if uniform else {}
+    for _ in range(uniform_seeds - len(chains)):
+        study.enqueue_trial(dict(params), user_attrs={"is_uniform": True})
+        out.append(-1)
     return out
 
 

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from evoprune.errors import EvopruneError
 from evoprune.events import BaseTraining, EpochDone, Progress, SearchStarted
 from evoprune.schema import StudyRecord
 
@@ -43,11 +44,12 @@ def prepare(config: SearchConfig, progress: Progress | None = None) -> Prepared:
     from evoprune.searching.study import check_resume, create_study, n_complete, resume_study
     from evoprune.searching.worker import build_context, worker_device
     from evoprune.spaces import Decoder
-    from evoprune.storage import find_study
+    from evoprune.storage import check_study_name, find_study, retry_uniform
     from evoprune.train import resolve_device
     from evoprune.units import find_units
 
     say = progress or (lambda _e: None)
+    check_study_name(config.study_name)
     validate(config)
     name = config.name()
     existing = find_study(config.storage, name)
@@ -67,6 +69,7 @@ def prepare(config: SearchConfig, progress: Progress | None = None) -> Prepared:
                             loaded=(base, units, batches))
     if existing is not None and created(existing):
         study = resume_study(config.storage, name, say)
+        retry_uniform(study, config.uniform_seeds)  # a uniform seed failed (a full disk) or missing
     else:
         from evoprune.train import evaluate
 
@@ -116,9 +119,55 @@ def _cached_checkpoint(config: SearchConfig, existing: Any, say: Progress) -> st
 
 
 def run_search(config: SearchConfig, progress: Progress | None = None) -> dict[str, Any]:
-    """Prepare the study, run `n_workers` workers on it, retrain the top-k; return a summary."""
-    from evoprune.searching.study import dashboard_command, summarize
+    """Prepare the study, run `n_workers` workers on it, retrain the top-k; return a summary.
+
+    A full disk or a corrupted storage met on the way stops it with one line (EvopruneError).
+    """
+    from evoprune.storage import storage_fault
+
+    try:
+        return _run_search(config, progress)
+    except EvopruneError:
+        raise
+    except Exception as exc:
+        fault = storage_fault(exc, config.storage)
+        if fault is None:
+            raise
+        raise EvopruneError(fault) from None
+
+
+def _worker(config: SearchConfig, checkpoint: str, worker: int, progress: Progress | None,
+            context: TrialContext | None = None) -> dict[str, Any]:
+    """`run_worker`, stopped by a full disk in one line, its running trial FAIL with the reason.
+
+    Runs in each worker process, so each marks its own trial (`storage.fail_own_trials`).
+    """
     from evoprune.searching.worker import run_worker
+    from evoprune.storage import DISK_FULL, disk_full, fail_own_trials, load_study, reclaim_wal
+
+    try:
+        return run_worker(config, checkpoint, worker, progress, context=context)
+    except Exception as exc:
+        full = disk_full(exc)
+        if full is None:
+            raise
+        reclaim_wal(config.storage)  # the WAL's space, for the FAIL below
+        try:
+            marked = fail_own_trials(load_study(config.storage, config.name()),
+                                     f"{DISK_FULL}: {full}")
+        except Exception:
+            marked = []
+        trials = ", ".join(str(n) for n in marked)
+        said = (f"trial {trials} is FAIL with the reason" if len(marked) == 1 else
+                f"trials {trials} are FAIL with the reason" if marked else
+                "its running trial is failed and retried on resume")
+        raise EvopruneError(f"disk full ({full}) while writing to {config.storage}: the search "
+                            f"stopped ({said}); free space on the disk and rerun the same "
+                            "command to resume") from None
+
+
+def _run_search(config: SearchConfig, progress: Progress | None) -> dict[str, Any]:
+    from evoprune.searching.study import dashboard_command, summarize
 
     tic = time.perf_counter()
     prepared = prepare(config, progress)
@@ -126,13 +175,12 @@ def run_search(config: SearchConfig, progress: Progress | None = None) -> dict[s
     say(SearchStarted(prepared.study, prepared.complete, config.n_trials, prepared.base_acc,
                       config.n_workers))
     if config.n_workers == 1:
-        workers = [run_worker(config, prepared.checkpoint, 0, progress,
-                              context=prepared.context)]
+        workers = [_worker(config, prepared.checkpoint, 0, progress, context=prepared.context)]
     else:
         from joblib import Parallel, delayed
 
         workers = Parallel(n_jobs=config.n_workers, backend="loky")(
-            delayed(run_worker)(config, prepared.checkpoint, i, progress)
+            delayed(_worker)(config, prepared.checkpoint, i, progress)
             for i in range(config.n_workers))
     retrained: list[dict[str, Any]] = []
     if config.retrain.top_k > 0:

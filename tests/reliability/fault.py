@@ -6,6 +6,10 @@ POINT is where the process meets its fault:
          transaction: the statements before it in that transaction are never committed)
   time   SIGKILL K milliseconds after start (anywhere: imports, set-up, training, storage)
   nan    NaN into the weights after the K-th optimizer step (the NaN guard must fail the trial)
+  full   the disk fills at the K-th SQL INSERT/UPDATE/DELETE: it and every later write fail
+         with SQLite's own SQLITE_FULL error ("database or disk is full"), raised where the
+         driver executes them, until a `PRAGMA wal_checkpoint(TRUNCATE)` gives the write-ahead
+         log's space back (the space a real full disk can return to a SQLite storage)
 """
 
 from __future__ import annotations
@@ -39,6 +43,31 @@ def plant(point: str, k: int) -> None:
                 writes[0] += 1
                 if writes[0] == k:
                     _die()
+        return
+    if point == "full":
+        import sqlite3
+
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        writes, full = [0], [False]
+
+        @event.listens_for(Engine, "before_cursor_execute")
+        def _count(conn, cursor, statement, params, context, executemany):
+            if statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
+                writes[0] += 1
+                full[0] = full[0] or writes[0] == k
+            elif "wal_checkpoint(TRUNCATE)" in statement:
+                full[0] = False
+
+        def _execute(cursor, statement, params, context):
+            if full[0] and statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
+                error = sqlite3.OperationalError("database or disk is full")
+                error.sqlite_errorcode, error.sqlite_errorname = sqlite3.SQLITE_FULL, "SQLITE_FULL"
+                raise error
+
+        event.listen(Engine, "do_execute", _execute)  # inside SQLAlchemy's error handling
+        event.listen(Engine, "do_executemany", _execute)
         return
     if point in ("step", "nan"):
         import torch
