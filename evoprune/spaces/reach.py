@@ -4,8 +4,9 @@
 calls a space empty without a proof:
 
 1. exact enumeration of every kept-count vector when there are at most ENUM_LIMIT of them;
-2. else a termwise interval bound on the whole box of kept counts (the FLOPs or params floor);
-3. the greedy repair of the neutral genotype's recipe (the usual witness, as cheap as before);
+2. else the greedy repair of the neutral genotype's recipe (the usual witness, as cheap as the
+   check it replaces);
+3. else a termwise interval bound on the whole box of kept counts (the FLOPs or params floor);
 4. else a branch and bound over boxes of kept-count levels: a box is refuted by the termwise
    interval bound of each band's quadratic form (sound whatever the signs) or, while the LP
    budget lasts, by the LP relaxation of the bands with McCormick envelopes for the products
@@ -330,14 +331,14 @@ def explore(b: Bound, enum_limit: int = ENUM_LIMIT, max_boxes: int = MAX_BOXES,
         nearest = (float(below.max()) if len(below) else math.nan,
                    float(above.min()) if len(above) else math.nan)
         return Reach(none, True, "enumeration", nearest)
+    found = search(b, continuous(b, np.full((1, b.n_genes), 0.5), 1.0))  # as cheap as before
+    if len(found):
+        return Reach(found, False, "search")
     f = forms(b)
     a = np.array([v[0] for v in levels], np.float64)[None]
     z = np.array([v[-1] for v in levels], np.float64)[None]
     if refuted(f, a, z)[0]:
         return Reach(none, True, "interval")
-    found = search(b, continuous(b, np.full((1, b.n_genes), 0.5), 1.0))  # as cheap as before
-    if len(found):
-        return Reach(found, False, "search")
     kept, closed, lp_starts = branch_and_bound(b, levels, f, max_boxes, max_lp)
     if kept is not None:
         return Reach(_anchors(b, kept[None]), False, "branch and bound")
