@@ -48,6 +48,11 @@ def pytest_terminal_summary(terminalreporter) -> None:
     if f["resume_elsewhere_runs"]:
         tr.write_line(f"resumed from another folder: base reused in "
                       f"{f['resume_elsewhere_base_reused']} of {f['resume_elsewhere_runs']}")
+    if f["disk_full_runs"] or f["journal_repairs"] or f["schema_races"]:
+        tr.write_line(f"storage faults: disk full in {f['disk_full_runs']} searches, the failed "
+                      f"uniform seed run again on resume in {f['disk_full_uniform_rerun']}; "
+                      f"journals cut mid-record repaired: {f['journal_repairs']}; new SQLite "
+                      f"files opened by 4 processes at once: {f['schema_races']} rounds")
     if f["postgres_runs"]:
         tr.write_line(f"PostgreSQL: {f['postgres_runs']} runs with 2 workers, "
                       f"{f['postgres_trials']} trials, dashboard read: {f['postgres_dashboard']}")
