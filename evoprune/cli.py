@@ -370,7 +370,8 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     sample.add_argument("--n-old", type=int, default=200, help="recipes the old path draws "
                                                                "(default 200)")
     sample.add_argument("--residual", action="store_true",
-                        help="residual-coupled units too (blocks then fall back to Gibbs)")
+                        help="residual-coupled units too (their residual widths become hubs; "
+                             "Gibbs where that is slower)")
     train = sub.add_parser("train", help="training images/s against a DataLoader loop")
     train.add_argument("--cases", nargs="+",
                        default=["resnet20-digits", "resnet20-28px", "resnet56-cifar"],

@@ -103,6 +103,7 @@ def exact_law(b: Bound) -> tuple[np.ndarray, np.ndarray]:
     ({"round_to": 2}, 2, 64, 15, (4, 5, 6, 4, 5)),
     ({}, 3, 64, 15, (5, 5, 5, 5)),  # one width: each flow leaves out the unit drawn with it
     ({"delta": 0.2}, 5, 64, 15, (9,)),  # one unit
+    ({"c_params": 0.3, "delta": 0.05}, 6, 4, 5, (4, 5, 6, 4, 5)),  # two bands
 ])
 def test_gibbs_draws_the_enumerated_law(monkeypatch, extra, seed, window, shifts, channels):
     monkeypatch.setattr(sampling, "WINDOW", window)

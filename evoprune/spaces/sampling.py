@@ -633,6 +633,8 @@ class _Chains:
         weighted cell, their outer and column picks and the picked cells' exact costs.
         """
         first, stop = self._interval(outer, c)
+        if self.b.space.c_mcb is None:  # the runs are the band exactly: draw from their sums
+            return self._draw_runs(outer, wo, c, wc, first, stop, rng)
         span = (stop - first).ravel()  # the cells: each (chain, outer) run, flat, by chain
         owner = np.repeat(np.arange(span.size), span)
         col = first.ravel()[owner] + np.arange(owner.size) - np.repeat(np.cumsum(span) - span, span)
@@ -651,6 +653,32 @@ class _Chains:
         u = before[moved] + rng.random(len(c))[moved] * total[moved]
         pick = np.clip(np.searchsorted(cum, u, side="right") - 1, 0, np.maximum(ends[moved] - 1, 0))
         return moved, row[pick], col[pick], [v[pick] for v in costs]
+
+    @staticmethod
+    def _draw_runs(outer: list[tuple[np.ndarray, np.ndarray, np.ndarray]], wo: np.ndarray,
+                   c: np.ndarray, wc: np.ndarray, first: np.ndarray, stop: np.ndarray,
+                   rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+        """`_draw` where the runs [first, stop) are exactly the in-band cells (no mCB band).
+
+        The outer pick ∝ wo times its run's summed wc, then the column ∝ wc within the run:
+        the same law as drawing the cell ∝ wo·wc, without listing the cells.
+        """
+        m = len(c)
+        cum = np.concatenate([np.zeros((m, 1)), np.cumsum(wc, 1)], 1)  # (M, Wc + 1)
+        chains = np.arange(m)[:, None]
+        run = cum[chains, stop] - cum[chains, first]
+        row_w = np.cumsum(wo * run, 1)
+        moved = np.flatnonzero(row_w[:, -1] > 0)  # a chain with no weighted cell stays
+        u = rng.random((2, m))[:, moved]
+        row = np.minimum((row_w[moved] <= (u[0] * row_w[moved, -1])[:, None]).sum(1),
+                         wo.shape[1] - 1)
+        lo, hi = first[moved, row], stop[moved, row]
+        v = cum[moved, lo] + u[1] * (cum[moved, hi] - cum[moved, lo])
+        col = np.clip((cum[moved] <= v[:, None]).sum(1) - 1, lo, np.maximum(hi - 1, lo))
+        cc = c[moved, col]
+        costs = [base[moved, row] + slope[moved, row] * cc + d * cc * cc for base, slope, d in outer]
+        return moved, row, col, costs
 
     def _interval(self, outer: list[tuple[np.ndarray, np.ndarray, np.ndarray]], c: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
