@@ -154,28 +154,66 @@ def open_storage(url: str, *, heartbeat: bool = False, wal: bool = True) -> Any:
 
 @contextmanager
 def _schema_lock(path: Path | None) -> Iterator[None]:
-    """Hold an exclusive flock on the SQLite file's folder while Optuna creates its schema.
+    """Hold the storage folder's lock while Optuna creates a SQLite file's schema.
 
     Two processes opening one new file at once would both create the tables ("table trials
-    already exists", or a duplicate alembic version row). The lock is on the folder, so no
-    file is left behind; where flock is unavailable (not POSIX, some network file systems)
-    the open goes on unlocked.
+    already exists", or a duplicate alembic version row).
     """
     if path is None:
         yield
         return
+    with _folder_lock(path.resolve().parent):
+        yield
+
+
+@contextmanager
+def creation_lock(url: str) -> Iterator[None]:
+    """Serialise creating a study between processes of this machine (SQLite and journal files).
+
+    Two searches started at once on a new study would both write its record and both queue the
+    uniform trials; under this lock the second finds the study created and resumes it. An RDB
+    storage serves many machines: there the lock is a no-op.
+    """
+    kind = storage_kind(url)
+    if kind == "rdb":
+        yield
+        return
+    path = sqlite_path(url) if kind == "sqlite" else journal_path(url)
+    with _folder_lock(path.resolve().parent):
+        yield
+
+
+_HELD: dict[str, int] = {}  # folders this process holds the lock of, with their depth
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive flock on `folder` (no file is left behind), reentrant within a process.
+
+    Where flock is unavailable (not POSIX, some network file systems) it goes on unlocked.
+    """
+    key = str(folder)
+    if _HELD.get(key):
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
     try:
         import fcntl
 
-        fd = os.open(path.resolve().parent, os.O_RDONLY)
+        fd = os.open(key, os.O_RDONLY)
     except (ImportError, OSError):
         yield
         return
+    _HELD[key] = 1
     try:
         with suppress(OSError):  # no flock on this file system: unlocked
             fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
+        del _HELD[key]
         os.close(fd)  # releases the lock
 
 

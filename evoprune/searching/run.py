@@ -44,7 +44,7 @@ def prepare(config: SearchConfig, progress: Progress | None = None) -> Prepared:
     from evoprune.searching.study import check_resume, create_study, n_complete, resume_study
     from evoprune.searching.worker import build_context, worker_device
     from evoprune.spaces import Decoder
-    from evoprune.storage import check_study_name, find_study, retry_uniform
+    from evoprune.storage import check_study_name, creation_lock, find_study, retry_uniform
     from evoprune.train import resolve_device
     from evoprune.units import find_units
 
@@ -76,8 +76,10 @@ def prepare(config: SearchConfig, progress: Progress | None = None) -> Prepared:
         record = _record(config, checkpoint, sha, decoder, context,
                          test_acc=evaluate(context.base, batches, split="test").top1,
                          sizes=data.sizes)
-        study = create_study(config.storage, name, record, config.objectives, decoder,
-                             config.sampler, config.seed, say, config.uniform_seeds)
+        with creation_lock(config.storage):  # a search started at the same moment waits here
+            study = create_study(config.storage, name, record, config.objectives, decoder,
+                                 config.sampler, config.seed, say, config.uniform_seeds)
+        check_resume(study, config.identity(), sha)  # where that other search created it
     return Prepared(name, str(checkpoint), sha,
                     StudyRecord.from_attrs(study.user_attrs, name).base_val_acc,
                     n_complete(study), len(units), context)

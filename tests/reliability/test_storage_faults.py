@@ -315,6 +315,39 @@ def test_processes_opening_one_new_sqlite_file_at_once_all_succeed(tmp_path, fig
     figures["schema_races"] += 3
 
 
+def _create_under_lock(url: str, barrier: object, out: object) -> None:
+    """Wait for the other, then open the storage and create a study under creation_lock,
+    holding it 0.5 s; report when the lock was held (monotonic clock)."""
+    import time
+
+    from evoprune.storage import creation_lock
+
+    barrier.wait()
+    with creation_lock(url):
+        start = time.monotonic()
+        optuna.create_study(study_name="c", storage=open_storage(url), load_if_exists=True)
+        time.sleep(0.5)
+        out.put((start, time.monotonic()))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_creating_a_study_is_serialised_between_processes(tmp_path, kind):
+    """Two processes creating one study at once hold creation_lock one after the other (a
+    search started at the same moment as another finds the study created, and resumes it),
+    and opening the storage inside it does not deadlock on the schema lock."""
+    ctx = multiprocessing.get_context("fork")
+    url = f"sqlite:///{tmp_path}/c.db" if kind == "sqlite" else f"journal:{tmp_path}/c.log"
+    barrier, out = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_create_under_lock, args=(url, barrier, out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    first, second = sorted(out.get(timeout=5) for _ in procs)
+    assert first[1] <= second[0]  # the second took the lock only once the first let it go
+    assert [p.exitcode for p in procs] == [0, 0]
+
+
 # ----------------------------------------------------------------- (e) read-only --out folder
 @pytest.fixture
 def read_only(tmp_path):
