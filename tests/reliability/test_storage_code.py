@@ -219,3 +219,21 @@ def test_an_older_study_with_an_absolute_or_cwd_relative_path_still_loads(
     assert "training the base" not in capsys.readouterr().err
     assert not (tmp_path / "studies" / "checkpoints" / ckpt.name).exists()
     assert optuna.load_study(study_name=STUDY, storage=storage).user_attrs["checkpoint"] == old
+
+
+def test_a_pruned_model_file_naming_code_is_refused_unless_named(tmp_path):
+    """load_pruned builds a file's built-in model, but imports its package:callable only when
+    the caller names it again (the file is data too)."""
+    import torch
+
+    from evoprune.errors import EvopruneError
+    from evoprune.pruning import PrunedSpec, load_pruned, save_pruned
+
+    path = tmp_path / "p.pt"
+    save_pruned(path, torch.nn.Linear(1, 1), PrunedSpec("os:abort", 10, (1, 8, 8), False,
+                                                         (), (), (), ()))
+    with pytest.raises(EvopruneError, match=r"pruned-model file .* stores its model as code "
+                                            r"\('os:abort'\).*model='os:abort'"):
+        load_pruned(path)
+    with pytest.raises(EvopruneError, match="holds model 'os:abort', not 'resnet20'"):
+        load_pruned(path, model="resnet20")
