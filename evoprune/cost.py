@@ -62,7 +62,7 @@ class LayerCost:
     """
 
     name: str
-    kind: str  # conv | grouped | linear | norm | param
+    kind: str  # conv | grouped | linear | norm | param | length (a Conv1d along the channels)
     out: tuple[int, ...]
     inp: tuple[int, ...]
     kernel: int  # kh · kw
@@ -208,12 +208,15 @@ def _record_table(model: nn.Module, units: Units) -> tuple[list[LayerCost], int]
 
     def hook(name: str):
         def record(mod: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            if isinstance(mod, nn.Conv1d):  # along the channels: its positions are its length
+                positions[name] = positions.get(name, 0) + output.shape[-1]
+                return
             width = output.shape[1] if isinstance(mod, nn.Conv2d) else output.shape[-1]
             positions[name] = positions.get(name, 0) + output.numel() // (output.shape[0] * width)
         return record
 
     handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()
-               if isinstance(m, (nn.Conv2d, nn.Linear))]
+               if isinstance(m, (nn.Conv2d, nn.Linear)) or n in ins]
     try:
         with preserved_mode(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
             model.eval()
@@ -248,6 +251,11 @@ def _row(name: str, m: nn.Module, outs: dict[str, np.ndarray], ins: dict[str, np
             raise EvopruneError(f"internal: grouped conv {name} would lose inputs but not outputs")
         const[-1] = m.in_channels // m.groups
         return LayerCost(name, "grouped", tuple(out), tuple(const), kernel, pos, bias)
+    if isinstance(m, nn.Conv1d) and name in ins:  # ECA: a Conv1d along the units' channels
+        length = _form(ins, name, positions.get(name, 0), channels)
+        own = sum(p.numel() for p in m.parameters(recurse=False))
+        return LayerCost(name, "length", tuple(const), tuple(length), m.kernel_size[0],
+                         m.out_channels * (m.in_channels // m.groups), False, own)
     if isinstance(m, nn.Linear):
         return LayerCost(name, "linear", tuple(_form(outs, name, m.out_features, channels)),
                          tuple(_form(ins, name, m.in_features, channels)), 1,
@@ -277,6 +285,10 @@ def _quadratic_forms(table: list[LayerCost], n: int, channels: np.ndarray
         out = np.asarray(row.out, dtype=np.int64)
         if row.kind in ("norm", "param"):
             qp[:, n] += row.per_channel * out
+            continue
+        if row.kind == "length":  # FLOPs linear in the length (`inp`), params fixed (all of them)
+            qf[n, :] += 2 * row.kernel * row.positions * np.asarray(row.inp, dtype=np.int64)
+            qp[n, n] += row.per_channel
             continue
         inp = np.asarray(row.inp, dtype=np.int64)
         qf += 2 * row.positions * row.kernel * np.outer(out, inp)

@@ -182,8 +182,20 @@ def coverage_row(name: str, size: int, *, default_units: bool = False) -> dict[s
     try:
         return check_model(name, size, default_units=default_units).to_dict()
     except EvopruneError as exc:
-        return {"family": family_of(name), "model": name, "size": size, "refused": str(exc),
-                "ok": False}
+        row: dict[str, Any] = {"family": family_of(name), "model": name, "size": size,
+                               "refused": str(exc), "ok": False}
+    try:  # what was found before the refusal: the units and the groups left out whole
+        from evoprune.models import build_model
+        from evoprune.units import find_units
+
+        shape = (3, size, size)
+        spec = name if name.startswith("timm:") else f"torchvision:{name}"
+        units = find_units(build_model(spec, 10, shape), shape, residual=True)
+        row.update(units=len(units), left_out=len(units.left_out),
+                   reasons=tuple(sorted({why for _, why in units.left_out})))
+    except EvopruneError:
+        pass
+    return row
 
 
 def timm_models() -> list[str]:
@@ -215,8 +227,9 @@ def format_coverage(rows: list[dict[str, Any]]) -> str:
              "round trip, in band | find units |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "refused" in r:
-            lines.append(f"| {r['family']} | {r['model']} | {r['size']}×{r['size']} | refused: "
-                         f"{r['refused']} | | | | |")
+            found = f"{r['units']} units, {r['left_out']} left out; " if "units" in r else ""
+            lines.append(f"| {r['family']} | {r['model']} | {r['size']}×{r['size']} | "
+                         f"{found}refused: {r['refused']} | | | | |")
             continue
         checks = "yes" if r["runs"] and r["round_trip"] and r["in_band"] else "NO"
         lines.append(f"| {r['family']} | {r['model']} | {r['size']}×{r['size']} | {r['units']}"

@@ -182,17 +182,28 @@ class _ViewShapes(torch.overrides.TorchFunctionMode):
         return out
 
 
-def _install_reshape_guard() -> None:
-    """Let DepGraph survive reshapes it cannot map (a channel shuffle): mark them opaque.
+SHUFFLE = "its channels pass a reshape that mixes them (a channel shuffle)"
+FUNCTIONAL_CONV = ("its channels pass a functional conv2d outside any Conv module (an "
+                   "anti-aliasing blur pool), whose channel count the forward fixes")
 
-    Torch-Pruning 1.6 divides by zero on `x.view(b, g, c // g, h, w)`; the guarded mapping
-    records the node on the graph instead, and `find_units` leaves out every group through it.
-    A per-channel view (`_channel_view`) passes its channels through unchanged.
+
+def _opaque(graph: Any, node: Any, why: str) -> None:
+    """Record a node whose channel mapping Torch-Pruning cannot give: its groups are left out."""
+    graph.__dict__.setdefault("evoprune_opaque", {}).setdefault(node, why)
+
+
+def _install_reshape_guard() -> None:
+    """Let DepGraph survive mappings it cannot compute (a channel shuffle): mark them opaque.
+
+    Torch-Pruning 1.6 divides by zero on `x.view(b, g, c // g, h, w)`, and fails on a
+    concatenation or split whose input widths it cannot infer (CSP-Darknet's focus stem); the
+    guarded mappings record the node on the graph instead, and `find_units` leaves out every
+    group through it. A per-channel view (`_channel_view`) passes its channels through unchanged.
     """
     from torch_pruning import ops
-    from torch_pruning.dependency import index_mapping
 
-    original = index_mapping.update_reshape_index_mapping
+    owner, reshape, _ = _index_mapping_owner()
+    original = getattr(owner, reshape)
     if getattr(original, "evoprune_guard", False):
         return
 
@@ -200,15 +211,48 @@ def _install_reshape_guard() -> None:
         if node.type == ops.OPTYPE.RESHAPE and _channel_view(graph, node):
             return  # identity on the channels: no index mapping
         if node.type == ops.OPTYPE.RESHAPE and not _flattens(node):
-            graph.__dict__.setdefault("evoprune_opaque", set()).add(node)
+            _opaque(graph, node, SHUFFLE)
             return  # not a flatten into a classifier: Torch-Pruning would map it as one
         try:
             original(graph, node)
         except (ZeroDivisionError, IndexError, ValueError):
-            graph.__dict__.setdefault("evoprune_opaque", set()).add(node)
+            _opaque(graph, node, SHUFFLE)
 
     guarded.evoprune_guard = True  # type: ignore[attr-defined]
-    index_mapping.update_reshape_index_mapping = guarded
+    setattr(owner, reshape, guarded)
+    for name, what in (("concat", "concatenation"), ("split", "split")):
+        attr = reshape.replace("reshape", name)
+        if hasattr(owner, attr):
+            setattr(owner, attr, _guard_widths(getattr(owner, attr), what))
+
+
+def _guard_widths(original: Any, what: str) -> Any:
+    """Guard one index-mapping update: a failure to infer widths leaves the node opaque."""
+
+    def guarded(graph: Any, node: Any) -> None:
+        try:
+            original(graph, node)
+        except (TypeError, ZeroDivisionError, IndexError, ValueError):
+            _opaque(graph, node, f"its channels pass a {what} whose input widths Torch-Pruning "
+                                 "cannot infer")
+
+    guarded.evoprune_guard = True  # type: ignore[attr-defined]
+    return guarded
+
+
+def _index_mapping_owner() -> tuple[Any, str, str]:
+    """Where Torch-Pruning keeps its index-mapping updates: (owner, reshape's, all's) names.
+
+    1.6 has a module `dependency.index_mapping` of functions f(graph, node); 1.5 has methods of
+    `DependencyGraph` with the same arguments.
+    """
+    try:
+        from torch_pruning.dependency import index_mapping
+    except ImportError:  # Torch-Pruning 1.5
+        from torch_pruning.dependency import DependencyGraph
+
+        return DependencyGraph, "_update_reshape_index_mapping", "update_index_mapping"
+    return index_mapping, "update_reshape_index_mapping", "update_index_mapping"
 
 
 @contextmanager
@@ -219,14 +263,13 @@ def frozen_mappings() -> Iterator[None]:
     computed when the graph was built, so many groups of an unpruned model need them only once
     (DenseNet121's 120 groups: several times faster).
     """
-    from torch_pruning.dependency import index_mapping
-
-    original = index_mapping.update_index_mapping
-    index_mapping.update_index_mapping = lambda graph: None
+    owner, _, update = _index_mapping_owner()
+    original = getattr(owner, update)
+    setattr(owner, update, lambda graph: None)
     try:
         yield
     finally:
-        index_mapping.update_index_mapping = original
+        setattr(owner, update, original)
 
 
 def _scale_parameters(model: nn.Module) -> dict[nn.Parameter, str]:
@@ -291,6 +334,34 @@ def _weight_paths(module2node: dict[Any, Any]) -> None:
                     n.add_input(node)
 
 
+LENGTH = "length"  # a slice side: the unit's channels are the length of a Conv1d (ECA)
+
+
+def _channel_convs(module2node: dict[Any, Any]) -> dict[Any, nn.Module]:
+    """Bypass each one-channel Conv1d over the channel axis (ECA's attention), in place.
+
+    ECA views the pooled (B, C) features as (B, 1, C) and convolves along the channels; a
+    one-channel Conv1d has no filter to prune and runs on any length, so its node is cut out and
+    its input linked to its output: the channels pass through unchanged. Returns the node that
+    fed each such conv, with the conv (its FLOPs follow the kept channels).
+    """
+    fed: dict[Any, nn.Module] = {}
+    for node in list(module2node.values()):
+        m = node.module
+        if not (isinstance(m, nn.Conv1d) and m.in_channels == m.out_channels == 1):
+            continue
+        for inp in node.inputs:
+            inp.outputs.remove(node)
+            for out in node.outputs:
+                inp.add_output(out)
+                out.add_input(inp)
+            fed[inp] = m
+        for out in node.outputs:
+            out.inputs.remove(node)
+        node.inputs, node.outputs = [], []
+    return fed
+
+
 def build_graph(model: nn.Module, in_shape: Sequence[int]) -> Any:
     """Trace Torch-Pruning's DependencyGraph of `model` without changing its train/eval mode.
 
@@ -308,9 +379,10 @@ def build_graph(model: nn.Module, in_shape: Sequence[int]) -> Any:
         graph.evoprune_views = {}
         trace = graph._trace
 
-        def traced(*args: Any, trace: Any = trace, **kwargs: Any) -> Any:
+        def traced(*args: Any, trace: Any = trace, graph: Any = graph, **kwargs: Any) -> Any:
             module2node = trace(*args, **kwargs)
             _weight_paths(module2node)
+            graph.evoprune_lengths = _channel_convs(module2node)
             return module2node
 
         graph._trace = traced
@@ -385,14 +457,22 @@ def _read_group(graph: Any, group: Any, names: Mapping[Any, str], channels: int,
     import torch_pruning as tp
 
     g = _Group(channels, [root])
-    opaque = graph.__dict__.get("evoprune_opaque", set())
+    opaque = graph.__dict__.get("evoprune_opaque", {})
+    lengths = graph.__dict__.get("evoprune_lengths", {})
     for item in group.items:
         dep, idxs = item.dep, item.idxs
         node = dep.target
+        if node in lengths:  # its channels are the length of a bypassed ECA Conv1d
+            conv = names[lengths[node]]
+            g.slices[(conv, LENGTH)] = 1
+            if len(idxs) != channels:
+                g.reason = g.reason or f"its channels map unevenly onto {conv}"
         if node.type == tp.ops.OPTYPE.ELEMENTWISE and node.grad_fn is not None:
             g.adds |= node.grad_fn.name().startswith(("Add", "Sub"))
+            if node.grad_fn.name().startswith("Convolution"):  # F.conv2d outside a Conv module
+                g.reason = g.reason or FUNCTIONAL_CONV
         if node in opaque:
-            g.reason = "its channels pass a reshape that mixes them (a channel shuffle)"
+            g.reason = opaque[node]
         elif node.type in (tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.UNBIND, tp.ops.OPTYPE.SLICE):
             g.reason = "its channels pass a split, chunk or slice whose sizes the forward fixes"
         found = _group_layer(graph, names, dep)
@@ -446,7 +526,7 @@ def bounded_groups(deadline: float) -> Iterator[None]:
     import time
     from collections import Counter
 
-    from torch_pruning.dependency.group import Group
+    from torch_pruning.dependency import Group
 
     original = Group.add_dep
 

@@ -205,3 +205,37 @@ def test_unit_finding_has_a_time_limit_that_names_where_it_stopped(monkeypatch):
     monkeypatch.setattr(units_module, "TIME_LIMIT", 0.0)
     with pytest.raises(EvopruneError, match=r"took over 0 s \(stopped at [\w.]+: its channels were still being followed through [\w.]+\); raise evoprune.units.TIME_LIMIT"):
         find_units(build_model("resnet20", 10, DIGITS), DIGITS)
+
+
+class _EcaNet(torch.nn.Module):
+    """A residual stage gated by ECA: a one-channel Conv1d along the pooled channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.conv = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.eca = torch.nn.Conv1d(1, 1, 3, padding=1, bias=False)
+        self.head = torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = self.conv(x)
+        gate = self.eca(y.mean((2, 3)).view(y.shape[0], 1, -1)).sigmoid()
+        x = x + y * gate.view(y.shape[0], -1, 1, 1).expand_as(y)
+        return self.head(x.mean((2, 3)))
+
+
+def test_an_eca_conv1d_along_the_channels_follows_the_kept_channels():
+    from evoprune.cost import CostModel, flops_of, params_of
+    from evoprune.pruning import prune_channels
+
+    model = _EcaNet().eval()
+    units = find_units(model, (3, 8, 8), residual=True)
+    assert units.names == ["stem"] and units.left_out == ()
+    assert ("eca", "length", 1) in units.units[0].slices
+    cost = CostModel(model, units)
+    for kept in ([16], [9], [1]):
+        pruned = prune_channels(model, units, kept).eval()
+        figures = cost.of_channels(kept)
+        assert (figures.flops, figures.params) == (flops_of(pruned, (3, 8, 8)), params_of(pruned))
+        assert pruned(torch.zeros(2, 3, 8, 8)).shape == (2, 10)
