@@ -270,10 +270,11 @@ def recover_journal(path: Path) -> str | None:
     finally:
         lock.release()
     if whole:
-        return (f"journal {path} ended without its last newline (a crash mid-write): backed up "
-                f"to {backup.name}, newline added; nothing was lost")
-    return (f"journal {path} ended in a partial record (a crash mid-write): backed up to "
-            f"{backup.name}, dropped its last {len(tail)} bytes (that record was never complete)")
+        return (f"journal {path} ended without its last newline (a crash or a full disk "
+                f"mid-write): backed up to {backup.name}, newline added; nothing was lost")
+    return (f"journal {path} ended in a partial record (a crash or a full disk mid-write): "
+            f"backed up to {backup.name}, dropped its last {len(tail)} bytes (that record was "
+            "never complete)")
 
 
 def _journal_tail(path: Path, block: int = 1 << 16) -> bytes:
