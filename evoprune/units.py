@@ -192,6 +192,18 @@ def _opaque(graph: Any, node: Any, why: str) -> None:
     graph.__dict__.setdefault("evoprune_opaque", {}).setdefault(node, why)
 
 
+def _fixed_weight_conv(grad_fn: Any) -> bool:
+    """True for a traced convolution whose weight takes no gradient (a blur pool's buffer).
+
+    A Conv module's own convolution can show as an op too (torch 2.3 wraps a 1×1 conv in
+    unsqueeze/squeeze), but its weight is a parameter, so it has a gradient path.
+    """
+    if not grad_fn.name().startswith("Convolution"):
+        return False
+    nexts = getattr(grad_fn, "next_functions", ())
+    return len(nexts) > 1 and nexts[1][0] is None
+
+
 def _install_reshape_guard() -> None:
     """Let DepGraph survive mappings it cannot compute (a channel shuffle): mark them opaque.
 
@@ -390,7 +402,8 @@ def build_graph(model: nn.Module, in_shape: Sequence[int]) -> Any:
             try:
                 graph.build_dependency(
                     model, example_inputs=example_input(model, trial), verbose=False,
-                    unwrapped_parameters=[(p, 0) for p in scales] or None)
+                    unwrapped_parameters=[(p, 0) for p in scales] or None,
+                    ignored_params=[])  # Torch-Pruning 1.5 iterates it when a group holds a parameter
             except Exception as exc:
                 error = exc
                 continue
@@ -469,7 +482,7 @@ def _read_group(graph: Any, group: Any, names: Mapping[Any, str], channels: int,
                 g.reason = g.reason or f"its channels map unevenly onto {conv}"
         if node.type == tp.ops.OPTYPE.ELEMENTWISE and node.grad_fn is not None:
             g.adds |= node.grad_fn.name().startswith(("Add", "Sub"))
-            if node.grad_fn.name().startswith("Convolution"):  # F.conv2d outside a Conv module
+            if _fixed_weight_conv(node.grad_fn):  # F.conv2d with a buffer as its weight
                 g.reason = g.reason or FUNCTIONAL_CONV
         if node in opaque:
             g.reason = opaque[node]
