@@ -76,7 +76,13 @@ def search(model: nn.Module, example_input: torch.Tensor, *, space: PruningSpace
     from evoprune.searching.study import check_resume, create_study, resume_study
     from evoprune.searching.worker import run_trials
     from evoprune.spaces import Decoder
-    from evoprune.storage import DEFAULT_STORAGE, check_storage, find_study, worker_tag
+    from evoprune.storage import (
+        DEFAULT_STORAGE,
+        check_storage,
+        check_study_name,
+        find_study,
+        worker_tag,
+    )
     from evoprune.units import find_units
 
     if uniform_seeds < 1 or n_trials <= uniform_seeds:
@@ -89,6 +95,7 @@ def search(model: nn.Module, example_input: torch.Tensor, *, space: PruningSpace
     sampler = sampler or SamplerConfig()
     proxy = ProxyConfig(importance=importance)
     check_storage(storage)
+    check_study_name(study_name)
     in_shape = tuple(int(s) for s in example_input.shape[1:])
     units = find_units(model, in_shape, residual=residual)
     decoder = Decoder(space, CostModel(model, units))  # refuses an unreachable band

@@ -104,6 +104,9 @@ def test_search_refuses_other_weights_and_a_bad_evaluate(tmp_path):
     with pytest.raises(evoprune.EvopruneError, match=r"accuracy in \[0, 1\]"):
         evoprune.search(net, x, space=space, finetune=lambda m: None, evaluate=lambda m: 7.0,
                         n_trials=2, storage=storage, study_name="s")
+    with pytest.raises(evoprune.EvopruneError, match="study name is empty"):
+        evoprune.search(net, x, space=space, finetune=lambda m: None, evaluate=lambda m: 0.5,
+                        n_trials=2, storage=storage, study_name=" ")
     study = evoprune.search(net, x, space=space, finetune=lambda m: None,
                             evaluate=lambda m: 0.5, n_trials=2, storage=storage, study_name="s")
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 2
