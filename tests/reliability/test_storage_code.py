@@ -138,6 +138,7 @@ def usernet(tmp_path, monkeypatch) -> str:
     return "usernet:build"
 
 
+@pytest.mark.slow  # real searches and a retraining (minutes on 2 cores)
 def test_a_user_model_named_again_is_imported(tmp_path, usernet, capsys):
     """A search on the user's package:callable stores it; retrain without --model refuses in one
     line, with --model usernet:build it retrains (and saves beside the storage)."""
@@ -166,6 +167,7 @@ def _search(storage: str, n: int) -> list[str]:
     return ["search", *FAST, "--base-epochs", "1", "--storage", storage, "--n-trials", str(n)]
 
 
+@pytest.mark.slow  # real searches and a retraining (minutes on 2 cores)
 def test_a_resume_from_another_folder_reuses_the_base(tmp_path, monkeypatch, capsys, figures):
     """A search without --checkpoint caches its base in checkpoints/ beside the storage and
     records it relative to the storage's folder; resumed from another folder (the same storage

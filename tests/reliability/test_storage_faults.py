@@ -59,6 +59,7 @@ def _optuna_storage(path: Path, trials: int = 200) -> Path:
 
 
 # ------------------------------------------------------------------------------ (a) disk full
+@pytest.mark.slow  # a real search, killed and resumed (minutes on 2 cores)
 def test_disk_full_fails_the_trial_stops_in_one_line_and_the_resume_reruns_the_uniform(
         tmp_path, base_ckpt, figures):
     """SQLITE_FULL from the 24th write on (the first of uniform trial 0's record, after its
@@ -204,6 +205,7 @@ def test_a_corrupted_sqlite_file_is_named_with_the_advice_to_restore_it(tmp_path
 
 
 # ------------------------------------------------------------------ (c) journal cut mid-write
+@pytest.mark.slow  # a real search, killed and resumed (minutes on 2 cores)
 def test_a_journal_cut_mid_record_is_backed_up_repaired_and_resumes(tmp_path, base_ckpt,
                                                                     figures):
     """A 2-trial journal study whose last record (trial 1's COMPLETE) lost its last 40 bytes,
