@@ -105,6 +105,7 @@ def test_a_study_set_that_cannot_test_the_observations_is_refused(kwargs, words)
         ReproduceConfig(**kwargs)
 
 
+@pytest.mark.slow  # 2+ minutes on 2 cores: CI's budget; run with -m slow
 def test_reproduce_quick_runs_end_to_end_and_resumes(tmp_path):
     """`python scripts/reproduce.py --quick`: every study complete, six verdicts with evidence,
     report and figures written; (e)'s numbers match the storage; a rerun adds no trial."""

@@ -6,7 +6,7 @@ import pytest
 from helpers import complete, duplicates, load, run_with_fault, search_argv
 
 
-@pytest.mark.parametrize("workers", [2, 4])
+@pytest.mark.parametrize("workers", [2, pytest.param(4, marks=pytest.mark.slow)])
 def test_workers_share_one_journal_storage(tmp_path, base_ckpt, figures, workers):
     """--n-workers 2 and 4 on one journal file: exactly n COMPLETE, every worker's trials kept,
     no duplicate genotype, the 3 uniform trials (one per seed), no traceback or lock error."""
