@@ -46,6 +46,7 @@ def _running_number(db: Path) -> int:
     return -1 if row[0] is None else int(row[0])
 
 
+@pytest.mark.slow  # CI's 15-minute budget; -m slow runs it
 def test_readme_example_resumes_after_a_kill_and_is_analysed(tmp_path):
     """Kill the README's search while trial 2 runs; rerun: exactly n COMPLETE, then analyse."""
     storage, n = f"sqlite:///{tmp_path / 'my.db'}", 6

@@ -207,6 +207,7 @@ def test_nan_and_unrepairable_trials_fail_with_reasons_and_the_study_goes_on(tmp
     assert failed[0].user_attrs["flops_ratio"] == pytest.approx(0.25, abs=0.002)
 
 
+@pytest.mark.slow  # CI's 15-minute budget; -m slow runs it
 def test_screen_prunes_weak_trials_and_keeps_counting_complete_ones(tmp_path, base_ckpt):
     """With --screen adaptive-bn the study still ends with n COMPLETE; screened trials PRUNED."""
     storage = f"sqlite:///{tmp_path}/s.db"

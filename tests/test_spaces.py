@@ -79,7 +79,7 @@ def spaces(draw):
     return PruningSpace(c_flops=c, c_params=draw(st.floats(0.02, 0.9)), **common)
 
 
-@settings(max_examples=40, deadline=None, derandomize=True,
+@settings(max_examples=20, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(name=st.sampled_from(list(SHAPES)), residual=st.booleans(), space=spaces(),
        seed=st.integers(0, 2**16))

@@ -298,6 +298,7 @@ def test_run_train_reports_validation_and_test_accuracy(tmp_path):
     assert r["test_top5"] is None and r["val_top5"] is None
     assert [h["epoch"] for h in r["history"]] == [1, 2] and "test_acc" not in r["history"][0]
 
+@pytest.mark.slow  # CI's 15-minute budget; -m slow runs it
 def test_sigkilled_training_resumes_at_the_next_epoch(tmp_path):
     import signal
     import subprocess

@@ -74,6 +74,7 @@ def test_ten_sigkills_then_resume_leave_exactly_n_complete(tmp_path, base_ckpt, 
             assert "died" in t.user_attrs.get("fail_reason", ""), t.user_attrs
 
 
+@pytest.mark.slow  # CI's 15-minute budget; -m slow runs it
 def test_a_study_killed_while_being_created_is_finished_on_resume(tmp_path, base_ckpt, figures):
     """SIGKILL inside the study's creation (its attrs, metric names, uniform trials): the rerun
     finishes the creation instead of refusing a study whose attrs look different."""
@@ -100,6 +101,7 @@ def test_a_study_killed_while_being_created_is_finished_on_resume(tmp_path, base
         [True, True, True, False]
 
 
+@pytest.mark.slow  # CI's 15-minute budget; -m slow runs it
 def test_a_creation_killed_between_the_uniform_trials_enqueues_the_rest(tmp_path, base_ckpt,
                                                                         figures):
     """SIGKILL after the first of the 3 uniform trials is queued (write 22 of a fresh creation:
