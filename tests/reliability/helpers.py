@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +51,15 @@ def duplicates(study: optuna.Study) -> int:
             dup += key in seen
             seen.add(key)
     return dup
+
+
+def storage_sha(path: Path) -> str:
+    """A hash of an SQLite storage's content (every row), whatever its WAL holds."""
+    with sqlite3.connect(path) as con:
+        return hashlib.sha256("\n".join(con.iterdump()).encode()).hexdigest()
+
+
+def folder_files(folder: Path) -> set[str]:
+    """Files of the folder, but SQLite's own -wal and -shm companions."""
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")
+            if not p.name.endswith(("-wal", "-shm"))}

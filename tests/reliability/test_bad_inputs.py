@@ -6,12 +6,12 @@ the storage's bytes are the same and no other file has appeared.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
+from helpers import folder_files, storage_sha
 
 from evoprune.cli import main
 
@@ -108,16 +108,6 @@ def study_db(tmp_path_factory, base_ckpt) -> Path:
     return db
 
 
-def _sha(path: Path) -> str:
-    """A hash of the storage's content (every row), whatever its WAL holds."""
-    with sqlite3.connect(path) as con:
-        return hashlib.sha256("\n".join(con.iterdump()).encode()).hexdigest()
-
-
-def _files(folder: Path) -> set[str]:
-    """Files of the folder, but SQLite's own -wal and -shm companions."""
-    return {str(p.relative_to(folder)) for p in folder.rglob("*")
-            if not p.name.endswith(("-wal", "-shm"))}
 
 
 @pytest.mark.parametrize(("argv", "words"), CASES, ids=[f"{c[0][0]}-{i}" for i, c in
@@ -134,7 +124,7 @@ def test_bad_input_exits_2_with_one_line_and_leaves_the_storage_unchanged(
         import optuna
 
         optuna.storages.RDBStorage(f"sqlite:///{empty}").engine.dispose()
-    before, files = _sha(db), _files(tmp_path)
+    before, files = storage_sha(db), folder_files(tmp_path)
     args = [a.format(ckpt=base_ckpt, db=f"sqlite:///{db}", dir=tmp_path,
                      empty=f"sqlite:///{empty}") for a in argv]
     try:
@@ -142,11 +132,11 @@ def test_bad_input_exits_2_with_one_line_and_leaves_the_storage_unchanged(
     except SystemExit as exc:  # argparse's own errors
         code = int(exc.code)
     err = capsys.readouterr().err.strip().splitlines()
-    ok = code == 2 and len(err) == 1 and words in err[0] and _sha(db) == before \
-        and _files(tmp_path) == files
+    ok = code == 2 and len(err) == 1 and words in err[0] and storage_sha(db) == before \
+        and folder_files(tmp_path) == files
     figures["bad_inputs"] += 1
     figures["rejected"] += ok
     assert code == 2, err
     assert len(err) == 1 and words in err[0], err
-    assert _sha(db) == before
-    assert _files(tmp_path) == files
+    assert storage_sha(db) == before
+    assert folder_files(tmp_path) == files

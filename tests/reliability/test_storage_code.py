@@ -9,7 +9,6 @@ so a resume from another folder reuses the base; older studies' paths still load
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from helpers import folder_files, storage_sha
 
 from evoprune.cli import main
 
@@ -62,14 +62,6 @@ def study_db(tmp_path_factory, base_ckpt) -> Path:
     return db
 
 
-def _sha(path: Path) -> str:
-    with sqlite3.connect(path) as con:
-        return hashlib.sha256("\n".join(con.iterdump()).encode()).hexdigest()
-
-
-def _files(folder: Path) -> set[str]:
-    return {str(p.relative_to(folder)) for p in folder.rglob("*")
-            if not p.name.endswith(("-wal", "-shm"))}
 
 
 def _plant_model(db: Path, model: str) -> None:
@@ -113,12 +105,12 @@ def test_a_storage_holding_code_runs_none_of_it(tmp_path, study_db, base_ckpt, f
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "lib"),
                                                         os.environ.get("PYTHONPATH", "")]),
            "EVIL_MARK": str(mark)}
-    before, files = _sha(db), _files(tmp_path)
+    before, files = storage_sha(db), folder_files(tmp_path)
     argv = [a.format(db=f"sqlite:///{db}", ckpt=base_ckpt, dir=tmp_path) for a in COMMANDS[command]]
     run = _evoprune(argv, tmp_path, env)
     err = run.stderr.strip().splitlines()
     ok = run.returncode == 2 and len(err) == 1 and model in err[0] and not mark.exists() \
-        and _sha(db) == before and _files(tmp_path) == files
+        and storage_sha(db) == before and folder_files(tmp_path) == files
     figures["storage_code_runs"] += 1
     figures["storage_code_refused"] += ok
     assert run.returncode == 2, run.stderr[-2000:]  # not 134 (abort), not a traceback
@@ -128,7 +120,7 @@ def test_a_storage_holding_code_runs_none_of_it(tmp_path, study_db, base_ckpt, f
     else:
         assert "another configuration" in err[0], err
     assert not mark.exists()  # never imported
-    assert _sha(db) == before and _files(tmp_path) == files
+    assert storage_sha(db) == before and folder_files(tmp_path) == files
 
 
 @pytest.fixture
