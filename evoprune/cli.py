@@ -198,6 +198,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
             ("--device", "device", "auto, cpu or cuda[:i]", {}),
             ("--precision", "precision", PRECISION_HELP, {"choices": PRECISIONS})):
         _tree_arg(run, flag, name, default_of(SearchConfig, name), help, **kw)
+    _baselines_arg(run)
     _tree_arg(run, "--objectives", "objectives", None,
               f"comma list from {','.join(OBJECTIVES)}, all minimised; default acc_drop plus "
               "what the bands leave free: params under a FLOPs band, flops under a params "
@@ -205,6 +206,68 @@ def _search_args(p: argparse.ArgumentParser) -> None:
               "refused",
               type=lambda s: tuple(o.strip() for o in s.split(",") if o.strip()))
     p.add_argument("--json", action="store_true", help="print one final JSON object")
+
+
+def _criteria(text: str) -> tuple[str, ...]:
+    """--baselines: a comma list of criteria, or none."""
+    if text.strip() == "none":
+        return ()
+    return tuple(c.strip() for c in text.split(",") if c.strip())
+
+
+def _baselines_arg(group: Any) -> None:
+    from evoprune.searching.baselines import CRITERIA
+
+    _tree_arg(group, "--baselines", "baselines", ",".join(CRITERIA),
+              "heuristic allocations (Torch-Pruning's global criteria) queued as labelled "
+              "trials after the uniform ones, a warm start in the wide space; none to skip",
+              type=_criteria)
+
+
+def _baselines_cmd_args(p: argparse.ArgumentParser) -> None:
+    from evoprune.config import default_of
+    from evoprune.objective import ProxyConfig
+    from evoprune.searching.config import BaseConfig, SearchConfig
+
+    _base_args(p)
+    _tree_arg(p, "--base-epochs", "base.epochs", BaseConfig().epochs,
+              "epochs of the cached base training without --checkpoint", type=int)
+    _space_args(p)
+    g = p.add_argument_group("scoring")
+    _baselines_arg(g)
+    _tree_arg(g, "--proxy-epochs", "proxy.epochs", ProxyConfig().epochs,
+              "proxy fine-tune epochs of each allocation", type=int)
+    for flag, name, help in (("--seed", "seed", "the proxy fine-tune's seed derives from it"),
+                             ("--storage", "storage", "where the base checkpoint is cached "
+                                                      "(checkpoints/ beside it)"),
+                             ("--device", "device", "auto, cpu or cuda[:i]")):
+        _tree_arg(g, flag, name, default_of(SearchConfig, name), help,
+                  **({"type": int} if name == "seed" else {}))
+    _tree_arg(g, "--precision", "precision", default_of(SearchConfig, "precision"),
+              PRECISION_HELP, choices=PRECISIONS)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _run_baselines(args: argparse.Namespace) -> Any:
+    from evoprune.searching.run import run_baselines
+
+    return run_baselines(search_config(args), progress=_print_event())
+
+
+def _format_baselines(r: Any) -> str:
+    lines = [f"{r['model']} on {r['dataset']}, {r['space']} {r['bands']}: base "
+             f"{100 * r['base_val_acc']:.2f}% (validation); proxy {r['proxy_epochs']} epoch(s), "
+             f"seed {r['seed']}, the same for every row",
+             f"{'allocation':<10} {'FLOPs':>7} {'params':>7} {'mCB':>6} {'std':>6} "
+             f"{'val drop':>9}  kept channels per unit"]
+    for row in r["rows"]:
+        lines.append(f"{row['name']:<10} {row['flops_ratio']:7.4f} {row['params_ratio']:7.4f} "
+                     f"{row['mcb']:6.3f} {row['recipe_std']:6.3f} {row['val_drop']:7.2f} pp  "
+                     f"{' '.join(map(str, row['kept']))}"
+                     + ("" if row["in_space"] else "  (outside the space's other bands)")
+                     + (f"  [{row['note']}]" if row["note"] and "repaired" in row["note"] else ""))
+    lines.append(f"units: {', '.join(r['units'])}")
+    return "\n".join(lines)
 
 
 def _prune_args(p: argparse.ArgumentParser) -> None:
@@ -648,6 +711,13 @@ def _print_event() -> Callable[[Any], None]:
             return (f"created study {e.study} ({e.units} units); the first trials are the "
                     f"uniform baseline, one per seed: FLOPs {e.flops_ratio:.4f}, params "
                     f"{e.params_ratio:.4f}, mCB {e.mcb:.3f}")
+        if isinstance(e, ev.BaselineFound):
+            return (f"baseline {e.criterion}: FLOPs {e.flops_ratio:.4f}, params "
+                    f"{e.params_ratio:.4f}, mCB {e.mcb:.3f}, std {e.recipe_std:.3f}"
+                    + (f" ({e.note})" if e.note else ""))
+        if isinstance(e, ev.BaselineScored):
+            return (f"  {e.name}: val drop {e.val_drop:.2f} pp at FLOPs {e.flops_ratio:.4f} "
+                    f"({e.seconds:.1f} s)")
         if isinstance(e, ev.TrialsReaped):
             return (f"trial(s) {', '.join(map(str, e.trials))} were left RUNNING by a dead "
                     "process: marked FAIL and queued again")
@@ -664,7 +734,8 @@ def _print_event() -> Callable[[Any], None]:
                 best.update(acc_drop=e.acc_drop, number=e.number)
             return (f"trial {e.number:>4}{tag}  drop {e.acc_drop:6.2f} pp  FLOPs "
                     f"{e.flops_ratio:.4f}  params {e.params_ratio:.4f}  mCB {e.mcb:.3f}  "
-                    f"std {e.recipe_std:.3f}{'  uniform' if e.is_uniform else ''}  "
+                    f"std {e.recipe_std:.3f}{'  uniform' if e.is_uniform else ''}"
+                    f"{f'  baseline {e.criterion}' if e.criterion else ''}  "
                     f"{e.seconds:.1f} s | best {best['acc_drop']:.2f} pp (#{best['number']})")
         return None
 
@@ -712,6 +783,9 @@ COMMANDS: dict[str, Command] = {
                       _format_sample, _json_sample),
     "search": Command("search a pruning space with Optuna (NSGA-II); resumable, scales out over "
                       "workers", _search_args, _run_search, _format_search, interruptible=True),
+    "baselines": Command("heuristic allocations (Torch-Pruning's global L2, Taylor, LAMP, BN "
+                         "scale) bisected into a FLOPs band, each proxy-scored", _baselines_cmd_args,
+                         _run_baselines, _format_baselines),
     "retrain": Command("fully retrain the top-k trials of a study and its uniform baseline",
                        _retrain_args, _run_retrain, _format_retrain),
     "analyze": Command("EDFs, optimal mCB and the drop-limit law from study storages: figures "

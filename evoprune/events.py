@@ -45,6 +45,28 @@ class StudyCreated:
 
 
 @dataclass(frozen=True)
+class BaselineFound:
+    """A heuristic allocation in the FLOPs band, queued as a labelled trial."""
+
+    criterion: str
+    flops_ratio: float
+    params_ratio: float
+    mcb: float
+    recipe_std: float
+    note: str
+
+
+@dataclass(frozen=True)
+class BaselineScored:
+    """A baseline (or the uniform recipe) pruned, proxy-fine-tuned and scored on validation."""
+
+    name: str
+    val_drop: float
+    flops_ratio: float
+    seconds: float
+
+
+@dataclass(frozen=True)
 class TrialsReaped:
     """Trials left RUNNING by dead processes were failed and queued again."""
 
@@ -76,6 +98,7 @@ class TrialDone:
     is_uniform: bool
     seconds: float
     values: tuple[float, ...]
+    criterion: str | None = None  # a heuristic baseline's criterion
 
 
 @dataclass(frozen=True)
@@ -98,6 +121,6 @@ class RetrainStarted:
     lr: float
 
 
-Event = (BaseTraining | EpochDone | StudyCreated | TrialsReaped | SearchStarted | TrialDone
-         | TrialFailed | RetrainStarted)
+Event = (BaseTraining | EpochDone | StudyCreated | BaselineFound | BaselineScored | TrialsReaped
+         | SearchStarted | TrialDone | TrialFailed | RetrainStarted)
 Progress = Callable[[Event], None]

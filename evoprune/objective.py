@@ -161,9 +161,14 @@ class Objective:
                          for i in range(self.ctx.decoder.n_genes)])
 
     def recipe(self, trial: Any, uniform: bool, seed: int) -> Decoded:
-        """The trial's recipe: the uniform one, a draw from the space, or the decoded genotype."""
+        """The trial's recipe: uniform, a given baseline, a draw from the space, or decoded genes."""
         if uniform:  # enqueued with no genes (searching.sampler: kept out of the sampler)
             return self.ctx.decoder.uniform()
+        kept = trial.user_attrs.get("baseline_kept")
+        if trial.user_attrs.get("role") == "baseline" and kept is not None:
+            if trial.params:  # a warm start: its genes join the sampler's population
+                self.genes(trial)
+            return self.ctx.decoder.describe_kept(np.asarray(kept, dtype=np.int64)[None])
         if self.draw:
             return self.ctx.decoder.sample(1, seed=seed)
         return self.ctx.decoder.decode(self.genes(trial)[None])
@@ -190,7 +195,9 @@ class Objective:
         pruned = prune_channels(self.ctx.base, self.ctx.units, d.kept[0],
                                 importance=self.proxy.importance, seed=seed)
         t2 = time.perf_counter()
-        record = _with(_cost_record(self.ctx.decoder, d, uniform), seed=seed)
+        record = _with(_cost_record(self.ctx.decoder, d, uniform), seed=seed,
+                       role=trial.user_attrs.get("role"),
+                       criterion=trial.user_attrs.get("criterion"))
         record, screen_s = self._screen(trial, pruned, record)
         acc = self._finetune(trial, pruned, record, seed)
         t3 = time.perf_counter()
@@ -212,7 +219,8 @@ class Objective:
         if self.progress is not None:
             self.progress(TrialDone(trial.number, self.worker.get("index"), record.val_drop,
                                     record.flops_ratio, record.params_ratio, record.mcb,
-                                    record.recipe_std, uniform, t4 - t0, values))
+                                    record.recipe_std, uniform, t4 - t0, values,
+                                    record.criterion))
         return values
 
     def _finetune(self, trial: Any, pruned: Any, record: TrialRecord, seed: int) -> float:

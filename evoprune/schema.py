@@ -296,6 +296,9 @@ class TrialRecord:
     seed: int | None = None  # the proxy fine-tune's seed (trial j shares it across spaces)
     proxy_seconds: float | None = None
     is_uniform: bool = False  # the uniform baseline (kept out of the sampler's parents)
+    role: str | None = None  # "baseline": a heuristic allocation (out of EDFs and laws)
+    criterion: str | None = None  # a baseline's criterion: l2, taylor, lamp, bn_scale
+    baseline_kept: list[int] | None = None  # a baseline's kept channels, given when enqueued
     worker: dict[str, Any] | None = None  # host, pid and index of the process that ran it
     screen_acc: float | None = None  # adaptive-BN accuracy (--screen)
     screened_out: bool | None = None
@@ -322,6 +325,11 @@ class TrialRecord:
     def finite(self) -> bool:
         """Whether the trial has a finite proxy drop."""
         return self.val_drop is not None and math.isfinite(self.val_drop)
+
+    @property
+    def is_baseline(self) -> bool:
+        """Whether the trial is a heuristic allocation (`role: baseline`), not a searched recipe."""
+        return self.role == "baseline"
 
 
 _LEGACY_TRIAL = {"proxy_acc": "val_acc", "acc_drop": "val_drop"}  # versions 1-2

@@ -18,6 +18,7 @@ from evoprune.machine import DEFAULT_PRECISION
 from evoprune.objective import ProxyConfig, check_objectives
 from evoprune.retrain import RetrainSettings
 from evoprune.schema import identity_of
+from evoprune.searching.baselines import CRITERIA, check_criteria
 from evoprune.spaces import PruningSpace
 from evoprune.splits import DEFAULT_VAL_SIZE
 from evoprune.storage import DEFAULT_STORAGE
@@ -88,6 +89,7 @@ class SearchConfig:
     objectives: tuple[str, ...] | None = None  # all minimised; None: what the space lets vary
     n_trials: int = 32  # COMPLETE trials of the study in total (the uniform ones included)
     uniform_seeds: int = 3  # the uniform recipe's trials (its proxy seed noise)
+    baselines: tuple[str, ...] = CRITERIA  # heuristic allocations enqueued after the uniform ones
     seed: int = 0  # sampler, proxy and retraining seeds derive from it
     storage: str = DEFAULT_STORAGE  # sqlite:///…, journal:….log or an RDB URL
     study_name: str | None = None  # None: MODEL-DATASET-SPACE-fC_FLOPS
@@ -101,6 +103,9 @@ class SearchConfig:
             object.__setattr__(self, "proxy", replace(
                 self.proxy, batch_size=default_proxy_batch(self.base.dataset)))
         object.__setattr__(self, "objectives", objectives_for(self.space, self.objectives))
+        object.__setattr__(self, "baselines", check_criteria(self.baselines))
+        if self.baselines and self.space.c_flops is None:
+            raise EvopruneError("baselines need a FLOPs band: give --c-flops, or --baselines none")
         for name, value, low in (("--n-trials", self.n_trials, self.uniform_seeds + 1),
                                  ("--n-workers", self.n_workers, 1),
                                  ("--uniform-seeds", self.uniform_seeds, 1)):
@@ -127,7 +132,7 @@ class SearchConfig:
         tree = to_tree(self)
         tree["space"] = self.space.to_dict()
         for key in ("storage", "study_name", "n_workers", "device", "n_trials", "retrain",
-                    "uniform_seeds", "precision"):
+                    "uniform_seeds", "precision", "baselines"):
             tree.pop(key)
         tree["base"].pop("checkpoint")
         return tree

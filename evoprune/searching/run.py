@@ -7,8 +7,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from evoprune.errors import EvopruneError
-from evoprune.events import BaseTraining, EpochDone, Progress, SearchStarted
+from evoprune.events import BaselineScored, BaseTraining, EpochDone, Progress, SearchStarted
 from evoprune.schema import StudyRecord
 
 if TYPE_CHECKING:
@@ -35,18 +37,10 @@ def prepare(config: SearchConfig, progress: Progress | None = None) -> Prepared:
     The model, units, decoder and data built here are kept as the trial context of the first
     worker, which runs in this process.
     """
-    from evoprune.checkpoint import load_weights, sha256_of
-    from evoprune.cost import CostModel
-    from evoprune.data import batches_for, load_dataset
-    from evoprune.models import build_model
     from evoprune.schema import created
     from evoprune.searching.config import validate
     from evoprune.searching.study import check_resume, create_study, n_complete, resume_study
-    from evoprune.searching.worker import build_context, worker_device
-    from evoprune.spaces import Decoder
     from evoprune.storage import check_study_name, creation_lock, find_study, retry_uniform
-    from evoprune.train import resolve_device
-    from evoprune.units import find_units
 
     say = progress or (lambda _e: None)
     check_study_name(config.study_name)
@@ -54,6 +48,57 @@ def prepare(config: SearchConfig, progress: Progress | None = None) -> Prepared:
     name = config.name()
     existing = find_study(config.storage, name)
     check_resume(existing, config.identity())  # before any model is built
+    b = load_base(config, existing, say)
+    data, decoder, checkpoint, sha, batches, context = (b.data, b.decoder, b.checkpoint, b.sha,
+                                                       b.batches, b.context)
+    units = b.context.units
+    if existing is not None and created(existing):
+        study = resume_study(config.storage, name, say)
+        retry_uniform(study, config.uniform_seeds)  # a uniform seed failed (a full disk) or missing
+    else:
+        from evoprune.train import evaluate
+
+        record = _record(config, checkpoint, sha, decoder, context,
+                         test_acc=evaluate(context.base, batches, split="test").top1,
+                         sizes=data.sizes)
+        found = _baselines(config, context, decoder, batches, say)
+        with creation_lock(config.storage):  # a search started at the same moment waits here
+            study = create_study(config.storage, name, record, config.objectives, decoder,
+                                 config.sampler, config.seed, say, config.uniform_seeds, found)
+        check_resume(study, config.identity(), sha)  # where that other search created it
+    return Prepared(name, str(checkpoint), sha,
+                    StudyRecord.from_attrs(study.user_attrs, name).base_val_acc,
+                    n_complete(study), len(units), context)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The base network of a search, trained or checked, with its data and trial context."""
+
+    data: Any
+    decoder: Any
+    checkpoint: str
+    sha: str
+    batches: Any
+    context: TrialContext
+
+
+def load_base(config: SearchConfig, existing: Any, say: Progress) -> Loaded:
+    """Build the base and its units and decoder, train or load its weights, build the context.
+
+    `existing` (the study, if any) must have been checked against `config` already; its
+    checkpoint sha256 is checked here, before the weights are loaded.
+    """
+    from evoprune.checkpoint import load_weights, sha256_of
+    from evoprune.cost import CostModel
+    from evoprune.data import batches_for, load_dataset
+    from evoprune.models import build_model
+    from evoprune.searching.study import check_resume
+    from evoprune.searching.worker import build_context, worker_device
+    from evoprune.spaces import Decoder
+    from evoprune.train import resolve_device
+    from evoprune.units import find_units
+
     data = load_dataset(config.base.dataset, config.base.data_root, val_size=config.base.val_size,
                         train_size=config.base.train_size)
     base = build_model(config.base.model, data.info.num_classes, data.info.in_shape)
@@ -67,22 +112,67 @@ def prepare(config: SearchConfig, progress: Progress | None = None) -> Prepared:
                           precision=config.precision)
     context = build_context(config, checkpoint, worker_device(config.device, 0), 0,
                             loaded=(base, units, batches))
-    if existing is not None and created(existing):
-        study = resume_study(config.storage, name, say)
-        retry_uniform(study, config.uniform_seeds)  # a uniform seed failed (a full disk) or missing
-    else:
-        from evoprune.train import evaluate
+    return Loaded(data, decoder, str(checkpoint), sha, batches, context)
 
-        record = _record(config, checkpoint, sha, decoder, context,
-                         test_acc=evaluate(context.base, batches, split="test").top1,
-                         sizes=data.sizes)
-        with creation_lock(config.storage):  # a search started at the same moment waits here
-            study = create_study(config.storage, name, record, config.objectives, decoder,
-                                 config.sampler, config.seed, say, config.uniform_seeds)
-        check_resume(study, config.identity(), sha)  # where that other search created it
-    return Prepared(name, str(checkpoint), sha,
-                    StudyRecord.from_attrs(study.user_attrs, name).base_val_acc,
-                    n_complete(study), len(units), context)
+
+def run_baselines(config: SearchConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """`evoprune baselines`: the uniform recipe and each heuristic allocation, proxy-scored.
+
+    Each network is pruned by the proxy's filter choice and fine-tuned by the proxy with one
+    seed (the study seed's trial-0 seed, the same for all: paired), then scored on validation.
+    Nothing is written but the cached base checkpoint.
+    """
+    from evoprune.objective import trial_seed
+    from evoprune.pruning import prune_channels
+    from evoprune.schema import acc_drop
+    from evoprune.searching.config import validate
+
+    say = progress or (lambda _e: None)
+    validate(config)
+    if not config.baselines:
+        raise EvopruneError("no baseline criterion given: name at least one")
+    loaded = load_base(config, None, say)
+    ctx, decoder = loaded.context, loaded.decoder
+    found = _baselines(config, ctx, decoder, loaded.batches, say)
+    base_acc = float(ctx.evaluate(ctx.base))
+    seed = trial_seed(config.seed, 0)
+    u = decoder.uniform()
+    entries = [("uniform", u.kept[0], "", bool(u.inside[0]))] + [
+        (b.criterion, np.asarray(b.kept), b.note, b.in_space) for b in found]
+    rows = []
+    for name, kept, note, in_space in entries:
+        tic = time.perf_counter()
+        pruned = prune_channels(ctx.base, ctx.units, kept, importance=config.proxy.importance,
+                                seed=seed)
+        ctx.finetune(pruned, seed)
+        acc = float(ctx.evaluate(pruned))
+        d = decoder.describe_kept(np.asarray(kept)[None])
+        row = {"name": name, "kept": [int(k) for k in kept], "recipe": [round(float(r), 6)
+                                                                      for r in d.recipes[0]],
+               "flops_ratio": float(d.flops_ratio[0]), "params_ratio": float(d.params_ratio[0]),
+               "mcb": float(d.mcb[0]), "recipe_std": float(d.std[0]), "val_acc": acc,
+               "val_drop": acc_drop(base_acc, acc), "in_space": in_space, "note": note,
+               "seconds": time.perf_counter() - tic}
+        rows.append(row)
+        say(BaselineScored(name, row["val_drop"], row["flops_ratio"], row["seconds"]))
+    return {"model": config.base.model, "dataset": config.base.dataset,
+            "space": config.space.label, "bands": config.space.bands(),
+            "units": list(ctx.units.names), "base_val_acc": base_acc, "seed": seed,
+            "proxy_epochs": config.proxy.epochs, "rows": rows}
+
+
+def _baselines(config: SearchConfig, context: TrialContext, decoder: Any, batches: Any,
+               say: Progress) -> list[Any]:
+    """The configured heuristic allocations in the study's FLOPs band (each announced)."""
+    from evoprune.events import BaselineFound
+    from evoprune.searching.baselines import compute_baselines, seeded_batches
+
+    found = compute_baselines(context.base, context.units, decoder, config.baselines,
+                              seeded_batches(batches, seed=config.seed))
+    for b in found:
+        say(BaselineFound(b.criterion, b.flops_ratio, b.params_ratio, b.mcb, b.recipe_std,
+                          b.note))
+    return found
 
 
 def _record(config: SearchConfig, checkpoint: str, sha: str, decoder: Any,

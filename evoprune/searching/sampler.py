@@ -9,6 +9,12 @@ gene of the search space; and the search space is the intersection (Optuna's pub
 `intersection_search_space`) over the trials that are not uniform. Studies stored before this
 change hold genes 0.5 on their uniform trials: NSGA-II never gave those a generation either.
 
+Heuristic baselines (`searching.baselines`) are enqueued the same way, with no genes, in the
+paper's spaces, where they are labelled comparators. In the wide space (the FLOPs band alone)
+they are the warm start: enqueued with genes that decode to them, and given generation 0 in
+`before_trial` (an enqueued trial's fixed genes never reach `sample_relative`), so NSGA-II
+ranks them with its first population and breeds from the best.
+
 Each trial's sampler is seeded from the study seed and the trial's own number
 (`sampler_seed`), so processes racing on one storage never draw the same stream, and a resumed
 study draws what an uninterrupted one would.
@@ -51,12 +57,28 @@ def is_uniform(trial: FrozenTrial) -> bool:
     return bool(trial.user_attrs.get("is_uniform"))
 
 
+def is_fixed(trial: FrozenTrial) -> bool:
+    """Whether a trial's recipe is given, not sampled: the uniform one, or a gene-less baseline.
+
+    A baseline enqueued with genes (the wide space's warm start) is a searched trial: NSGA-II
+    gives it a generation and may breed from it.
+    """
+    fixed = trial.system_attrs.get("fixed_params") or trial.params
+    return is_uniform(trial) or (trial.user_attrs.get("role") == "baseline" and not fixed)
+
+
 def searched_space(study: Study) -> dict[str, BaseDistribution]:
     """The genes every COMPLETE trial but the uniform baseline holds (none varying: left out)."""
     trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-              if not is_uniform(t)]
+              if not is_fixed(t)]
     space = intersection_search_space(trials) if trials else {}
     return {name: d for name, d in sorted(space.items()) if not d.single()}
+
+
+def is_warm_start(trial: FrozenTrial) -> bool:
+    """Whether a trial is a baseline enqueued with genes: a parent NSGA-II may breed from."""
+    return trial.user_attrs.get("role") == "baseline" and bool(
+        trial.system_attrs.get("fixed_params"))
 
 
 class DistinctSampler(BaseSampler):
@@ -86,7 +108,7 @@ class DistinctSampler(BaseSampler):
     def sample_relative(self, study: Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
         """The inner sample, redrawn (then one gene mutated) while it repeats a stored one."""
-        if is_uniform(trial):  # never asks the inner sampler: NSGA-II gives it no generation
+        if is_fixed(trial):  # never asks the inner sampler: NSGA-II gives it no generation
             return {}
         params = self.inner.sample_relative(study, trial, search_space)
         if not params:
@@ -110,6 +132,8 @@ class DistinctSampler(BaseSampler):
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         """Seed this trial's inner sampler from its number, then forward."""
         self._reseed(trial.number)
+        if is_warm_start(trial) and hasattr(self.inner, "get_trial_generation"):
+            self.inner.get_trial_generation(study, trial)  # its fixed genes join generation 0
         self.inner.before_trial(study, trial)
 
     def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState,

@@ -20,6 +20,7 @@ from evoprune.schema import StudyRecord, created, identity_of, retrain_results, 
 if TYPE_CHECKING:
     import optuna
 
+    from evoprune.searching.baselines import Baseline
     from evoprune.searching.config import SamplerConfig
     from evoprune.spaces import Decoder
 
@@ -50,14 +51,18 @@ def check_resume(existing: optuna.Study | None, identity: dict[str, Any],
 
 def create_study(storage: str, name: str, record: StudyRecord, objectives: Sequence[str],
                  decoder: Decoder, sampler: SamplerConfig, seed: int,
-                 say: Progress, uniform_seeds: int = 1) -> optuna.Study:
+                 say: Progress, uniform_seeds: int = 1,
+                 baselines: Sequence[Baseline] = ()) -> optuna.Study:
     """Create (or finish creating) a study: its record, metric names, the uniform trials first.
 
     The uniform recipe is enqueued `uniform_seeds` times: trials 0, 1, … fine-tune it with
-    their own seeds, so the study measures the proxy's seed noise on it.
+    their own seeds, so the study measures the proxy's seed noise on it. The heuristic
+    baselines follow, labelled `role: baseline`: with genes in the wide space (the warm start
+    NSGA-II breeds from), without them elsewhere (`searching.baselines.warm_genes`).
     """
     import optuna
 
+    from evoprune.searching.baselines import warm_genes
     from evoprune.searching.sampler import make_sampler
     from evoprune.storage import open_storage
 
@@ -76,6 +81,11 @@ def create_study(storage: str, name: str, record: StudyRecord, objectives: Seque
     have = sum(bool(t.user_attrs.get("is_uniform")) for t in study.get_trials(deepcopy=False))
     for _ in range(uniform_seeds - have):  # no genes: no genotype is the band's uniform recipe
         study.enqueue_trial({}, user_attrs={"is_uniform": True})
+    queued = {t.user_attrs.get("criterion") for t in study.get_trials(deepcopy=False)
+              if t.user_attrs.get("role") == "baseline"}
+    for b in baselines:
+        if b.criterion not in queued:
+            study.enqueue_trial(warm_genes(decoder, b.kept) or {}, user_attrs=b.to_attrs())
     study.set_user_attr("created", True)  # written last: the study is whole
     u = decoder.uniform()
     say(StudyCreated(name, decoder.n, float(u.flops_ratio[0]), float(u.params_ratio[0]),

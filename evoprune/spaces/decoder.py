@@ -86,6 +86,15 @@ class Decoder:
         mcb = flops / params / (self.cost.base_flops / self.cost.base_params)  # as `Cost.mcb`
         return Decoded(recipes, kept, f, p, mcb, recipes.std(1), self.violation(kept, recipes) == 0)
 
+    def describe_kept(self, kept: np.ndarray) -> Decoded:
+        """Exact figures of kept-channel rows (M, N), their ratios 1 - k/c (which keep k exactly)."""
+        kept = np.asarray(kept, dtype=np.int64)
+        if kept.ndim != 2 or kept.shape[1] != self.n:
+            raise EvopruneError(f"kept channels must have {self.n} columns, got shape {kept.shape}")
+        if (kept < 1).any() or (kept > self.cost.channels).any():
+            raise EvopruneError("kept channels must be between 1 and each unit's channels")
+        return self.describe(1.0 - kept / self.cost.channels)
+
     def sample(self, n: int, seed: int = 0) -> Decoded:
         """Draw n i.i.d. recipes from the space's distribution (deterministic given seed).
 
