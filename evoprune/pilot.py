@@ -6,7 +6,9 @@ recipe, are each fine-tuned for t in `epochs` (scored on validation, `seeds` see
 ends (a rerun skips what is there, so an interrupted pilot resumes), then `pilot_table` gives
 Kendall τ-b of each t against the long fine-tune (one seed: what a search trial gets; and the
 seeds' mean), the seeds' own agreement, the seed SD and the seconds per fine-tune, and `choose`
-names the cheapest t whose one-seed τ reaches the target.
+names the cheapest t whose one-seed τ reaches the target. t = 0 is adaptive BN only (rung 0 of
+successive halving, the search's screen); `multi_fidelity` replays successive-halving policies
+over the t on the runs (evoprune.fidelity). Adding t to a folder's pilot resumes it.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class PilotConfig:
     c_flops: float = 0.1  # the regime (an extreme one)
     spaces: tuple[str, ...] = ("std:0.1", "std:0.05", "std:0.01", "mcb:1.0")  # the reproduction's
     per_space: int = 4  # recipes drawn from each space, without selection
-    epochs: tuple[int, ...] = (1, 2, 4, 8)  # the candidate proxies' fine-tune epochs
+    epochs: tuple[int, ...] = (1, 2, 4, 8)  # the candidate proxies' epochs; 0: adaptive BN only
     seeds: int = 2  # seeds of each candidate proxy
     long_epochs: int = 20  # the reference fine-tune, scored on test
     long_seed: int = 100  # its seed: none of the proxies' (0, 1, …)
@@ -59,8 +61,9 @@ class PilotConfig:
         """Refuse a pilot that cannot rank anything."""
         if self.per_space < 1 or len(self.spaces) < 1 or self.per_space * len(self.spaces) < 4:
             raise EvopruneError("the pilot needs at least 4 drawn recipes (--per-space × spaces)")
-        if not self.epochs or min(self.epochs) < 1 or self.long_epochs < 1 or self.seeds < 1:
-            raise EvopruneError("epochs, --long-epochs and --seeds must be at least 1")
+        if not self.epochs or min(self.epochs) < 0 or self.long_epochs < 1 or self.seeds < 1:
+            raise EvopruneError("--epochs must be at least 0 (0: adaptive BN only), "
+                                "--long-epochs and --seeds at least 1")
         if not 0 < self.c_flops < 1:
             raise EvopruneError(f"--c-flops must be in (0, 1), got {self.c_flops}")
         for spec in self.spaces:
@@ -71,6 +74,13 @@ class PilotConfig:
         out = asdict(self)
         for key in ("device", "out", "n_boot", "tau_target"):
             out.pop(key)
+        return out
+
+    def resume_identity(self) -> dict[str, Any]:
+        """The identity less `epochs`: a run of t depends on t, not on which other t are run,
+        so a pilot with other t (t = 0 added, say) resumes a folder's runs."""
+        out = self.identity()
+        out.pop("epochs")
         return out
 
 
@@ -133,17 +143,36 @@ def read_runs(path: Path) -> dict[str, dict[str, Any]]:
     return runs
 
 
-def _check_folder(out: Path, config: PilotConfig, recipes: list[dict[str, Any]]) -> None:
-    """Write pilot_config.json, or refuse a folder that holds another pilot's runs."""
-    meta = {"config": config.identity(), "recipes": recipes}
+def _check_folder(out: Path, config: PilotConfig,
+                  recipes: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+    """Write pilot_config.json, or refuse a folder that holds another pilot's runs; return the
+    recipes to run and whether they are the folder's rather than this draw's.
+
+    Only `epochs` may differ (other t are other runs of the same recipes): the file then
+    records the union of the t run so far. The folder's recipes are the ones its runs
+    measured, so they are kept where the same config now draws others (a sampler changed)."""
+    meta = json.loads(json.dumps({"config": config.identity(), "recipes": recipes}))
     path = out / "pilot_config.json"
     if path.is_file():
-        if json.loads(path.read_text()) != json.loads(json.dumps(meta)):
+        stored = json.loads(path.read_text())
+        old = dict(stored.get("config", {}))
+        before = old.pop("epochs", [])
+        new = dict(meta["config"])
+        new.pop("epochs")
+        names = [r["name"] for r in stored.get("recipes", [])]
+        if old != new or names != [r["name"] for r in meta["recipes"]]:
             raise EvopruneError(f"{out} holds another pilot's runs (its pilot_config.json "
-                                "differs): choose another --out or remove that folder")
-        return
+                                "differs in more than --epochs): choose another --out or "
+                                "remove that folder")
+        kept = stored["recipes"]
+        union = sorted(set(before) | set(config.epochs))
+        if union != before:
+            stored["config"]["epochs"] = union
+            path.write_text(json.dumps(stored, indent=1) + "\n")
+        return kept, kept != meta["recipes"]
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(meta, indent=1) + "\n")
+    return meta["recipes"], False
 
 
 def run_pilot(config: PilotConfig, progress: Progress | None = None, *,
@@ -157,7 +186,7 @@ def run_pilot(config: PilotConfig, progress: Progress | None = None, *,
     from evoprune.jobs import TrainJob, cached_base
     from evoprune.models import build_model
     from evoprune.pruning import prune_channels
-    from evoprune.train import Schedule, evaluate, fit, resolve_device
+    from evoprune.train import Schedule, adaptive_bn, evaluate, fit, resolve_device
     from evoprune.units import find_units
 
     say = progress or (lambda _s: None)
@@ -180,7 +209,10 @@ def run_pilot(config: PilotConfig, progress: Progress | None = None, *,
     units = find_units(base, data.info.in_shape, residual=config.residual)
     recipes = draw_recipes(config, CostModel(base, units))
     out = Path(config.out)
-    _check_folder(out, config, recipes)
+    recipes, stored = _check_folder(out, config, recipes)
+    if stored:
+        say(f"the recipes are {out}'s (pilot_config.json), which its runs measured: this "
+            "code's sampler draws others from the same seeds")
     runs = read_runs(out / "runs.jsonl")
     todo = [] if report_only else [(r, t, s) for r in recipes for t, s in jobs(config)
                                    if _key(r["name"], t, s) not in runs]
@@ -192,11 +224,15 @@ def run_pilot(config: PilotConfig, progress: Progress | None = None, *,
         tic = time.perf_counter()
         model = prune_channels(base, units, r["kept"]).to(device)
         epochs = config.long_epochs if t == LONG else int(t)
-        result = fit(model, data, Schedule(epochs=epochs, lr=config.lr,
-                                           batch_size=config.batch_size), seed=s)
+        if epochs == 0:  # rung 0: adaptive BN only (the screen's), no gradient step
+            adaptive_bn(model, data, seed=s)
+            val_acc = evaluate(model, data, "val").top1
+        else:
+            val_acc = fit(model, data, Schedule(epochs=epochs, lr=config.lr,
+                                                batch_size=config.batch_size), seed=s).val_acc
         row = {"recipe": r["name"], "t": t, "seed": s, "epochs": epochs,
-               "val_acc": result.val_acc, "val_drop": 100 * (base_val - result.val_acc),
-               "seconds": time.perf_counter() - tic, "precision": result.precision}
+               "val_acc": val_acc, "val_drop": 100 * (base_val - val_acc),
+               "seconds": time.perf_counter() - tic, "precision": data.precision}
         if t == LONG:
             row["test_acc"] = evaluate(model, data, "test").top1
             row["test_drop"] = 100 * (base_test - row["test_acc"])
@@ -258,7 +294,34 @@ def pilot_table(config: PilotConfig, recipes: Sequence[dict[str, Any]],
     out["uniform_rank"] = _uniform_ranks(done, rows, runs, config, long)
     _versus_best(rows, done, runs, config, long)
     out["choice"] = choose(rows, config.tau_target)
+    out["fidelity"] = multi_fidelity(config, done, runs, rows, long, long_val,
+                                     out["long"]["seconds"])
     return out
+
+
+REFERENCE_EPOCHS = 2  # ProxyConfig's default epochs: the policy the others are paired against
+
+
+def multi_fidelity(config: PilotConfig, done: list[str], runs: dict[str, dict[str, Any]],
+                   rows: list[dict[str, Any]], long: np.ndarray, long_val: np.ndarray,
+                   long_seconds: float) -> dict[str, Any]:
+    """Successive-halving policies over the pilot's t (evoprune.fidelity), replayed on its runs;
+    the long fine-tune's own validation (one seed) is the top rung, the fidelity ceiling."""
+    from evoprune.fidelity import Policy, default_policies, random_regret, simulate, verdict
+
+    drops = {t: np.array([[runs[_key(n, t, s)]["val_drop"] for s in range(config.seeds)]
+                          for n in done]) for t in config.epochs}
+    seconds = {r["epochs"]: r["seconds"] for r in rows}
+    if config.long_epochs not in drops:
+        drops[config.long_epochs] = long_val[:, None]
+        seconds[config.long_epochs] = long_seconds
+    reference = Policy((REFERENCE_EPOCHS,)) if REFERENCE_EPOCHS in drops else None
+    policies = default_policies(sorted(drops))
+    table = simulate(policies, drops, long, seconds=seconds, reference=reference,
+                     n_boot=config.n_boot, seed=config.seed)
+    return {"recipes": len(done), "reference": reference.label if reference else None,
+            "rows": table, "random": random_regret(long, n_boot=config.n_boot, seed=config.seed),
+            "best_test_drop": float(long.min()), "verdict": verdict(table)}
 
 
 def _versus_best(rows: list[dict[str, Any]], done: list[str], runs: dict[str, dict[str, Any]],
@@ -305,7 +368,10 @@ def _uniform_ranks(done: list[str], rows: list[dict[str, Any]], runs: dict[str, 
 def choose(rows: Sequence[dict[str, Any]], target: float) -> dict[str, Any]:
     """The cheapest t whose one-seed τ reaches `target`; else, marked unreached, the cheapest t
     whose τ the data cannot tell from the best t's (the paired 95% interval of the difference
-    reaches 0), or the best t where rows carry no such interval."""
+    reaches 0), or the best t where rows carry no such interval. Only fine-tunes (t ≥ 1) are
+    candidates where there are any: t = 0 (adaptive BN only) is a rung's screen, judged by the
+    multi-fidelity table, not a proxy on its own."""
+    rows = [r for r in rows if r["epochs"] >= 1] or list(rows)
     ok = [r for r in rows if r["tau_one_seed"] >= target]
     if ok:
         best = min(ok, key=lambda r: r["seconds"])
@@ -374,8 +440,66 @@ def format_table(config: PilotConfig, table: dict[str, Any]) -> str:
             + (f"; **choice: t = {choice['epochs']}** (τ {choice['tau']:.2f}), the cheapest t "
                "whose τ the paired bootstrap cannot tell from the best's (the 95% interval of "
                "the difference reaches 0)" if choice["epochs"] != best else ""))
+    if any(r["epochs"] == 0 for r in table["rows"]):
+        lines.append("- t = 0 (adaptive BN only, no gradient step) is not a candidate proxy "
+                     "on its own: it is the screen of a rung, judged in the multi-fidelity "
+                     "table below")
+    lines += _fidelity_lines(config, table.get("fidelity"))
     lines += ["", f"machine: {machine()}"]
     return "\n".join(lines) + "\n"
+
+
+def _fidelity_lines(config: PilotConfig, fid: dict[str, Any] | None) -> list[str]:
+    """The multi-fidelity section: each policy's selected recipe, regret and cost."""
+    if not fid:
+        return []
+    ref = fid["reference"]
+    lines = [
+        "", "## Multi-fidelity: what successive halving over the rungs selects", "",
+        f"Each policy replayed on the {fid['recipes']} recipes above (evoprune/fidelity.py): "
+        "every recipe measured at the first rung (t epochs; 0: adaptive BN only), the best "
+        "ceil(keep · n) by validation drop promoted to the next rung (a fresh fine-tune of "
+        "its t), the best at the last rung selected. One seed per recipe, the same at every "
+        "rung, drawn at random (estimate: the mean over 64 draws). Regret: the selected "
+        f"recipe's {config.long_epochs}-epoch test drop minus the best recipe's "
+        f"({fid['best_test_drop']:.2f} pp); 95% intervals resample the recipes "
+        f"({config.n_boot} draws); the last column is paired against {ref} (the default "
+        f"proxy). t = {config.long_epochs} is the reference fine-tune's own validation "
+        "(one seed): the ceiling of any proxy. Cost: fine-tune epochs per recipe (rung 0 "
+        "counts none) and measured seconds per recipe. Top-3 regret: the mean test drop of "
+        "the policy's 3 best (by the last rung reached, then its drop) minus the 3 best "
+        "recipes' mean: what top-k retraining would read.", "",
+        "| policy | recipes per rung | epochs / recipe | s / recipe | selected test drop (pp) "
+        "| regret (pp) | P(best) | regret − " + str(ref) + "'s (paired) | top-3 regret (pp) "
+        "| top-3 regret − " + str(ref) + "'s (paired) |",
+        "|---|---|---:|---:|---:|---|---:|---|---|---|"]
+    def paired(r: dict[str, Any], key: str) -> str:
+        v = r.get(key)
+        return ("reference" if v and r["policy"] == v["reference"] else
+                f"{v['diff']:+.2f} [{v['lo']:+.2f}, {v['hi']:+.2f}]" if v else "–")
+
+    for r in fid["rows"]:
+        vs = paired(r, "vs_reference")
+        lines.append(
+            f"| {r['policy']} | {' → '.join(map(str, r['measured']))} | {r['epochs']:.2f} | "
+            f"{r.get('seconds', float('nan')):.1f} | {r['test_drop']:.2f} | {r['regret']:.2f} "
+            f"[{r['regret_lo']:.2f}, {r['regret_hi']:.2f}] | {r['p_best']:.2f} | {vs} | "
+            f"{r['top_regret']:.2f} [{r['top_lo']:.2f}, {r['top_hi']:.2f}] | "
+            f"{paired(r, 'top_vs_reference')} |")
+    rnd, v = fid["random"], fid["verdict"]
+    lines += [
+        "",
+        f"- a recipe picked at random (no proxy): regret {rnd['regret']:.2f} pp "
+        f"[{rnd['regret_lo']:.2f}, {rnd['regret_hi']:.2f}]",
+        f"- shown lower regret than {ref}: {', '.join(v['better']) or 'none'}; shown higher: "
+        f"{', '.join(v['worse']) or 'none'}; every other difference: not shown",
+        f"- top-3 regret shown lower than {ref}'s: {', '.join(v['top_better']) or 'none'}; "
+        f"shown higher: {', '.join(v['top_worse']) or 'none'}; every other: not shown",
+        f"- **the numbers support {v['supports']}**",
+        f"- with {fid['recipes']} recipes of one regime, a search selecting among hundreds of "
+        "trials is not replayed: these regrets rank the policies, they do not predict a "
+        "search's"]
+    return lines
 
 
 def _versus(row: dict[str, Any]) -> str:

@@ -1,9 +1,11 @@
 """Choose the proxy: `python scripts/proxy_pilot.py [--c-flops 0.1] [--out DIR] …`.
 
 Recipes drawn without selection at one regime, plus the uniform one, each fine-tuned for
-t ∈ {1, 2, 4, 8} epochs (validation, 2 seeds) and for 20 epochs (test); prints Kendall τ-b of
-each t against the long fine-tune, the seed SD and the seconds, and the cheapest t with
-one-seed τ ≥ 0.6 (evoprune/pilot.py). Writes runs.jsonl as it goes (a rerun resumes), then
+t ∈ {1, 2, 4, 8} epochs (validation, 2 seeds; t = 0: adaptive BN only, no gradient step) and for
+20 epochs (test); prints Kendall τ-b of each t against the long fine-tune, the seed SD and the
+seconds, the cheapest t with one-seed τ ≥ 0.6 (evoprune/pilot.py), and what successive halving
+over the t would select (evoprune/fidelity.py). Rerunning with other --epochs resumes the folder:
+only the new t run. Writes runs.jsonl as it goes (a rerun resumes), then
 pilot.json and pilot.md. Defaults: resnet20 on Fashion-MNIST, 10,000 training images, 5,000
 for validation, residual units, STD-0.1/0.05/0.01 and mCB-1 at c_flops 0.1, 4 recipes each.
 """
@@ -31,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--c-flops", type=float, default=d.c_flops)
     p.add_argument("--spaces", nargs="+", default=list(d.spaces), help="std:X and mcb:X")
     p.add_argument("--per-space", type=int, default=d.per_space)
-    p.add_argument("--epochs", type=int, nargs="+", default=list(d.epochs))
+    p.add_argument("--epochs", type=int, nargs="+", default=list(d.epochs),
+                   help="the proxies' epochs; 0: adaptive BN only (rung 0 of successive halving)")
     p.add_argument("--seeds", type=int, default=d.seeds)
     p.add_argument("--long-epochs", type=int, default=d.long_epochs)
     p.add_argument("--precision", default=d.precision, choices=("auto", "fp32", "bf16"))

@@ -87,8 +87,9 @@ def test_configs_a_pilot_cannot_use_are_refused():
         PilotConfig(spaces=("std:0.1", "wide:2"))
     with pytest.raises(EvopruneError, match="at least 4 drawn recipes"):
         PilotConfig(spaces=("std:0.1",), per_space=3)
-    with pytest.raises(EvopruneError, match="at least 1"):
-        PilotConfig(epochs=(0, 2))
+    with pytest.raises(EvopruneError, match="at least 0"):
+        PilotConfig(epochs=(-1, 2))
+    assert PilotConfig(epochs=(0, 2)).epochs == (0, 2)  # t = 0: adaptive BN only
 
 
 def test_run_resumes_and_refuses_another_pilots_folder(tmp_path, monkeypatch,
@@ -124,6 +125,44 @@ def test_run_resumes_and_refuses_another_pilots_folder(tmp_path, monkeypatch,
         run_pilot(other)
 
 
+
+@pytest.mark.slow  # a base and 15 tiny fine-tunes: about 8 s on 2 cores
+def test_adding_t0_resumes_the_folder_with_its_own_recipes(tmp_path, monkeypatch, fashion_files):
+    """t = 0 (adaptive BN only) added to a pilot's epochs runs only the new runs; the folder's
+    stored recipes are kept even where this code's sampler would draw others."""
+    import functools
+
+    import evoprune.train
+
+    monkeypatch.chdir(tmp_path)  # 2 calibration batches, not 50: seconds, not a minute
+    monkeypatch.setattr(evoprune.train, "adaptive_bn",
+                        functools.partial(evoprune.train.adaptive_bn, batches=2))
+    fashion_files(tmp_path / "fm", n_train=240, n_test=60)
+    config = PilotConfig(data_root=str(tmp_path / "fm"), val_size=40, train_size=120,
+                         base_epochs=1, spaces=("std:0.1", "mcb:1.0"), per_space=2,
+                         epochs=(1,), seeds=1, long_epochs=1, precision="fp32", n_boot=50,
+                         out=str(tmp_path / "pilot"))
+    run_pilot(config)
+    meta_path = tmp_path / "pilot" / "pilot_config.json"
+    meta = json.loads(meta_path.read_text())
+    meta["recipes"][2]["recipe"][0] += 1e-3  # as if an older sampler had drawn it
+    meta_path.write_text(json.dumps(meta))
+    more = PilotConfig(**{**config.__dict__, "epochs": (0, 1)})
+    lines: list[str] = []
+    table = run_pilot(more, progress=lines.append)
+    assert any("10 of 15 fine-tunes done, 5 to run" in line for line in lines)
+    assert any("this code's sampler draws others" in line for line in lines)
+    zero = [r for r in read_runs(tmp_path / "pilot" / "runs.jsonl").values() if r["t"] == 0]
+    assert len(zero) == 5 and all(r["epochs"] == 0 and 0 <= r["val_acc"] <= 1 for r in zero)
+    assert [r["epochs"] for r in table["rows"]] == [0, 1] and table["complete"] == 5
+    stored = json.loads(meta_path.read_text())
+    assert stored["config"]["epochs"] == [0, 1] and stored["recipes"] == meta["recipes"]
+    assert table["fidelity"]["rows"][0]["policy"] == "t = 0"
+    renamed = PilotConfig(**{**config.__dict__, "seed": 5})
+    with pytest.raises(EvopruneError, match="differs in more than --epochs"):
+        run_pilot(renamed)
+
+
 def test_the_reproduction_quotes_the_committed_pilot_for_its_proxy(tmp_path):
     """The fashion set's report quotes its pilot's τ for the proxy's epochs; none without one."""
     from pathlib import Path
@@ -136,5 +175,11 @@ def test_the_reproduction_quotes_the_committed_pilot_for_its_proxy(tmp_path):
     assert line.startswith("one-seed Kendall τ 0.49 (the seeds' mean 0.50 [0.18, 0.76])")
     assert "on 17 recipes at c_flops 0.1" in line and "reaches 0.70 [0.40, 0.93]" in line
     table = json.loads((folder / "pilot" / "pilot.json").read_text())
-    assert fidelity_line(table, 3) == "the pilot measured t = 1, 2, 4, 8 epochs, not this proxy's 3"
+    assert fidelity_line(table, 3) == ("the pilot measured t = 0, 1, 2, 4, 8 epochs, not this "
+                                       "proxy's 3")
+    zero = next(r for r in table["rows"] if r["epochs"] == 0)  # adaptive BN only: rung 0
+    assert zero["seconds"] < 10 and table["choice"]["epochs"] == 1
+    fid = table["fidelity"]
+    assert fid["recipes"] == 17 and fid["reference"] == "t = 2"
+    assert {r["policy"] for r in fid["rows"]} >= {"t = 0", "0→1→4, keep 1/2", "t = 20"}
     assert _pilot(tmp_path, 1) is None
