@@ -1,6 +1,6 @@
 """The Python API for users who bring their own model, data and training loop.
 
-    study = evoprune.search(model, example_input, space=evoprune.PruningSpace(c_flops=0.25),
+    study = evoprune.search(model, example_input, c_flops=0.25,  # the wide space, warm-started
                             finetune=my_finetune, evaluate=my_accuracy, n_trials=64,
                             storage="sqlite:///my.db", study_name="mynet-f0.25")
     small = evoprune.prune(model, study.best_trials[0], example_input)
@@ -15,7 +15,7 @@ dataset it can load, so a Python study's winners are retrained with the user's o
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from evoprune.errors import EvopruneError
@@ -55,14 +55,21 @@ def _tree(model: nn.Module, space: PruningSpace, residual: bool, importance: str
             "objectives": list(objectives), "seed": seed}
 
 
-def search(model: nn.Module, example_input: torch.Tensor, *, space: PruningSpace,
+def search(model: nn.Module, example_input: torch.Tensor, *,
            finetune: Callable[[nn.Module], Any], evaluate: Callable[[nn.Module], float],
+           c_flops: float | None = None, space: PruningSpace | None = None,
            n_trials: int = 32, storage: str | None = None, study_name: str | None = None,
            objectives: Sequence[str] | None = None, sampler: SamplerConfig | None = None,
            residual: bool = False, importance: str = "l2", seed: int = 0,
-           uniform_seeds: int = 1, progress: Progress | None = None) -> optuna.Study:
-    """Search `space` for the best pruned `model`; return the study (resumed if it exists).
+           uniform_seeds: int = 1, baselines: Sequence[str] | None = None,
+           batches: Callable[[], Iterable[Any]] | None = None,
+           progress: Progress | None = None) -> optuna.Study:
+    """Search for the best pruned `model` at a FLOPs budget; return the study (resumed if it exists).
 
+    The default space is the wide one: the FLOPs band `c_flops` ± 0.002 alone, every unit's
+    ratio in [0, 0.95], warm-started with the uniform recipe and the heuristic `baselines`
+    (Torch-Pruning's global allocations; None: l2, taylor, lamp, bn_scale; taylor needs
+    `batches()`, an iterable of training (images, labels) batches, else it is left out). `space` gives any other (the paper's STD or mCB spaces).
     `finetune(net)` (or `finetune(net, seed)`, to pair trials by seed) trains a pruned copy in
     place (your loop, your data); `evaluate(net)` returns its accuracy in [0, 1] on your
     VALIDATION data (keep the test set for the final report). `example_input` is one batch
@@ -72,10 +79,11 @@ def search(model: nn.Module, example_input: torch.Tensor, *, space: PruningSpace
     from evoprune.cost import CostModel
     from evoprune.objective import Objective, ProxyConfig, TrialContext
     from evoprune.schema import Checkpoint, StudyRecord, created, identity_of
+    from evoprune.searching.baselines import CRITERIA, check_criteria, compute_baselines
     from evoprune.searching.config import SamplerConfig, objectives_for
     from evoprune.searching.study import check_resume, create_study, resume_study
     from evoprune.searching.worker import run_trials
-    from evoprune.spaces import Decoder
+    from evoprune.spaces import Decoder, PruningSpace
     from evoprune.storage import (
         DEFAULT_STORAGE,
         check_storage,
@@ -85,6 +93,13 @@ def search(model: nn.Module, example_input: torch.Tensor, *, space: PruningSpace
     )
     from evoprune.units import find_units
 
+    if (space is None) == (c_flops is None):
+        raise EvopruneError("give c_flops (the wide space at that FLOPs budget) or space, "
+                            "not both")
+    space = space if space is not None else PruningSpace(c_flops=c_flops)
+    baselines = check_criteria(CRITERIA if baselines is None else baselines)
+    if baselines and space.c_flops is None:
+        raise EvopruneError("baselines need a FLOPs band: give c_flops, or baselines=()")
     if uniform_seeds < 1 or n_trials <= uniform_seeds:
         raise EvopruneError(f"n_trials ({n_trials}) must exceed uniform_seeds ({uniform_seeds}), "
                             "which must be at least 1")
@@ -113,8 +128,9 @@ def search(model: nn.Module, example_input: torch.Tensor, *, space: PruningSpace
                              base_flops=decoder.cost.base_flops,
                              base_params=decoder.cost.base_params, units=units.describe(),
                              evoprune_version=_version())
+        found = compute_baselines(model, units, decoder, baselines, batches)
         study = create_study(storage, name, record, objectives, decoder, sampler, seed, say,
-                             uniform_seeds)
+                             uniform_seeds, found)
     device = next(model.parameters()).device
     ctx = TrialContext(model, units, decoder, device, finetune=_seeded(finetune),
                        evaluate=evaluate)

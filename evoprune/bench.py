@@ -576,7 +576,7 @@ def _bench_search_one(case: str, n_trials: int, n_synthetic: int, device_spec: s
             base=BaseConfig(model=model_name, dataset=dataset, checkpoint=ckpt),
             proxy=ProxyConfig(epochs=1), sampler=SamplerConfig(population=4),
             storage=f"sqlite:///{tmp}/bench.db", n_trials=n_trials + 1, uniform_seeds=1,
-            device=str(device))
+            device=str(device), baselines=())
         prepare(config)
         units = find_units(base, data.info.in_shape)
         ctx = build_context(config, ckpt, str(device),

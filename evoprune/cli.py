@@ -651,10 +651,10 @@ def _format_search(r: dict[str, Any]) -> str:
 
 
 def _format_retrain(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'trial':>5} {'chosen':>7} {'seed':>4} {'mode':>9} {'epochs':>6} {'val drop':>8} "
+    lines = [f"{'trial':>5} {'chosen':>16} {'seed':>4} {'mode':>9} {'epochs':>6} {'val drop':>8} "
              f"{'test acc':>8} {'test drop':>9}  model"]
     for r in rows:
-        lines.append(f"{r['number']:>5} {r['chosen_as']:>7} {r['seed']:>4} {r['mode']:>9} "
+        lines.append(f"{r['number']:>5} {r['chosen_as']:>16} {r['seed']:>4} {r['mode']:>9} "
                      f"{r['epochs']:>6} {r['val_drop']:>8.2f} {100 * r['test_acc']:>7.2f}% "
                      f"{r['test_drop']:>9.2f}  {r.get('model_path', '')}"
                      + ("  (already done)" if r["skipped"] else ""))

@@ -166,7 +166,9 @@ class Objective:
             return self.ctx.decoder.uniform()
         kept = trial.user_attrs.get("baseline_kept")
         if trial.user_attrs.get("role") == "baseline" and kept is not None:
-            if trial.params:  # a warm start: its genes join the sampler's population
+            from evoprune.searching.baselines import warm_genes
+
+            if warm_genes(self.ctx.decoder, kept) is not None:  # enqueued with genes: warm start
                 self.genes(trial)
             return self.ctx.decoder.describe_kept(np.asarray(kept, dtype=np.int64)[None])
         if self.draw:

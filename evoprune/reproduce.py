@@ -187,7 +187,7 @@ def _search(config: ReproduceConfig, n_trials: int, **space: Any) -> Any:
         sampler=SamplerConfig(name="random"), objectives=("acc_drop",),
         n_trials=n_trials + config.uniform_seeds, uniform_seeds=config.uniform_seeds,
         seed=config.seed, storage=config.storage, device=config.device,
-        precision=config.precision)
+        precision=config.precision, baselines=())  # i.i.d. EDF studies: no labelled trials
 
 
 def plan(config: ReproduceConfig) -> list[Planned]:

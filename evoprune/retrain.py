@@ -1,7 +1,7 @@
 """Top-k selection and full retraining (fine-tune, LR rewinding, from scratch), written back.
 
-The k best COMPLETE trials (by validation drop, ties by params), the study's uniform baseline
-and, to measure the proxy's fidelity, `random_k` trials drawn without selection are retrained
+The k best COMPLETE searched trials (by validation drop, ties by params), the study's uniform
+baseline, its heuristic baselines (`role: baseline`, one per criterion) and, to measure the proxy's fidelity, `random_k` trials drawn without selection are retrained
 with the same mode, epochs and lr, each with `seeds` seeds, so the comparison is fair and
 paired by seed. Each result is a `schema.RetrainRecord` with its validation and TEST figures
 (the test split is read here and for the base only), stored in the trial's `retrain` user_attr
@@ -45,7 +45,7 @@ class RetrainSettings:
     epochs: int = 10
     lr: float | None = None  # None: 0.01 for finetune, the original lr otherwise
     batch_size: int = 128
-    baseline: bool = True  # also retrain the uniform recipe with the same budget
+    baseline: bool = True  # also retrain the uniform recipe and the heuristic baselines alike
     seeds: int = 3  # retraining seeds per network (seed, seed + 1, …): paired across networks
     random_k: int = 0  # trials drawn without selection, retrained to measure proxy fidelity
 
@@ -132,7 +132,8 @@ def select_top_k(trials: Sequence[Any], k: int) -> list[Any]:
         return []
     records = {t.number: trial_record(t) for t in trials}
     ranked = sorted((t for t in trials if t.state.name == "COMPLETE"
-                     and not records[t.number].is_uniform and records[t.number].finite),
+                     and not records[t.number].is_uniform and not records[t.number].is_baseline
+                     and records[t.number].finite),
                     key=lambda t: (records[t.number].val_drop,
                                    records[t.number].params_ratio or 1.0, t.number))
     seen: set[tuple[int, ...]] = set()
@@ -156,7 +157,8 @@ def select_random(trials: Sequence[Any], k: int, exclude: Sequence[Any], seed: i
 
     skip = {t.number for t in exclude}
     pool = [t for t in trials if t.state.name == "COMPLETE" and t.number not in skip
-            and not trial_record(t).is_uniform and trial_record(t).finite]
+            and not trial_record(t).is_uniform and not trial_record(t).is_baseline
+            and trial_record(t).finite]
     if k <= 0 or not pool:
         return []
     picks = np.random.default_rng(seed).choice(len(pool), size=min(k, len(pool)), replace=False)
@@ -240,13 +242,19 @@ def run_retrain(config: RetrainConfig,
 
 
 def _chosen(trials: Sequence[Any], config: RetrainConfig) -> list[tuple[Any, str]]:
-    """The trials to retrain, each with why: top-k, uniform (the first one) or random."""
+    """The trials to retrain, each with why: top-k, uniform (the first one), baseline:CRITERION
+    (each heuristic allocation, once) or random."""
     s = config.settings
     top = select_top_k(trials, s.top_k)
-    uniform = [t for t in trials if t.state.name == "COMPLETE"
-               and t.user_attrs.get("is_uniform")][:1] if s.baseline else []
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    uniform = [t for t in done if t.user_attrs.get("is_uniform")][:1] if s.baseline else []
+    heuristics: dict[str, Any] = {}
+    for t in done if s.baseline else []:
+        if t.user_attrs.get("role") == "baseline":
+            heuristics.setdefault(str(t.user_attrs.get("criterion")), t)
     drawn = select_random(trials, s.random_k, top, config.seed)
     return ([(t, "top-k") for t in top] + [(t, "uniform") for t in uniform]
+            + [(t, f"baseline:{c}") for c, t in heuristics.items()]
             + [(t, "random") for t in drawn])
 
 

@@ -104,12 +104,13 @@ def test_search_refuses_other_weights_and_a_bad_evaluate(tmp_path):
     space = evoprune.PruningSpace(c_flops=0.5)
     with pytest.raises(evoprune.EvopruneError, match=r"accuracy in \[0, 1\]"):
         evoprune.search(net, x, space=space, finetune=lambda m: None, evaluate=lambda m: 7.0,
-                        n_trials=2, storage=storage, study_name="s")
+                        n_trials=2, storage=storage, study_name="s", baselines=())
     with pytest.raises(evoprune.EvopruneError, match="study name is empty"):
         evoprune.search(net, x, space=space, finetune=lambda m: None, evaluate=lambda m: 0.5,
                         n_trials=2, storage=storage, study_name=" ")
     study = evoprune.search(net, x, space=space, finetune=lambda m: None,
-                            evaluate=lambda m: 0.5, n_trials=2, storage=storage, study_name="s")
+                            evaluate=lambda m: 0.5, n_trials=2, storage=storage, study_name="s",
+                            baselines=())
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 2
     assert study.user_attrs["checkpoint"]["sha256"] == evoprune.fingerprint(net)
     with torch.no_grad():
@@ -131,21 +132,29 @@ def test_search_pairs_trials_by_seed_and_repeats_the_uniform_recipe(tmp_path):
     def finetune(m: nn.Module, seed: int) -> None:
         seen.append(seed)
 
-    study = evoprune.search(net, x, space=evoprune.PruningSpace(c_flops=0.5), finetune=finetune,
-                            evaluate=lambda m: 0.5, n_trials=4, uniform_seeds=2, seed=3,
+    study = evoprune.search(net, x, c_flops=0.5, finetune=finetune,  # the wide space
+                            evaluate=lambda m: 0.5, n_trials=6, uniform_seeds=2, seed=3,
                             storage=storage, study_name="p")
     trials = study.get_trials()
-    assert [t.user_attrs["is_uniform"] for t in trials] == [True, True, False, False]
-    assert seen == [trial_seed(3, n) for n in range(4)] == [t.user_attrs["seed"] for t in trials]
-    assert len(set(seen)) == 4 and trials[0].user_attrs["channels"] == trials[1].user_attrs[
+    assert [t.user_attrs["is_uniform"] for t in trials] == [True, True] + [False] * 4
+    # the heuristic baselines follow (taylor needs batches), warm-starting the sampler
+    assert [t.user_attrs.get("criterion") for t in trials] == [None, None, "l2", "lamp",
+                                                               "bn_scale", None]
+    assert all(len(t.params) == 2 for t in trials[2:])
+    assert seen == [trial_seed(3, n) for n in range(6)] == [t.user_attrs["seed"] for t in trials]
+    assert len(set(seen)) == 6 and trials[0].user_attrs["channels"] == trials[1].user_attrs[
         "channels"]
     assert study.metric_names == ["acc_drop", "params"]
     assert (study.user_attrs["base_val_acc"], study.user_attrs["split_sizes"]) == (0.5, {})
     assert all(t.user_attrs["val_drop"] == 0.0 for t in trials)
     other = evoprune.search(net, x, space=evoprune.PruningSpace(c_flops=0.5, delta=0.01),
                             finetune=lambda m: None, evaluate=lambda m: 0.5, n_trials=3, seed=3,
-                            storage=storage, study_name="q")
+                            storage=storage, study_name="q", baselines=())
     assert [t.user_attrs["seed"] for t in other.get_trials()] == seen[:3]  # paired with "p"
+    with pytest.raises(evoprune.EvopruneError, match=r"give c_flops .* or space, not both"):
+        evoprune.search(net, x, c_flops=0.5, space=evoprune.PruningSpace(c_flops=0.5),
+                        finetune=finetune, evaluate=lambda m: 0.5, storage=storage,
+                        study_name="r")
     with pytest.raises(evoprune.EvopruneError, match="must exceed uniform_seeds"):
         evoprune.search(net, x, space=evoprune.PruningSpace(c_flops=0.5), finetune=finetune,
                         evaluate=lambda m: 0.5, n_trials=2, uniform_seeds=2, storage=storage,

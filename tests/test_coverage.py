@@ -151,7 +151,7 @@ def test_a_user_model_prunes_and_searches_from_the_cli(usernet, tmp_path, capsys
                  "--c-flops", "0.5", "--n-trials", "4", "--uniform-seeds", "1",
                  "--population", "4", "--proxy-epochs", "1",
                  "--checkpoint", str(tmp_path / "base.pt"), "--storage", storage,
-                 "--device", "cpu"]) == 0
+                 "--device", "cpu", "--baselines", "none"]) == 0
     capsys.readouterr()
     (name,) = optuna.get_all_study_names(storage)
     trials = optuna.load_study(study_name=name, storage=storage).get_trials()

@@ -22,7 +22,7 @@ VOLATILE = {"worker", "proxy_seconds"}  # what legitimately differs between two 
 def _config(storage: str, ckpt: str, space: PruningSpace, **kw) -> SearchConfig:
     """A tiny search on digits: 1 proxy epoch, 2 uniform seeds, 5 trials."""
     settings = {"n_trials": 5, "uniform_seeds": 2, "sampler": SamplerConfig("random"),
-                **kw}
+                "baselines": (), **kw}
     return SearchConfig(space=space, base=BaseConfig(checkpoint=ckpt),
                         proxy=ProxyConfig(epochs=1, batch_size=64), storage=storage,
                         device="cpu", **settings)

@@ -81,7 +81,8 @@ def search(storage: str, ckpt: str, *extra: str) -> int:
     """A 4-trial search on digits (1 uniform trial) with top-k retraining options."""
     return main(["search", "--c-flops", "0.25", "--c-mcb", "1.0", "--checkpoint", ckpt,
                  "--storage", storage, "--proxy-epochs", "1", "--population", "4",
-                 "--n-trials", "4", "--uniform-seeds", "1", "--device", "cpu", *extra])
+                 "--n-trials", "4", "--uniform-seeds", "1", "--device", "cpu",
+                 "--baselines", "none", *extra])
 
 
 def test_search_top_k_retrains_winners_and_baseline_and_skips_done_work(tmp_path, base_ckpt,

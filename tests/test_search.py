@@ -29,7 +29,7 @@ def search_args(storage: str, ckpt: str, *extra: str) -> list[str]:
     """A fast search on digits: 1 proxy epoch, a 4-trial NSGA-II population."""
     return ["search", "--c-flops", "0.25", "--c-mcb", "1.0", "--checkpoint", ckpt,
             "--storage", storage, "--proxy-epochs", "1", "--population", "4",
-            "--device", "cpu", *extra]
+            "--device", "cpu", "--baselines", "none", *extra]
 
 
 def cli(argv: list[str]) -> int:
@@ -198,7 +198,7 @@ def test_nan_and_unrepairable_trials_fail_with_reasons_and_the_study_goes_on(tmp
     config = SearchConfig(space=PruningSpace(c_flops=0.25, c_mcb=1.0),
                           base=BaseConfig(checkpoint=base_ckpt), proxy=ProxyConfig(epochs=1),
                           sampler=SamplerConfig(population=4), storage=storage, n_trials=3,
-                          uniform_seeds=1, device="cpu")
+                          uniform_seeds=1, device="cpu", baselines=())
     result = run_search(config)
     assert result["states"] == {"COMPLETE": 3, "FAIL": 1}
     failed = [t for t in load(storage).get_trials() if t.state == TrialState.FAIL]
@@ -250,7 +250,7 @@ def test_prepare_records_the_checkpoint_hash(tmp_path, base_ckpt):
 
     storage = f"sqlite:///{tmp_path}/s.db"
     config = SearchConfig(space=PruningSpace(c_flops=0.5), base=BaseConfig(checkpoint=base_ckpt),
-                          storage=storage, device="cpu")
+                          storage=storage, device="cpu", baselines=())
     prepared = prepare(config)
     attrs = load(storage, prepared.study).user_attrs
     assert attrs["checkpoint"] == {"path": os.path.relpath(base_ckpt, tmp_path),  # beside it
@@ -348,7 +348,7 @@ def test_waiting_worker_retries_the_trial_of_a_worker_that_died(tmp_path, base_c
     config = SearchConfig(space=PruningSpace(c_flops=0.25, c_mcb=1.0),
                           base=BaseConfig(checkpoint=base_ckpt), proxy=ProxyConfig(epochs=1),
                           sampler=SamplerConfig(population=4), storage=storage, n_trials=2,
-                          uniform_seeds=1, device="cpu", n_workers=2)
+                          uniform_seeds=1, device="cpu", n_workers=2, baselines=())
     prepare(config)
     study = load(storage)
     held = study.ask()  # the uniform trial, now RUNNING for a process that is gone

@@ -89,7 +89,8 @@ class SearchConfig:
     objectives: tuple[str, ...] | None = None  # all minimised; None: what the space lets vary
     n_trials: int = 32  # COMPLETE trials of the study in total (the uniform ones included)
     uniform_seeds: int = 3  # the uniform recipe's trials (its proxy seed noise)
-    baselines: tuple[str, ...] = CRITERIA  # heuristic allocations enqueued after the uniform ones
+    baselines: tuple[str, ...] = CRITERIA  # heuristic allocations queued after the uniform ones
+    # (in a single FLOPs band only: a params band or a FLOPs range has none)
     seed: int = 0  # sampler, proxy and retraining seeds derive from it
     storage: str = DEFAULT_STORAGE  # sqlite:///…, journal:….log or an RDB URL
     study_name: str | None = None  # None: MODEL-DATASET-SPACE-fC_FLOPS
@@ -103,9 +104,8 @@ class SearchConfig:
             object.__setattr__(self, "proxy", replace(
                 self.proxy, batch_size=default_proxy_batch(self.base.dataset)))
         object.__setattr__(self, "objectives", objectives_for(self.space, self.objectives))
-        object.__setattr__(self, "baselines", check_criteria(self.baselines))
-        if self.baselines and self.space.c_flops is None:
-            raise EvopruneError("baselines need a FLOPs band: give --c-flops, or --baselines none")
+        banded = self.space.c_flops is not None and self.space.c_flops_max is None
+        object.__setattr__(self, "baselines", check_criteria(self.baselines) if banded else ())
         for name, value, low in (("--n-trials", self.n_trials, self.uniform_seeds + 1),
                                  ("--n-workers", self.n_workers, 1),
                                  ("--uniform-seeds", self.uniform_seeds, 1)):

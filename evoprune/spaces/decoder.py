@@ -87,13 +87,18 @@ class Decoder:
         return Decoded(recipes, kept, f, p, mcb, recipes.std(1), self.violation(kept, recipes) == 0)
 
     def describe_kept(self, kept: np.ndarray) -> Decoded:
-        """Exact figures of kept-channel rows (M, N), their ratios 1 - k/c (which keep k exactly)."""
+        """Exact figures of kept-channel rows (M, N); each ratio 1 - k/c, or r_max where that
+        rounds to the same k (so a ratio exceeds r_max only where no ratio within it keeps k)."""
         kept = np.asarray(kept, dtype=np.int64)
         if kept.ndim != 2 or kept.shape[1] != self.n:
             raise EvopruneError(f"kept channels must have {self.n} columns, got shape {kept.shape}")
         if (kept < 1).any() or (kept > self.cost.channels).any():
             raise EvopruneError("kept channels must be between 1 and each unit's channels")
-        return self.describe(1.0 - kept / self.cost.channels)
+        exact = 1.0 - kept / self.cost.channels
+        capped = np.minimum(exact, self.space.r_max)
+        rounding = self.cost.rounding(self.space.round_to)
+        same = kept_channels(self.cost.channels, capped, rounding) == kept
+        return self.describe(np.where(same, capped, exact))
 
     def sample(self, n: int, seed: int = 0) -> Decoded:
         """Draw n i.i.d. recipes from the space's distribution (deterministic given seed).

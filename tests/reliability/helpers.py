@@ -18,7 +18,7 @@ def search_argv(storage: str, ckpt: str, n: int, *extra: str) -> list[str]:
     3 uniform trials, unless `extra` says otherwise)."""
     return ["search", "--c-flops", "0.25", "--c-mcb", "1.0", "--checkpoint", ckpt,
             "--storage", storage, "--proxy-epochs", "1", "--population", "4",
-            "--device", "cpu", "--n-trials", str(n), *extra]
+            "--device", "cpu", "--baselines", "none", "--n-trials", str(n), *extra]
 
 
 def run_with_fault(point: str, k: int, argv: list[str], timeout: float = 300

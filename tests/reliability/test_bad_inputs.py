@@ -19,7 +19,7 @@ STUDY = "resnet20-digits-mCB-1-f0.25"
 SEARCH = ["search", "--c-flops", "0.25", "--c-mcb", "1.0", "--uniform-seeds", "1",
           "--checkpoint", "{ckpt}",
           "--storage", "{db}", "--proxy-epochs", "1", "--population", "4", "--device", "cpu",
-          "--n-trials", "2"]
+          "--n-trials", "2", "--baselines", "none"]
 FRESH = ["--storage", "sqlite:///{dir}/new.db", "--device", "cpu"]
 
 CASES = [
