@@ -26,10 +26,20 @@ Planted effects (the paper gives few numbers; where it gives none, the choice is
   optimal-mCB curve 1 + 0.006 / c_flops (0.5 to 30 pp), 4 FLOPs + 2 params regimes, held-out
   c_flops 0.035; drops log-normal around the limit (SD 0.3 in logs); null: the held-out
   regime's drops 30% (the tolerance) above the law, or 1/1.3 of it.
+- (d) beyond the budget: the same planted law against the budget-only null (a log–log line of
+  the limit against c_flops); null-budget: every limit exactly 30 (c/0.02)^−1.3 pp, the mCB as
+  planted (the budget alone is right): "holds" (the law better) at most 5%; "does not hold"
+  (the line better) is then the truth, not an error.
 - (f) the paper: the uniform recipe at c_flops 0.259 drops 0.3 pp and the best subnetworks
-  none (Sec. 3.1); planted gains 0.3–0.7 pp (mean 0.5) over 5 regimes, retraining noise SD
-  0.5 pp per network (half of it shared by the pair's seed), test drops in steps of 1/360;
+  none (Sec. 3.1); planted gains 0.3–0.7 pp (mean 0.5) over 5 regimes, each search's winner
+  off by N(0, 0.15) pp, retraining noise SD 0.5 pp per network (half of it shared by the pair's
+  seed), test drops in steps of 1/360; the unit is the regime × search replicate (t over their
+  means, the seeds inside): 2 searches a regime (10 units, the issue-24 plan) must reach 80%;
+  with one search a regime (5 units, the Fashion-MNIST run) the power is printed, not required;
   nulls: no gain, or gains −0.4 to +0.4 pp averaging 0.
+- Kendall τ inside one regime of 8 retrained networks: null, independent drops; effect,
+  retrained = proxy + 0.3 N(0, 1) (correlation ≈ 0.96); the verdict is the sign of τ where
+  scipy's two-sided p < α.
 """
 
 from __future__ import annotations
@@ -189,12 +199,25 @@ def _law_spaces(rng: np.random.Generator, regime: tuple[str, float], n: int, sca
     return out
 
 
+def d_budget_limit(regime: tuple[str, float]) -> float:
+    """The budget-only truth: the limit a power of the budget, 30 · (c / 0.02)^−1.3 pp (0.25 to
+    30 pp over c 0.25 to 0.02), whatever the optimal mCB."""
+    return float(30 * (regime[1] / 0.02) ** -1.3)
+
+
 def sim_d(rng: np.random.Generator, truth: str, n: int = 48, n_boot: int = 400,
           tolerance: float = 0.3) -> obs.Observation:
     """(d) six regimes and a held-out one; null: the held-out drops `tolerance` above the law
-    (null-low: below it, by the factor 1/(1 + tolerance))."""
-    studies = [s for r in D_FIT for s in _law_spaces(rng, r, n, 1.0)]
+    (null-low: below it, by the factor 1/(1 + tolerance)); null-budget: every regime's limit a
+    power of its budget (`d_budget_limit`, the budget-only null exact), the mCB as planted."""
     scale = {"null": 1 + tolerance, "null-low": 1 / (1 + tolerance)}.get(truth, 1.0)
+    if truth == "null-budget":
+        studies = [s for r in D_FIT for s in _law_spaces(
+            rng, r, n, d_budget_limit(r) / d_limit(d_optimum(r)))]
+        held = _law_spaces(rng, D_HELD, n, d_budget_limit(D_HELD) / d_limit(d_optimum(D_HELD)))
+        return obs.law_prediction(by_regime(studies), held, n_boot=n_boot, tolerance=tolerance,
+                                  seed=int(rng.integers(2 ** 31)))
+    studies = [s for r in D_FIT for s in _law_spaces(rng, r, n, 1.0)]
     held = _law_spaces(rng, D_HELD, n, scale)
     return obs.law_prediction(by_regime(studies), held, n_boot=n_boot, tolerance=tolerance,
                               seed=int(rng.integers(2 ** 31)))
@@ -204,17 +227,38 @@ F_GAINS = {"effect": (0.3, 0.4, 0.5, 0.6, 0.7), "null": (0.0,) * 5,
            "null-mixed": (-0.4, -0.2, 0.0, 0.2, 0.4)}
 
 
-def sim_f(rng: np.random.Generator, truth: str, seeds: int = 3) -> obs.Observation:
-    """(f) 5 regimes × `seeds` retraining seeds of the winner and the uniform recipe."""
+def sim_f(rng: np.random.Generator, truth: str, seeds: int = 3, replicates: int = 1,
+          n_boot: int = 200) -> obs.Observation:
+    """(f) 5 regimes × `replicates` independent searches × `seeds` retraining seeds of the
+    winner and the uniform recipe; each search's winner differs from the planted regime gain by
+    N(0, 0.15) pp (a search replicate is a draw too); the regime × replicate is the unit."""
     pairs = []
     for c, base, gain in zip((0.25, 0.1, 0.05, 0.035, 0.02), (0.5, 1.0, 3.0, 6.0, 12.0),
                              F_GAINS[truth]):
-        for s in range(seeds):
-            shared = rng.normal(0, 0.35)
-            u = base + shared + rng.normal(0, 0.35)
-            w = base - gain + shared + rng.normal(0, 0.35)
-            pairs.append((c, s, float(np.round(w / STEP) * STEP), float(np.round(u / STEP) * STEP)))
-    return obs.retrained_vs_uniform(pairs)
+        for r in range(replicates):
+            g = gain + rng.normal(0, 0.15)
+            for s in range(seeds):
+                shared = rng.normal(0, 0.35)
+                u = base + shared + rng.normal(0, 0.35)
+                w = base - g + shared + rng.normal(0, 0.35)
+                pairs.append((c, s, float(np.round(w / STEP) * STEP),
+                              float(np.round(u / STEP) * STEP), r))
+    return obs.retrained_vs_uniform(pairs, n_boot=n_boot)  # the t decides; the bootstrap shows
+
+
+def sim_tau(rng: np.random.Generator, truth: str, n: int = 8, noise: float = 0.3
+            ) -> obs.Observation:
+    """Kendall τ inside one regime of n retrained networks: null, retrained drops independent of
+    the proxy's; effect, retrained = proxy + noise·N(0, 1) (correlation ≈ 0.96 at 0.3). Verdict:
+    the sign of τ where scipy's two-sided p < α."""
+    from evoprune.analysis.regime_stats import tau_within_regimes
+
+    x = rng.normal(0, 1, n)
+    y = x + noise * rng.normal(0, 1, n) if truth == "effect" else rng.normal(0, 1, n)
+    (row,) = tau_within_regimes({("flops", 0.1): (x, y)})
+    p, tau = row["p"] if row["p"] is not None else 1.0, row["tau"] or 0.0
+    verdict = obs.decide(p / 2 if tau > 0 else 1.0, p / 2 if tau < 0 else 1.0, 0.05)
+    return obs.Observation("tau", "the proxy ranks inside a regime", verdict, [], {"row": row})
 
 
 Reader = Callable[[obs.Observation], str]
@@ -248,12 +292,16 @@ def cases(boot: int) -> list[Case]:
                                           "within space": _part("within", "verdict")}),
         ("(c)", sim_c, {"n_boot": boot}, {"": _whole, "close": _part("close_verdict"),
                                           "rise": _part("rise_verdict")}),
-        ("(d)", sim_d, {"n_boot": boot}, whole),
-        ("(f)", sim_f, {}, whole),
+        ("(d)", sim_d, {"n_boot": boot}, {"": _whole,
+                                          "beyond budget": _part("budget_null", "verdict")}),
+        ("(f)", sim_f, {"replicates": 2}, whole),
+        ("(f), one search a regime", sim_f, {}, whole),
+        ("τ within a regime", sim_tau, {}, whole),
     ]
 
 
-TRUTHS = {sim_c: ("null-close", "null-rise", "effect"), sim_d: ("null", "null-low", "effect"),
+TRUTHS = {sim_c: ("null-close", "null-rise", "effect"),
+          sim_d: ("null", "null-low", "null-budget", "effect"),
           sim_f: ("null", "null-mixed", "effect")}
 
 
@@ -291,7 +339,15 @@ def expected(row: dict[str, Any]) -> str | None:
         return "null" if truth == "null-close" else "effect"
     if case == "(c) rise":
         return "null" if truth == "null-rise" else "effect"
+    if case == "(d) beyond budget":  # the law adds to the budget only where it is planted
+        return {"null-budget": "null", "effect": "effect"}.get(truth)
+    if case == "(d)" and truth == "null-budget":
+        return None  # the law may or may not predict a power of the budget: neither truth
     return "null" if truth.startswith("null") else "effect"
+
+
+ONE_SIDED = {"(d) beyond budget"}  # under the null the budget is right: only "holds" is an error
+POWER_REPORTED = {"(f), one search a regime"}  # its power is printed, not required: 5 units
 
 
 def violations(rows: list[dict[str, Any]], null_max: float = 0.05, effect_min: float = 0.8
@@ -301,10 +357,12 @@ def violations(rows: list[dict[str, Any]], null_max: float = 0.05, effect_min: f
     bad = []
     for r in rows:
         want = expected(r)
-        if want == "null" and max(r[obs.HOLDS], r[obs.FAILS]) > null_max + 1e-9:
+        wrong = r[obs.HOLDS] if r["case"] in ONE_SIDED else max(r[obs.HOLDS], r[obs.FAILS])
+        if want == "null" and wrong > null_max + 1e-9:
             bad.append(f"{r['case']} under {r['truth']}: holds {r[obs.HOLDS]:.3f}, does not hold "
                        f"{r[obs.FAILS]:.3f} (wanted ≤ {null_max:g})")
-        if want == "effect" and r[obs.HOLDS] < effect_min - 1e-9:
+        if want == "effect" and r[obs.HOLDS] < effect_min - 1e-9 and (
+                r["case"] not in POWER_REPORTED):
             bad.append(f"{r['case']} under {r['truth']}: holds {r[obs.HOLDS]:.3f} (wanted ≥ "
                        f"{effect_min:g})")
     return bad

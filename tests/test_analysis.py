@@ -24,7 +24,7 @@ PROXY = {"epochs": 1, "lr": 0.01, "batch_size": 32, "augment": True, "importance
 def add_study(storage: str, name: str, space: dict, drops, mcb, *,
               uniform: int | tuple[int, ...] | None = 0, proxy: dict | None = None,
               retrained: dict[int, list[float]] | None = None, seed: int = 0,
-              legacy: bool = False) -> None:
+              legacy: bool = False, attrs_of: dict[int, dict] | None = None) -> None:
     """Write a study the way evoprune search does (schema 3: val drops, trial seeds, retrained
     test drops one per seed), with given drops and mCBs; `legacy`: the flat version-1 attrs,
     test-split drops and one retraining per trial."""
@@ -61,7 +61,9 @@ def add_study(storage: str, name: str, space: dict, drops, mcb, *,
             params={"g000": float(rng.random())}, distributions={"g000": FloatDistribution(0, 1)},
             user_attrs={**result, "mcb": float(m), "flops_ratio": c,
                         "params_ratio": c / float(m), "recipe_std": float(np.std(recipe)),
-                        "recipe": recipe, "channels": [8, 8, 8], "is_uniform": i in uniform}))
+                        "recipe": recipe, "is_uniform": i in uniform,
+                        "channels": [8, 8, 8] if i in uniform else [100 + i, 16, 16],
+                        **(attrs_of or {}).get(i, {})}))
     for n, ds in (retrained or {}).items():
         for s, d in enumerate(ds):
             if legacy:
@@ -91,6 +93,37 @@ def test_a_version_1_study_loads_with_its_test_split_drops_and_one_retraining(tm
     assert list(new.seeds) == [100, 101, 102] and new.retrained == {1: {0: 0.5, 1: 1.0}}
     a = compute([old, new], AnalyzeConfig(storage=storage, n_boot=20))
     assert sorted((p, r) for p, r, _ in a.fidelity_pairs) == [(1.0, 0.75), (1.5, 0.75)]
+
+
+def test_baselines_and_repeated_networks_stay_out_of_edfs_laws_and_tests(tmp_path):
+    """Trial 0 uniform, 1 a heuristic baseline (role "baseline"), 3 and 5 repeat the networks of
+    trials 0 and 2: the population is trials 2, 4, 6, 7 (each network once, its first trial);
+    the EDF's n and its median follow; the report quotes τ per regime, never pooled."""
+    from evoprune.analysis.edf import population
+    from evoprune.analysis.report import markdown
+
+    storage = f"sqlite:///{tmp_path}/a.db"
+    drops = [5.0, 0.1, 2.0, 9.0, 9.5, 3.0, 4.0, 1.0]
+    add_study(storage, "A", {"c_flops": 0.25, "c_std": 0.01}, drops, [1.0] * 8,
+              attrs_of={1: {"role": "baseline", "criterion": "l2"},
+                        3: {"channels": [8, 8, 8]}, 5: {"channels": [102, 16, 16]}},
+              retrained={0: [1.0, 1.2], 1: [0.1], 2: [0.8], 4: [1.5]})
+    (s,), _ = load_studies(storage)
+    assert s.is_baseline.tolist() == [False, True] + [False] * 6
+    assert s.is_duplicate.tolist() == [False] * 3 + [True, False, True, False, False]
+    assert population(s).tolist() == [2, 4, 6, 7]
+    assert s.duplicates() == {"trials": 8, "distinct": 6, "most": 2, "uniform_copies": 2,
+                              "dropped": 2}
+    r = regime_edfs([s], n_boot=50)
+    assert r.spaces[0].n == 4
+    a = compute([s], AnalyzeConfig(storage=storage, n_boot=20))
+    (row,) = a.fidelity_regimes  # trials 0, 2, 4 (the baseline left out): one regime
+    assert (row["n"], row["tau"]) == (3, pytest.approx(kendalltau([5.0, 2.0, 9.5],
+                                                                  [1.1, 0.8, 1.5]).statistic))
+    text = markdown(a, AnalyzeConfig(storage=storage, n_boot=20), {
+        k: f"{k}.png" for k in ("edfs", "distributions", "winning_recipes", "best", "mcb_curve",
+                                "law", "fidelity")}, 0.0)
+    assert "inside each regime only" in text and "retrained trials: Kendall" not in text
 
 
 def test_edf_is_the_fraction_strictly_below():

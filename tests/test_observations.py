@@ -277,6 +277,28 @@ def test_law_prediction_holds_when_the_held_out_regime_follows_the_law():
     assert "two-stage bootstrap" in got.evidence[1]
 
 
+def test_law_prediction_sets_the_law_against_the_budget_only_null():
+    """Where the law holds, its held-out error is beside the budget-only null's (a log–log line
+    of the limit against c_flops, and interpolation), with a bootstrap difference and the
+    leave-one-regime-out errors of every FLOPs regime (the held-out one included)."""
+    groups, held = law_groups()
+    got = obs.law_prediction(groups, held, n_boot=300)
+    null = got.numbers["budget_null"]
+    flops = [p for p in obs.regime_limits(groups, n_boot=300) if p.regime[0] == "flops"]
+    c = np.log([p.regime[1] for p in flops])
+    b, a = np.polyfit(c, np.log([p.limit.estimate for p in flops]), 1)
+    assert null["line"] == pytest.approx(math.exp(a + b * math.log(0.035)))
+    assert null["law"] == pytest.approx(got.numbers["predicted_limit"]["estimate"])
+    loo = null["leave_one_out"]
+    assert [r["c_flops"] for r in loo["regimes"]] == [0.25, 0.1, 0.05, 0.035, 0.02]
+    assert loo["held_out"]["err_law"] == pytest.approx(abs(null["observed"] - null["law"]),
+                                                       rel=0.05)
+    d = null["difference"]
+    assert d["lo"] <= d["estimate"] <= d["hi"] and null["verdict"] in obs.VERDICTS
+    assert any("budget-only null" in e for e in got.evidence)
+    assert any("leaving out each FLOPs regime" in e for e in got.evidence)
+
+
 def test_law_prediction_fails_when_the_held_out_regime_is_off_the_law():
     """Held-out drops twice the law's: the ratio's interval lies above 1.3, does not hold; too
     few regimes to fit: not tested."""
@@ -331,6 +353,29 @@ def test_sampler_efficiency_pairs_seeds_and_leaves_out_the_shared_prefix():
     assert obs.sampler_efficiency(evolved, random_, prefix=0).numbers["nsga2"][0] == 11
 
 
+def test_sampler_efficiency_says_when_the_first_draws_were_not_shared():
+    """Runs with two uniform rows first (not counted) and different first draws: the count
+    starts after each run's own first 8 sampled trials, the evidence says they were not the same
+    draws and compares them (NSGA-II's 10 pp lower: Mann-Whitney p small)."""
+    rng = np.random.default_rng(5)
+    evolved, random_ = [], []
+    for i in range(2):
+        for sampler, first, out in (("nsga2", 10.0, evolved), ("random", 20.0, random_)):
+            d = np.concatenate([[1.0, 1.0], rng.uniform(first, first + 2, 8),
+                                rng.uniform(30, 40, 16)])
+            d[12 + i] = 0.5
+            out.append(study(f"{sampler}{i}", 0.05, d, sampler=sampler, uniform=2,
+                             recipes=rng.uniform(0, 1, (26, 2))))
+    got = obs.sampler_efficiency(evolved, random_, prefix=8)
+    assert got.numbers["prefix"] == [8, 8] and got.numbers["shared"] == [0, 0]
+    assert not got.numbers["same_start"]
+    assert got.numbers["nsga2"] == [3, 4] and got.numbers["random"] == [3, 4]
+    assert "not the same draws" in got.evidence[0]
+    first = got.numbers["first_draws"]
+    assert first["p"] < 0.001 and first["shift"]["estimate"] == pytest.approx(-10, abs=1)
+    assert "Shared first trials" not in " ".join(got.evidence)
+
+
 def gain_pairs(gains, seeds: int = 3, noise: float = 0.2, seed: int = 0):
     """(c_flops, seed, winner, uniform) over 5 regimes × `seeds`; uniform − winner = gain +
     noise."""
@@ -339,22 +384,37 @@ def gain_pairs(gains, seeds: int = 3, noise: float = 0.2, seed: int = 0):
             for c, g in zip((0.25, 0.1, 0.05, 0.035, 0.02), gains) for s in range(seeds)]
 
 
-def test_retrained_vs_uniform_paired_t_over_regimes_and_seeds():
-    """15 pairs, gain 0.5 pp: mean gain and its t interval as scipy computes them, holds; a loss
-    of 0.5 pp: does not hold; 5 pairs: exploratory, not shown; no pairs: not tested."""
+def test_retrained_vs_uniform_takes_the_regime_as_the_unit():
+    """5 regimes × 3 seeds, gain 0.5 pp: the mean of the regime means and its t interval over the
+    5 regime means (not the 15 pairs), holds; a loss: does not hold; 3 regimes: exploratory, not
+    shown; no pairs: not tested."""
     pairs = gain_pairs([0.5] * 5)
     got = obs.retrained_vs_uniform(pairs)
-    g = np.array([u - w for _c, _s, w, u in pairs])
+    g = np.array([u - w for _c, _s, w, u in pairs]).reshape(5, 3).mean(axis=1)
     ci = stats.ttest_1samp(g, 0.0).confidence_interval(0.95)
     assert got.verdict == obs.HOLDS
     assert got.numbers["mean_gain"] == pytest.approx(g.mean())
     assert (got.numbers["std"]["lo"], got.numbers["std"]["hi"]) == pytest.approx((ci.low, ci.high))
     assert got.numbers["p"] == pytest.approx(stats.ttest_1samp(g, 0, alternative="greater").pvalue)
+    assert [r["gain"] for r in got.numbers["per_regime"]] == pytest.approx(g)
+    assert got.numbers["std"]["regimes"] == 5 and got.numbers["std"]["n"] == 15
+    assert "5 regime means" in got.evidence[0]
     assert obs.retrained_vs_uniform(gain_pairs([-0.5] * 5)).verdict == obs.FAILS
-    few = obs.retrained_vs_uniform(gain_pairs([0.5] * 5, seeds=1))
+    few = obs.retrained_vs_uniform([p for p in gain_pairs([0.5] * 5) if p[0] > 0.04])
     assert few.verdict == obs.NOT_SHOWN and few.numbers["std"]["exploratory"]
     assert obs.retrained_vs_uniform(gain_pairs([0.05] * 5, noise=0.5)).verdict == obs.NOT_SHOWN
     assert obs.retrained_vs_uniform([]).verdict == obs.UNTESTED
+
+
+def test_the_seeds_of_one_regime_are_not_replicates():
+    """Gains +1.0, +0.8, −0.3, +0.9, −0.2 pp, 20 seeds each with little noise: over 100 pairs a
+    pair-level t calls the mean gain (+0.44) significant; over the 5 regimes it is not shown."""
+    gains = [1.0, 0.8, -0.3, 0.9, -0.2]
+    pairs = gain_pairs(gains, seeds=20, noise=0.1)
+    g = np.array([u - w for _c, _s, w, u in pairs])
+    assert stats.ttest_1samp(g, 0.0).pvalue < 0.05  # what counting seeds as replicates says
+    got = obs.retrained_vs_uniform(pairs)
+    assert got.verdict == obs.NOT_SHOWN and 0.1 < got.numbers["std"]["p"] < 0.3
 
 
 def test_retrained_vs_uniform_reads_the_mcb_winner_and_the_unselected_fidelity():
@@ -372,12 +432,19 @@ def test_retrained_vs_uniform_reads_the_mcb_winner_and_the_unselected_fidelity()
 
 
 def test_within_regime_fidelity_ranks_inside_each_regime():
-    """Regime 1 ranked perfectly (τ 1, best kept), regime 2 reversed (τ −1, best lost)."""
+    """Regime 1 ranked perfectly (τ 1, best kept), regime 2 reversed (τ −1, best lost); the
+    evidence quotes τ per regime with its n, never a pooled τ (pooled, the budget orders them)."""
     tau, same = obs.within_regime_fidelity([([1, 2, 3], [0.1, 0.2, 0.3]),
                                             ([1, 2, 3], [0.3, 0.2, 0.1])])
     assert tau == pytest.approx(0.0) and same == 1
-    got = obs.retrained_vs_uniform([(0.25, 0, 1.0, 2.0)], fidelity=[([1, 2, 3], [0.1, 0.2, 0.3])])
-    assert got.numbers["within_regime_kendall_tau"] == pytest.approx(1.0)
+    fid = {0.25: ([1, 2, 3], [0.1, 0.2, 0.3]), 0.1: ([11, 12, 13], [3.3, 3.2, 3.1])}
+    got = obs.retrained_vs_uniform([(0.25, 0, 1.0, 2.0)], fidelity=fid)
+    rows = got.numbers["tau_per_regime"]
+    assert [(r["regime"], r["n"], r["tau"]) for r in rows] == [(0.25, 3, 1.0), (0.1, 3, -1.0)]
+    assert "c_flops 0.25 τ +1.00 (n 3" in got.evidence[-1]
+    assert "c_flops 0.1 τ -1.00 (n 3" in got.evidence[-1]
+    pooled = stats.kendalltau([1, 2, 3, 11, 12, 13], [0.1, 0.2, 0.3, 3.3, 3.2, 3.1]).statistic
+    assert pooled > 0.5 and f"{pooled:.2f}" not in got.evidence[-1]
 
 
 def test_optimal_mcb_from_pooled_std_spaces_feeds_the_trend():

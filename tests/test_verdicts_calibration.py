@@ -28,7 +28,8 @@ def test_every_test_has_a_null_and_an_effect_row():
     rows = cal.calibrate(draws=2, boot=50)
     kinds = {(r["case"], cal.expected(r)) for r in rows}
     for case in ("(a) moderate", "(a) extreme", "(b)", "(b) stratified", "(b) within space",
-                 "(c)", "(c) close", "(c) rise", "(d)", "(f)"):
+                 "(c)", "(c) close", "(c) rise", "(d)", "(d) beyond budget", "(f)",
+                 "(f), one search a regime", "τ within a regime"):
         assert {(case, "null"), (case, "effect")} <= kinds, case
     assert all(sum(r[v] for v in cal.VERDICTS) == pytest.approx(1.0) for r in rows)
 
@@ -41,6 +42,24 @@ def test_verdict_rates_on_40_draws():
     assert cal.violations(rows, null_max=0.1, effect_min=0.7) == []
 
 
+def test_the_regime_unit_calibrates_on_300_draws():
+    """(f) with the regime × search replicate as the unit, 300 draws: under no gain "holds" and
+    "does not hold" each within the binomial band of 2.5% (α/2 each way; ≤ 0.025 + 3 SE); under
+    the planted gain (10 units) "holds" above 80%; with 5 units (one search a regime) above 50%;
+    τ inside one regime of 8: the same band, power above 80%."""
+    import math
+
+    cal = _calibration()
+    rows = cal.calibrate(draws=300, boot=200, only="(f)") + cal.calibrate(draws=300, only="τ")
+    band = 0.025 + 3 * math.sqrt(0.025 * 0.975 / 300)
+    for r in rows:
+        if r["truth"] == "null":
+            assert r[obs.HOLDS] <= band and r[obs.FAILS] <= band, r
+    power = {r["case"]: r[obs.HOLDS] for r in rows if r["truth"] == "effect"}
+    assert power["(f)"] > 0.8 and power["τ within a regime"] > 0.8
+    assert power["(f), one search a regime"] > 0.5
+
+
 def test_violations_reads_the_wanted_rates():
     """A null row with 6% holds and an effect row with 79% holds are both out of bounds."""
     cal = _calibration()
@@ -50,6 +69,11 @@ def test_violations_reads_the_wanted_rates():
              obs.FAILS: 0}]
     bad = cal.violations(rows)
     assert len(bad) == 2 and "null" in bad[0] and "effect" in bad[1]
+    one_sided = [{"case": "(d) beyond budget", "truth": "null-budget", obs.HOLDS: 0.0,
+                  obs.NOT_SHOWN: 0.7, obs.FAILS: 0.3},
+                 {"case": "(f), one search a regime", "truth": "effect", obs.HOLDS: 0.6,
+                  obs.NOT_SHOWN: 0.4, obs.FAILS: 0.0}]
+    assert cal.violations(one_sided) == []  # the line better is the truth; 5 units: printed
 
 
 @pytest.mark.slow

@@ -78,7 +78,7 @@ def regime_edfs(studies: list[StudyData], *, points: int = 200, n_boot: int = 10
     """EDFs on a common grid for the studies of one regime, KS tests between every pair."""
     if not studies or len({s.regime for s in studies}) != 1:
         raise ValueError("regime_edfs takes the studies of exactly one regime")
-    pops = [s.acc_drop[s.searched] if s.searched.any() else s.acc_drop for s in studies]
+    pops = [s.acc_drop[population(s)] for s in studies]
     allv = np.concatenate(pops)
     span = max(float(allv.max() - allv.min()), 1e-9)
     grid = np.linspace(allv.min() - 0.02 * span, allv.max() + 0.02 * span, points)
@@ -112,7 +112,7 @@ def distributions(study: StudyData) -> list[Distribution]:
     """Recipe std, FLOPs ratio, params ratio and mCB distributions of a space (Fig. 2 rows 2–5)."""
     out = []
     for q in QUANTITIES:
-        v = getattr(study, q)[study.searched] if study.searched.any() else getattr(study, q)
+        v = getattr(study, q)[population(study)]
         out.append(Distribution(study.name, study.label, q, len(v), float(v.mean()),
                                 [float(x) for x in np.quantile(v, [0.05, 0.25, 0.5, 0.75, 0.95])]))
     return out
@@ -139,8 +139,9 @@ def _winner(s: StudyData, i: int) -> Winner:
 
 
 def population(study: StudyData) -> np.ndarray:
-    """Indices of a space's population: its trials but the uniform baseline (all if only that)."""
-    idx = np.flatnonzero(study.searched)
+    """Indices of a space's population: its distinct sampled networks, neither the uniform recipe
+    nor a heuristic baseline nor a repeat of an earlier trial's network (all if none is left)."""
+    idx = np.flatnonzero(study.distinct)
     return idx if len(idx) else np.arange(len(study.acc_drop))
 
 

@@ -40,6 +40,9 @@ class StudyData:
     seeds: np.ndarray | None = None  # the proxy fine-tune's seed per trial (None: not stored)
     split: str = "val"  # the selection split the drops were read on (test before schema 3)
     base_test_acc: float | None = None
+    is_baseline: np.ndarray | None = None  # heuristic allocations (role "baseline"): no population
+    is_duplicate: np.ndarray | None = None  # a network an earlier trial already holds
+    channels: np.ndarray | None = None  # (M, N) kept channels per unit (None: not stored)
 
     @property
     def label(self) -> str:
@@ -78,8 +81,31 @@ class StudyData:
 
     @property
     def searched(self) -> np.ndarray:
-        """Mask of the trials that are not the uniform baseline (the space's population)."""
-        return ~self.is_uniform
+        """Mask of the sampled trials: neither the uniform recipe nor a heuristic baseline."""
+        base = self.is_baseline if self.is_baseline is not None else np.zeros_like(self.is_uniform)
+        return ~self.is_uniform & ~base
+
+    @property
+    def distinct(self) -> np.ndarray:
+        """Mask of the space's population: sampled trials whose network no earlier trial holds
+        (the first occurrence kept, with its own drop and seed)."""
+        dup = self.is_duplicate if self.is_duplicate is not None else np.zeros_like(self.is_uniform)
+        return self.searched & ~dup
+
+    def duplicates(self) -> dict[str, int]:
+        """Networks and trials: how many distinct, how often the most repeated one (the uniform
+        network's copies counted with it), and the trials the population leaves out."""
+        if self.channels is None:
+            return {"trials": len(self.numbers), "distinct": len(self.numbers), "most": 1,
+                    "uniform_copies": int(self.is_uniform.sum()), "dropped": 0}
+        from evoprune.analysis.regime_stats import dedupe_networks
+
+        keep, counts = dedupe_networks(self.channels)
+        u = np.flatnonzero(self.is_uniform)
+        copies = (int(np.all(self.channels == self.channels[u[0]], axis=1).sum()) if len(u)
+                  else 0)
+        return {"trials": len(self.numbers), "distinct": len(keep), "most": int(counts.max()),
+                "uniform_copies": copies, "dropped": int((self.searched & ~self.distinct).sum())}
 
     def proxy_key(self) -> tuple:
         """What makes two proxy budgets comparable: epochs, lr, batch size."""
@@ -126,7 +152,12 @@ def load_studies(storage: str, names: list[str] | None = None) -> tuple[list[Stu
             continue
         retrained = {n: {int(r.seed): float(r.test_drop) for r in rs}
                      for n, rs in retrain_results(study).items()}
+        trials.sort(key=lambda t: t.number)  # first occurrence = earliest trial
         records = [trial_record(t) for t in trials]
+        channels = (np.array([r.channels for r in records]) if all(
+            r.channels for r in records) and len({len(r.channels) for r in records}) == 1
+            else None)
+        is_uniform = np.array([r.is_uniform for r in records])
 
         def col(key: str, records: list = records) -> np.ndarray:
             return np.array([float(getattr(r, key)) for r in records])
@@ -138,7 +169,8 @@ def load_studies(storage: str, names: list[str] | None = None) -> tuple[list[Stu
             acc_drop=col("val_drop"), flops_ratio=col("flops_ratio"),
             params_ratio=col("params_ratio"), mcb=col("mcb"), recipe_std=col("recipe_std"),
             recipes=np.array([r.recipe for r in records], dtype=float),
-            is_uniform=np.array([r.is_uniform for r in records]),
+            is_uniform=is_uniform, is_baseline=np.array([r.is_baseline for r in records]),
+            is_duplicate=duplicate_mask(channels, is_uniform), channels=channels,
             retrained=retrained, split=record.selection_split,
             base_test_acc=record.base_test_acc,
             seeds=(np.array([r.seed for r in records]) if all(r.seed is not None for r in records)
@@ -147,6 +179,21 @@ def load_studies(storage: str, names: list[str] | None = None) -> tuple[list[Stu
         raise EvopruneError("no study with COMPLETE trials to analyse" +
                             (f" ({'; '.join(warnings)})" if warnings else ""))
     return out, warnings
+
+
+def duplicate_mask(channels: np.ndarray | None, is_uniform: np.ndarray) -> np.ndarray:
+    """Rows (in trial order) whose kept channels an earlier row already holds; the uniform rows
+    (the proxy's seed noise) are never marked, but later copies of their network are."""
+    dup = np.zeros(len(is_uniform), bool)
+    if channels is None:
+        return dup
+    from evoprune.analysis.regime_stats import dedupe_networks
+
+    keep, _ = dedupe_networks(channels)
+    dup[:] = True
+    dup[keep] = False
+    dup[is_uniform] = False
+    return dup
 
 
 def by_regime(studies: list[StudyData]) -> dict[tuple[str, float], list[StudyData]]:

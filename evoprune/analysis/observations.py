@@ -36,6 +36,7 @@ from evoprune.analysis.load import StudyData
 from evoprune.errors import EvopruneError
 
 HOLDS, NOT_SHOWN, FAILS, UNTESTED = "holds", "not shown", "does not hold", "not tested"
+VERDICTS = (HOLDS, NOT_SHOWN, FAILS, UNTESTED)
 Regime = tuple[str, float]
 Groups = dict[Regime, list[StudyData]]
 
@@ -317,11 +318,38 @@ def std_spaces(groups: Groups, moderate: Sequence[float], *, extreme_from: float
     mod = std_equivalence(groups, moderate, margin=margin, alpha=alpha)
     ext = std_extreme(groups, extreme_from=extreme_from, alpha=alpha)
     verdict = combine(mod.verdict, ext.verdict)
+    dups = duplicate_rows(groups)
     evidence = [*mod.evidence, *ext.evidence,
                 f"moderate: {mod.verdict}; extreme: {ext.verdict}"]
+    if dups:
+        evidence.append(duplicate_text(dups))
     return Observation("a", A_CLAIM, verdict, evidence,
                        {"moderate": mod.numbers, "extreme": ext.numbers,
-                        "moderate_verdict": mod.verdict, "extreme_verdict": ext.verdict})
+                        "moderate_verdict": mod.verdict, "extreme_verdict": ext.verdict,
+                        "duplicates": dups})
+
+
+def duplicate_rows(groups: Groups) -> list[dict[str, Any]]:
+    """Per study holding repeated networks: trials, distinct networks, the uniform network's
+    copies and the repeats the population leaves out."""
+    rows = []
+    for regime in sorted(groups, key=lambda r: (r[0], -r[1])):
+        for s in groups[regime]:
+            d = s.duplicates()
+            if d["dropped"]:
+                rows.append({"regime": list(regime), "study": s.name, "space": s.label, **d})
+    return rows
+
+
+def duplicate_text(rows: list[dict[str, Any]]) -> str:
+    """One evidence line: where identical networks repeat, and that the tests count each once."""
+    parts = [f"c_{r['regime'][0]} {r['regime'][1]:g} {r['space']}: {r['distinct']} of "
+             f"{r['trials']} networks distinct (the uniform network {r['uniform_copies']} times)"
+             for r in rows]
+    return ("duplicates: identical networks (the same kept channels) repeat in "
+            + "; ".join(parts) + f". The EDFs, the laws and every test read each network once "
+            f"(its first trial; {sum(r['dropped'] for r in rows)} repeats left out), so a "
+            "repeat cannot inflate n")
 
 
 # --- (b) winners concentrate ---
@@ -691,16 +719,83 @@ def law_prediction(groups: Groups, held_out: Sequence[StudyData], *, fraction: f
         f"{p_out:.3g} (each at α/2 = {alpha / 2:g}): {verdict}",
         f"a second reading, the law at the held-out's own optimal mCB: observed / predicted "
         f"{direct_hat:.2f} [{d_lo:.2f}, {d_hi:.2f}]"]
+    if where[0] == "flops":
+        null = _budget_null(points, held, pred, pred_hat, alpha)
+        if null is not None:
+            numbers["budget_null"] = null
+            evidence += null["evidence"]
     return Observation("d", claim, verdict, evidence, numbers)
+
+
+def _budget_null(points: list[RegimeLimit], held: RegimeLimit, law_draws: np.ndarray,
+                 law_hat: float, alpha: float) -> dict[str, Any] | None:
+    """The law against the budget-only null (the limit against c_flops alone: a log–log line and
+    interpolation in log c_flops) by held-out prediction error: at the held-out regime (bootstrap difference of
+    absolute errors, each direction at α/2) and leaving out each FLOPs regime in turn."""
+    from evoprune.analysis.regime_stats import (
+        error_difference,
+        law_vs_budget_null,
+        null_line_draws,
+    )
+
+    flops = [p for p in points if p.regime[0] == "flops"]
+    other = [p for p in points if p.regime[0] != "flops"]
+    if len(flops) < 2:
+        return None
+    c = np.array([p.regime[1] for p in flops])
+    line = null_line_draws(c, np.stack([p.limit_draws for p in flops], axis=1), held.regime[1])
+    line_hat = float(null_line_draws(c, np.array([[p.limit.estimate for p in flops]]),
+                                     held.regime[1])[0])
+    diff = error_difference(held.limit_draws, law_draws, line, 1 - alpha)
+    verdict = decide(diff["p_law_better"], diff["p_null_better"], alpha)
+    every = sorted([*flops, held], key=lambda p: -p.regime[1])
+    loro = law_vs_budget_null([p.regime[1] for p in every], [p.limit.estimate for p in every],
+                              [p.center.estimate for p in every],
+                              extra_mcb=[p.center.estimate for p in other],
+                              extra_limits=[p.limit.estimate for p in other],
+                              held_out=held.regime[1])
+    h = loro["held_out"] or {}
+    obs_hat = held.limit.estimate
+    rows = "; ".join(f"{r['c_flops']:g}: law {r['err_law']:.2f}, line {r['err_line']:.2f}, "
+                     f"interpolation {r['err_interp']:.2f}"
+                     + (" (extrapolated)" if r["interp_extrapolated"] else "")
+                     for r in loro["regimes"])
+    mae = loro["mean_abs_error"]
+    evidence = [
+        f"beyond the budget: at the held-out c_flops {held.regime[1]:g} the budget-only null (a "
+        f"straight line of log limit against log c_flops over the {len(flops)} FLOPs regimes) "
+        f"predicts {line_hat:.2f} pp and interpolation in log c_flops "
+        f"{h.get('interp', math.nan):.2f}, the law {law_hat:.2f}, observed {obs_hat:.2f}: "
+        f"absolute errors law {abs(obs_hat - law_hat):.2f}, line {abs(obs_hat - line_hat):.2f}, "
+        f"interpolation {h.get('err_interp', math.nan):.2f} pp; law − line error "
+        f"{diff['estimate']:+.2f} [{diff['lo']:+.2f}, {diff['hi']:+.2f}] pp ({1 - alpha:.0%}, "
+        f"both bootstraps); p law better {diff['p_law_better']:.3g}, p line better "
+        f"{diff['p_null_better']:.3g} (each at α/2 = {alpha / 2:g}): "
+        + {HOLDS: "the law predicts better than the budget alone",
+           FAILS: "the budget alone predicts better than the law",
+           NOT_SHOWN: "not shown that the law adds to the budget"}[verdict],
+        f"leaving out each FLOPs regime in turn (point estimates, every fit redone without it), "
+        f"absolute errors (pp) {rows}; mean law {mae['law']:.2f}, line {mae['line']:.2f}, "
+        f"interpolation {mae['interp']:.2f}: lowest {loro['better']}"]
+    return {"line": line_hat, "interp": h.get("interp"), "law": law_hat, "observed": obs_hat,
+            "difference": diff, "verdict": verdict, "leave_one_out": loro,
+            "evidence": evidence}
 
 
 # --- (e) the sampler race ---
 
 
+def _sampled(study: StudyData) -> np.ndarray:
+    """Indices of the sampled trials (neither the uniform recipe nor a baseline), trial order;
+    repeats count: each spent a trial."""
+    idx = np.flatnonzero(study.searched)
+    return idx[np.argsort(study.numbers[idx], kind="stable")]
+
+
 def trials_to_reach(study: StudyData, threshold: float, skip: int = 0) -> int:
-    """COMPLETE trials (in trial order, the first `skip` left out) until one has a drop ≤
+    """Sampled trials (in trial order, the first `skip` left out) until one has a drop ≤
     threshold; the number counted + 1 if none does."""
-    order = np.argsort(study.numbers, kind="stable")[skip:]
+    order = _sampled(study)[skip:]
     hit = np.flatnonzero(study.acc_drop[order] <= threshold)
     return int(hit[0] + 1) if len(hit) else len(order) + 1
 
@@ -711,9 +806,9 @@ def best_so_far(study: StudyData) -> np.ndarray:
 
 
 def shared_prefix(a: StudyData, b: StudyData) -> int:
-    """How many first trials (in trial order) two runs share: the same recipes, in order."""
-    ra = a.recipes[np.argsort(a.numbers, kind="stable")]
-    rb = b.recipes[np.argsort(b.numbers, kind="stable")]
+    """How many first sampled trials (in trial order) two runs share: the same recipes, in
+    order (the uniform recipe and baselines, fixed in both, are not draws)."""
+    ra, rb = a.recipes[_sampled(a)], b.recipes[_sampled(b)]
     n = min(len(ra), len(rb))
     if n == 0 or ra.shape[1:] != rb.shape[1:]:
         return 0
@@ -721,22 +816,40 @@ def shared_prefix(a: StudyData, b: StudyData) -> int:
     return int(n if same.all() else np.argmin(same))
 
 
+def _first_draws(pairs: list[tuple[StudyData, StudyData]], skips: list[int], alpha: float
+                 ) -> dict[str, Any] | None:
+    """The drops of the skipped first draws, NSGA-II's against random's, pooled over the pairs:
+    Hodges–Lehmann shift and a two-sided Mann-Whitney p (do the two runs start alike?)."""
+    evo = np.concatenate([e.acc_drop[_sampled(e)[:k]] for (e, _r), k in zip(pairs, skips)])
+    rnd = np.concatenate([r.acc_drop[_sampled(r)[:k]] for (_e, r), k in zip(pairs, skips)])
+    if min(len(evo), len(rnd)) < 3:
+        return None
+    sh = shift(evo, rnd, False, alpha)
+    p = float(stats.mannwhitneyu(evo, rnd, alternative="two-sided").pvalue)
+    return {"n_nsga2": len(evo), "n_random": len(rnd), "median_nsga2": float(np.median(evo)),
+            "median_random": float(np.median(rnd)), "shift": sh._asdict(), "p": p}
+
+
 def sampler_efficiency(evolved: Sequence[StudyData], random: Sequence[StudyData], *,
                        quantile: float = 0.1, alpha: float = 0.05, prefix: int | None = None,
                        min_pairs: int = 8) -> Observation:
     """(e) NSGA-II reaches the random runs' best `quantile` in fewer trials.
 
-    Runs are paired in the order given (one seed a pair); the trials both runs of a pair share
-    (NSGA-II's first generation is random: `prefix`, else the common recipes found) do not
-    count. Wilcoxon signed-rank on random − NSGA-II trials to reach, each direction at α/2;
-    with fewer than `min_pairs` pairs the race is exploratory (not shown, whatever it says).
+    Runs are paired in the order given (one seed a pair). The count starts after the first
+    draws: `prefix` sampled trials of each run (NSGA-II's first generation, random's first
+    draws), else the sampled trials both runs share (the same recipes, found); the evidence says
+    whether the skipped draws were the same in both runs, and compares them when not. Wilcoxon
+    signed-rank on random − NSGA-II trials to reach, each direction at α/2; with fewer than
+    `min_pairs` pairs the race is exploratory (not shown, whatever it says).
     """
     claim = "NSGA-II reaches the random space's best 10% in fewer trials than random sampling"
     pairs = list(zip(evolved, random))
     if not pairs:
         return Observation("e", claim, UNTESTED, ["needs NSGA-II and random studies"], {})
     threshold = float(np.quantile(np.concatenate([_drops(s) for s in random]), quantile))
-    skips = [prefix if prefix is not None else shared_prefix(e, r) for e, r in pairs]
+    shared = [shared_prefix(e, r) for e, r in pairs]
+    skips = [prefix if prefix is not None else k for k in shared]
+    same_start = all(k >= s for k, s in zip(shared, skips))
     t_evo = [trials_to_reach(e, threshold, k) for (e, _r), k in zip(pairs, skips)]
     t_rnd = [trials_to_reach(r, threshold, k) for (_e, r), k in zip(pairs, skips)]
     diff = np.array(t_rnd, float) - np.array(t_evo, float)
@@ -747,15 +860,29 @@ def sampler_efficiency(evolved: Sequence[StudyData], random: Sequence[StudyData]
     else:
         p_fewer = p_more = 1.0
     sh = shift(np.array(t_rnd, float), np.array(t_evo, float), True, alpha)
-    best_evo = [float(s.acc_drop.min()) for s in evolved]
-    best_rnd = [float(s.acc_drop.min()) for s in random]
+    best_evo = [float(s.acc_drop[_sampled(s)].min()) for s in evolved]
+    best_rnd = [float(s.acc_drop[_sampled(s)].min()) for s in random]
     exploratory = n < min_pairs
     verdict = NOT_SHOWN if exploratory else decide(p_fewer, p_more, alpha)
+    first = None if same_start else _first_draws(pairs, skips, alpha)
+    start = ("after the first draws both runs share (the same recipes)" if same_start else
+             "after each run's own first draws (NSGA-II's first generation, random's first "
+             "trials): not the same draws")
     evidence = [
-        f"threshold: the random runs' {quantile:.0%} quantile, {threshold:.2f} pp; shared first "
-        f"trials left out: {skips} (a run that never reaches it counts its trials + 1)",
-        f"trials to reach it after the shared prefix: NSGA-II {t_evo}, random {t_rnd}; random − "
-        f"NSGA-II HL {sh.estimate:+.1f} [{sh.lo:+.1f}, {sh.hi:+.1f}] trials ({1 - alpha:.0%}); "
+        f"threshold: the random runs' {quantile:.0%} quantile, {threshold:.2f} pp; the count "
+        f"starts {start}: {skips} sampled trials left out, of which {shared} are shared "
+        "(the uniform recipe is not counted; a run that never reaches it counts its trials + 1)"]
+    if first is not None:
+        fs = Shift(**first["shift"])
+        evidence.append(
+            f"the left-out first draws differ: NSGA-II median {first['median_nsga2']:.2f} pp "
+            f"(n {first['n_nsga2']}), random {first['median_random']:.2f} pp (n "
+            f"{first['n_random']}), NSGA-II − random {_fmt(fs)} ({1 - alpha:.0%}, Mann-Whitney, "
+            f"pooled over seeds) p {first['p']:.3g} (two-sided): the race after them does not "
+            "start from one distribution")
+    evidence += [
+        f"trials to reach it after the left-out draws: NSGA-II {t_evo}, random {t_rnd}; random "
+        f"− NSGA-II HL {sh.estimate:+.1f} [{sh.lo:+.1f}, {sh.hi:+.1f}] trials ({1 - alpha:.0%}); "
         f"Wilcoxon signed-rank over {n} paired seeds p fewer {p_fewer:.3g}, p more {p_more:.3g} "
         f"(each at α/2 = {alpha / 2:g})"
         + (f": exploratory, fewer than {min_pairs} paired seeds" if exploratory else ""),
@@ -764,14 +891,22 @@ def sampler_efficiency(evolved: Sequence[StudyData], random: Sequence[StudyData]
     ]
     return Observation("e", claim, verdict, evidence,
                        {"threshold": threshold, "nsga2": t_evo, "random": t_rnd,
-                        "prefix": skips, "p": p_fewer, "p_more": p_more,
+                        "prefix": skips, "shared": shared, "same_start": same_start,
+                        "start": start, "first_draws": first, "p": p_fewer, "p_more": p_more,
                         "shift": sh._asdict(), "exploratory": exploratory,
                         "best_nsga2": best_evo, "best_random": best_rnd})
 
 
 # --- (f) the winner against the uniform recipe after retraining ---
 
-Pair = tuple[float, int, float, float]  # (c_flops, retraining seed, winner's drop, uniform's)
+
+def _regime_label(regime: Any) -> str:
+    """"c_flops 0.1" for a float or a ("flops", 0.1) key; the key as it is otherwise."""
+    if isinstance(regime, tuple) and len(regime) == 2:
+        return f"c_{regime[0]} {float(regime[1]):g}"
+    return f"c_flops {regime:g}" if isinstance(regime, float) else str(regime)
+
+Pair = tuple  # (c_flops, retraining seed, winner's drop, uniform's drop[, search replicate])
 
 
 def within_regime_fidelity(groups: Sequence[tuple[Sequence[float], Sequence[float]]]
@@ -790,47 +925,61 @@ def within_regime_fidelity(groups: Sequence[tuple[Sequence[float], Sequence[floa
     return (float(np.mean(taus)) if taus else float("nan")), same
 
 
-def paired_gain(pairs: Sequence[Pair], *, alpha: float = 0.05, min_pairs: int = 15
-                ) -> dict[str, Any]:
-    """Gain = uniform − winner test drop over (regime, seed) pairs: mean with its paired-t
-    (1 − α) interval, one-sided p each way, a signed-rank p, and the two-sided verdict (not
-    shown below `min_pairs`)."""
-    g = np.array([u - w for _c, _s, w, u in pairs], float)
+def paired_gain(pairs: Sequence[Pair], *, alpha: float = 0.05, min_clusters: int = 5,
+                n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Gain = uniform − winner test drop, the regime the unit: per regime the mean over its
+    retraining seeds, then the mean over regimes with a t interval and one-sided p each way over
+    the regime means, a two-stage bootstrap interval (regimes, then seeds inside), and the
+    two-sided verdict (not shown below `min_clusters` regimes)."""
+    from evoprune.analysis.regime_stats import hierarchical_bootstrap
+
+    by: dict[tuple[float, int], list[float]] = {}
+    for p in pairs:  # (c_flops, seed, winner, uniform[, search replicate])
+        key = (float(p[0]), int(p[4]) if len(p) > 4 else 0)
+        by.setdefault(key, []).append(float(p[3]) - float(p[2]))
+    regimes = sorted(by, key=lambda k: (-k[0], k[1]))
+    h = hierarchical_bootstrap([by[c] for c in regimes], n_boot=n_boot, level=1 - alpha,
+                               seed=seed)
+    g = np.array([p[3] - p[2] for p in pairs], float)
     n = len(g)
-    mean = float(g.mean()) if n else math.nan
-    if n >= 2 and np.ptp(g) > 1e-9:
-        t = stats.ttest_1samp(g, 0.0)
-        se = float(np.std(g, ddof=1) / math.sqrt(n))
-        q = float(stats.t.ppf(1 - alpha / 2, n - 1))
-        p_gain = float(stats.t.sf(t.statistic, n - 1))
-        p_loss = float(stats.t.cdf(t.statistic, n - 1))
-        lo, hi = mean - q * se, mean + q * se
-    else:  # one pair, or every gain the same: a constant gain over n ≥ 2 pairs is decisive
-        p_gain = 0.0 if n >= 2 and mean > 0 else 1.0
-        p_loss = 0.0 if n >= 2 and mean < 0 else 1.0
-        lo = hi = mean
-    p_rank = (float(stats.wilcoxon(g, zero_method="zsplit").pvalue) if n >= 2 and np.any(g)
-              else 1.0)
-    verdict = decide(p_gain, p_loss, alpha) if n >= min_pairs else NOT_SHOWN
-    return {"n": n, "regimes": len({c for c, *_ in pairs}), "mean_gain": mean, "lo": lo,
-            "hi": hi, "p_gain": p_gain, "p_loss": p_loss, "p_signed_rank": p_rank,
-            "wins": int(np.sum(g > 0)), "losses": int(np.sum(g < 0)), "verdict": verdict,
-            "exploratory": n < min_pairs, "pairs": [list(p) for p in pairs]}
+    verdict = (decide(h["p_greater"], h["p_less"], alpha) if h["n_clusters"] >= min_clusters
+               else NOT_SHOWN)
+    return {"n": n, "regimes": h["n_clusters"], "mean_gain": h["estimate"], "lo": h["lo"],
+            "hi": h["hi"], "boot_lo": h["boot_lo"], "boot_hi": h["boot_hi"],
+            "p_gain": h["p_greater"], "p_loss": h["p_less"], "p": h["p"], "p_boot": h["p_boot"],
+            "per_regime": [{"c_flops": c[0], "replicate": c[1], "gain": float(np.mean(by[c])),
+                            "n_seeds": len(by[c]),
+                            "sd_seeds": float(np.std(by[c], ddof=1)) if len(by[c]) > 1
+                            else None} for c in regimes],
+            "wins": int(sum(np.mean(by[c]) > 0 for c in regimes)),
+            "losses": int(sum(np.mean(by[c]) < 0 for c in regimes)),
+            "seed_wins": int(np.sum(g > 0)), "seed_losses": int(np.sum(g < 0)),
+            "verdict": verdict, "exploratory": h["n_clusters"] < min_clusters,
+            "unit": "regime (search replicate); retraining seeds inside",
+            "pairs": [list(p) for p in pairs]}
 
 
-def _gain_text(name: str, r: dict[str, Any], alpha: float, min_pairs: int) -> str:
+def _gain_text(name: str, r: dict[str, Any], alpha: float, min_clusters: int) -> str:
+    reps = len({x["replicate"] for x in r["per_regime"]}) > 1
+    per = ", ".join(f"c_flops {x['c_flops']:g}" + (f" #{x['replicate']}" if reps else "")
+                    + f" {x['gain']:+.2f}" for x in r["per_regime"])
     return (f"{name}: gain (uniform − winner test drop) {r['mean_gain']:+.2f} pp "
-            f"[{r['lo']:+.2f}, {r['hi']:+.2f}] ({1 - alpha:.0%} paired t over {r['n']} pairs, "
-            f"{r['regimes']} regimes × seeds); winner better in {r['wins']}, worse in "
-            f"{r['losses']}; p gain {r['p_gain']:.3g}, p loss {r['p_loss']:.3g} (each at α/2 = "
-            f"{alpha / 2:g}), signed-rank p {r['p_signed_rank']:.3g} (two-sided): {r['verdict']}"
-            + (f" (exploratory: fewer than {min_pairs} pairs)" if r["exploratory"] else ""))
+            f"[{r['lo']:+.2f}, {r['hi']:+.2f}] ({1 - alpha:.0%} t over {r['regimes']} "
+            + ("regime × search-replicate means, that the unit" if reps else
+               "regime means, the regime the unit")
+            + f"; two-stage bootstrap, regimes then seeds, [{r['boot_lo']:+.2f}, "
+            f"{r['boot_hi']:+.2f}], narrower: it under-covers with few regimes; {r['n']} "
+            f"retrainings inside); per regime {per}; winner better in {r['wins']} of "
+            f"{r['regimes']}; p gain "
+            f"{r['p_gain']:.3g}, p loss {r['p_loss']:.3g} (each at α/2 = {alpha / 2:g}), "
+            f"two-sided p {r['p']:.3g}: {r['verdict']}"
+            + (f" (exploratory: fewer than {min_clusters} regimes)" if r["exploratory"] else ""))
 
 
 def retrained_vs_uniform(pairs: Sequence[Pair], *, mcb_pairs: Sequence[Pair] = (),
-                         alpha: float = 0.05, min_pairs: int = 15,
+                         alpha: float = 0.05, min_clusters: int = 5,
                          resolution: float | None = None,
-                         fidelity: Sequence[tuple[Sequence[float], Sequence[float]]] = (),
+                         fidelity: Any = (),
                          unselected: tuple[Sequence[float], Sequence[float]] | None = None,
                          n_boot: int = 1000, seed: int = 0) -> Observation:
     """(f) The searched winner beats the uniform recipe after equal retraining.
@@ -838,10 +987,14 @@ def retrained_vs_uniform(pairs: Sequence[Pair], *, mcb_pairs: Sequence[Pair] = (
     `pairs`: (c_flops, retraining seed, winner's test drop, uniform's test drop), the winner
     chosen on validation across all STD spaces (the paper's Fig. 5); `mcb_pairs` the same with
     the winner from the mCB space, a second reading (it decides when `pairs` is empty). The
-    mean gain's paired t, each direction at α/2; at least `min_pairs` pairs for a verdict.
-    `fidelity` (per regime: proxy and retrained drops) and `unselected` (proxy validation and
-    retrained test drops of recipes retrained without selection) report the proxy's ranking.
+    regime is the unit (`paired_gain`): t over the regime means, each direction at α/2; at
+    least `min_clusters` regimes for a verdict. `fidelity` ({regime: (proxy drops, retrained
+    drops)}, or a list of such pairs) gives Kendall τ inside each regime, never pooled;
+    `unselected` (proxy validation and retrained test drops of recipes retrained without
+    selection) the proxy's fidelity on recipes nobody chose.
     """
+    from evoprune.analysis.regime_stats import tau_within_regimes
+
     claim = "the searched winner beats the uniform recipe after equal retraining"
     readings = [(n, p) for n, p in (("winner across the STD spaces", pairs),
                                     ("winner of the mCB space", mcb_pairs)) if p]
@@ -851,21 +1004,31 @@ def retrained_vs_uniform(pairs: Sequence[Pair], *, mcb_pairs: Sequence[Pair] = (
     evidence = []
     numbers: dict[str, Any] = {}
     for i, (name, ps) in enumerate(readings):
-        r = paired_gain(ps, alpha=alpha, min_pairs=min_pairs)
+        r = paired_gain(ps, alpha=alpha, min_clusters=min_clusters, n_boot=n_boot, seed=seed)
         numbers["std" if name.startswith("winner across") else "mcb"] = r
-        evidence.append(_gain_text(name, r, alpha, min_pairs)
+        evidence.append(_gain_text(name, r, alpha, min_clusters)
                         + ("" if i == 0 else " (a second reading)"))
     main = numbers.get("std") or numbers["mcb"]
     numbers.update(pairs=main["pairs"], mean_gain=main["mean_gain"], p=main["p_gain"],
-                   wins=main["wins"])
+                   wins=main["wins"], per_regime=main["per_regime"], lo=main["lo"],
+                   hi=main["hi"], unit=main["unit"])
     if resolution:
         evidence.append(f"one test image is {resolution:.2f} pp")
-    if fidelity:
-        tau, same = within_regime_fidelity(fidelity)
-        numbers.update(within_regime_kendall_tau=tau, proxy_best_is_retrained_best=same)
-        evidence.append(f"the proxy's ranking of the retrained (selected) networks: Kendall τ "
-                        f"{tau:.2f} within a regime on average; the best by proxy is the best "
-                        f"retrained in {same} of {len(fidelity)} regimes")
+    if len(fidelity):
+        groups = dict(fidelity) if isinstance(fidelity, dict) else dict(enumerate(fidelity))
+        rows = tau_within_regimes(groups)
+        tau, same = within_regime_fidelity(list(groups.values()))
+        numbers.update(within_regime_kendall_tau=tau, proxy_best_is_retrained_best=same,
+                       tau_per_regime=rows)
+        per = "; ".join(
+            f"{_regime_label(r['regime'])} τ {r['tau']:+.2f} (n {r['n']}, p {r['p']:.2g})"
+            if r["tau"] is not None else f"{_regime_label(r['regime'])} n {r['n']}: too few"
+            for r in rows)
+        evidence.append(f"the proxy's ranking of the retrained networks inside each regime "
+                        f"(Kendall τ-b of validation proxy drop against mean test drop; never "
+                        f"pooled across regimes, where the budget alone orders the drops): "
+                        f"{per}; the best by proxy is the best retrained in {same} of "
+                        f"{len(rows)} regimes")
     if unselected is not None and len(unselected[0]) >= 3:
         f = unselected_fidelity(*unselected, n_boot=n_boot, level=1 - alpha, seed=seed)
         numbers["unselected_fidelity"] = {"n": f.n, "tau": f.tau._asdict(), "p": f.p}

@@ -180,9 +180,9 @@ def figure_edfs(regimes: list[RegimeEDFs]) -> Figure:
 
 
 def _population(study: StudyData, quantity: str) -> np.ndarray:
-    """A quantity over a study's searched trials (all trials when none is searched), finite only."""
+    """A quantity over a study's distinct searched networks (all trials when none), finite only."""
     v = np.asarray(getattr(study, quantity), dtype=float)
-    mask = np.asarray(study.searched, dtype=bool)
+    mask = np.asarray(study.distinct, dtype=bool)
     if mask.shape == v.shape and mask.any():
         v = v[mask]
     return v[np.isfinite(v)]
