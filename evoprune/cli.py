@@ -73,6 +73,15 @@ def _tree(args: argparse.Namespace, *roots: str) -> dict[str, Any]:
     return nest(flat)
 
 
+def _rungs(value: str) -> tuple[int, ...]:
+    """--rungs 0,1,4 as a tuple of epochs (argparse's error otherwise)."""
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"write epochs per rung as 0,1,4, got {value!r}") from None
+
+
 class _FlopsBudget(argparse.Action):
     """--c-flops C, or LO:HI (a budget range: space.c_flops LO, space.c_flops_max HI)."""
 
@@ -166,6 +175,12 @@ def _search_args(p: argparse.ArgumentParser) -> None:
               "prune weak trials before the fine-tune", choices=("adaptive-bn",))
     _tree_arg(proxy, "--screen-keep", "proxy.screen_keep", d.screen_keep,
               "fraction the screen lets through", type=float)
+    _tree_arg(proxy, "--rungs", "proxy.rungs", None, "successive halving over proxy fidelity: "
+              "epochs per rung, e.g. 0,1,4 (0: adaptive BN only); each rung a fresh fine-tune "
+              "from the pruned weights, the last rung's drop the trial's value (it replaces "
+              "--proxy-epochs); trials not promoted end PRUNED", type=_rungs, metavar="T,T,…")
+    _tree_arg(proxy, "--rung-keep", "proxy.rung_keep", d.rung_keep,
+              "fraction promoted past each rung, of the trials that reached it", type=float)
     sampler = p.add_argument_group("sampler")
     s = SamplerConfig()
     _tree_arg(sampler, "--sampler", "sampler.name", s.name,

@@ -49,9 +49,24 @@ class ProxyConfig:
     importance: str = "l2"  # filter ranking: l2 (the paper's), l1, fpgm or random
     screen: str | None = None  # adaptive-bn: recalibrate BN, prune the weakest before training
     screen_keep: float = 0.5  # fraction the screen lets through
+    rungs: tuple[int, ...] = ()  # successive halving: epochs per rung (0: adaptive BN only)
+    rung_keep: float = 0.5  # fraction promoted past each rung (of the trials that reached it)
 
     def __post_init__(self) -> None:
-        """Refuse settings no proxy can use."""
+        """Refuse settings no proxy can use; with rungs, `epochs` is the last rung's."""
+        if self.rungs:
+            rungs = tuple(int(r) for r in self.rungs)
+            if min(rungs) < 0 or rungs[-1] < 1 or list(rungs) != sorted(set(rungs)):
+                raise EvopruneError(f"--rungs must increase and end with a fine-tune of at least "
+                                    f"1 epoch (0: adaptive BN only), e.g. 0,1,4; got "
+                                    f"{','.join(map(str, rungs))}")
+            if self.screen is not None:
+                raise EvopruneError("--screen is rung 0 of --rungs: give --rungs 0,… instead "
+                                    "of both")
+            if not 0 < self.rung_keep < 1:
+                raise EvopruneError(f"--rung-keep must be in (0, 1), got {self.rung_keep}")
+            object.__setattr__(self, "rungs", rungs)
+            object.__setattr__(self, "epochs", rungs[-1])
         if self.epochs < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise EvopruneError("--proxy-epochs and --proxy-batch-size must be at least 1")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -105,11 +120,14 @@ class TrialContext:
     finetune: Finetune
     evaluate: Evaluate
     data: DeviceBatches | None = None
+    finetune_epochs: Callable[[nn.Module, int, int], Any] | None = None  # (model, seed, epochs)
 
 
 def proxy_context(base: nn.Module, units: Units, decoder: Decoder, data: DeviceBatches,
                   proxy: ProxyConfig) -> TrialContext:
     """The built-in context: `fit` with the proxy's schedule on device-resident data."""
+    from dataclasses import replace
+
     from evoprune.train import Schedule, evaluate, fit
 
     assert proxy.batch_size is not None
@@ -117,7 +135,9 @@ def proxy_context(base: nn.Module, units: Units, decoder: Decoder, data: DeviceB
                         augment=proxy.augment)
     return TrialContext(base.to(data.device), units, decoder, data.device,
                         finetune=lambda m, seed: fit(m, data, schedule, seed=seed),
-                        evaluate=lambda m: evaluate(m, data, split="val").top1, data=data)
+                        evaluate=lambda m: evaluate(m, data, split="val").top1, data=data,
+                        finetune_epochs=lambda m, seed, epochs: fit(
+                            m, data, replace(schedule, epochs=epochs), seed=seed))
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -152,6 +172,11 @@ class Objective:
         self.seed = seed
         self.worker = worker or {}
         self.progress = progress
+        if proxy.rungs and ((0 in proxy.rungs and context.data is None)
+                            or (max(proxy.rungs) > 0 and context.finetune_epochs is None)):
+            raise EvopruneError("--rungs need the built-in data and fine-tune (adaptive BN, "
+                                "fine-tunes of each rung's epochs): leave rungs out with your "
+                                "own finetune")
         self.timing: dict[str, float] = {}  # seconds of the last trial, per stage
         self.last_failure: str | None = None  # the reason the last trial failed, if it did
 
@@ -201,7 +226,10 @@ class Objective:
                        role=trial.user_attrs.get("role"),
                        criterion=trial.user_attrs.get("criterion"))
         record, screen_s = self._screen(trial, pruned, record)
-        acc = self._finetune(trial, pruned, record, seed)
+        if self.proxy.rungs:
+            record, acc = self._rungs(trial, pruned, record, seed)
+        else:
+            acc = self._finetune(trial, pruned, record, seed)
         t3 = time.perf_counter()
         record = _with(record, val_acc=acc, val_drop=acc_drop(self.base_acc, acc),
                        proxy_seconds=t3 - t2 - screen_s)
@@ -225,12 +253,18 @@ class Objective:
                                     record.criterion))
         return values
 
-    def _finetune(self, trial: Any, pruned: Any, record: TrialRecord, seed: int) -> float:
-        """Fine-tune then evaluate `pruned`; FAIL the trial on NaN, inf or out-of-memory."""
+    def _finetune(self, trial: Any, pruned: Any, record: TrialRecord, seed: int,
+                  epochs: int | None = None) -> float:
+        """Fine-tune (`epochs`: a rung's, else the proxy's) then evaluate `pruned`; FAIL the
+        trial on NaN, inf or out-of-memory."""
         import torch
 
         try:
-            result = self.ctx.finetune(pruned, seed)
+            if epochs is None:
+                result = self.ctx.finetune(pruned, seed)
+            else:
+                assert self.ctx.finetune_epochs is not None
+                result = self.ctx.finetune_epochs(pruned, seed, epochs)
             acc = getattr(result, "val_acc", None)  # the built-in fit evaluates already
             acc = float(self.ctx.evaluate(pruned) if acc is None else acc)
         except NonFiniteLossError as exc:
@@ -270,6 +304,53 @@ class Objective:
             raise optuna.TrialPruned(f"adaptive-BN accuracy {screen_acc:.4f} below the "
                                      f"best {self.proxy.screen_keep:.0%} so far")
         return record, time.perf_counter() - tic
+
+    def _rungs(self, trial: Any, pruned: Any, record: TrialRecord,
+               seed: int) -> tuple[TrialRecord, float]:
+        """Successive halving: each rung a fresh fine-tune of its epochs from the pruned weights
+        (0: adaptive BN only), the same seed at every rung; PRUNE the trial unless it is in the
+        best `rung_keep` of the trials that reached the rung; return the last rung's accuracy."""
+        import copy
+
+        import optuna
+
+        rungs = self.proxy.rungs
+        accs: list[float] = []
+        for i, epochs in enumerate(rungs):
+            last = i == len(rungs) - 1
+            model = pruned if last else copy.deepcopy(pruned)
+            acc = (self._adaptive_bn(trial, model, record) if epochs == 0 else
+                   self._finetune(trial, model, record, seed, epochs=epochs))
+            accs.append(float(acc))
+            record = _with(record, rung_acc=list(accs))
+            trial.set_user_attr("rung_acc", list(accs))  # the trials judged later read it
+            if not last and not (record.is_uniform or record.role == "baseline") \
+                    and not self._promoted(trial, i, acc):
+                self._write(trial, _with(record, rung_out=i))
+                raise optuna.TrialPruned(f"rung {i} ({epochs} epochs) accuracy {acc:.4f} below "
+                                         f"the best {self.proxy.rung_keep:.0%} so far")
+        return record, accs[-1]
+
+    def _adaptive_bn(self, trial: Any, model: Any, record: TrialRecord) -> float:
+        """Rung 0: recalibrate BN on training batches (no gradient step), then validation."""
+        from evoprune.train import adaptive_bn
+
+        assert self.ctx.data is not None
+        try:
+            adaptive_bn(model.to(self.ctx.device), self.ctx.data, seed=record.seed or 0)
+            return float(self.ctx.evaluate(model))
+        except NonFiniteOutputError as exc:
+            self._write(trial, record)
+            self._fail(trial, f"non-finite outputs after adaptive BN: {exc}")
+
+    def _promoted(self, trial: Any, rung: int, acc: float) -> bool:
+        """Whether `acc` is in the best `rung_keep` of the other trials that reached `rung`
+        (always, until MIN_SCREENED have)."""
+        seen = [t.user_attrs["rung_acc"][rung] for t in trial.study.get_trials(deepcopy=False)
+                if t.number != trial.number and len(t.user_attrs.get("rung_acc") or ()) > rung]
+        if len(seen) < MIN_SCREENED:
+            return True
+        return acc >= float(np.quantile(seen, 1.0 - self.proxy.rung_keep))
 
     def _value(self, name: str, record: TrialRecord) -> float:
         """The minimised value of objective `name`."""

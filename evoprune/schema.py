@@ -192,6 +192,11 @@ def identity_of(tree: Mapping[str, Any]) -> dict[str, Any]:
     """The identity part of a configuration tree."""
     out = {k: tree.get(k) for k in IDENTITY}
     out["base"] = {k: (tree.get("base") or {}).get(k) for k in BASE_IDENTITY}
+    proxy = out.get("proxy")
+    if isinstance(proxy, Mapping):  # a tree stored before rungs has none; without rungs their
+        rungs = list(proxy.get("rungs") or [])  # keep fraction means nothing
+        out["proxy"] = {**proxy, "rungs": rungs,
+                        "rung_keep": proxy.get("rung_keep") if rungs else None}
     return out
 
 
@@ -302,6 +307,8 @@ class TrialRecord:
     worker: dict[str, Any] | None = None  # host, pid and index of the process that ran it
     screen_acc: float | None = None  # adaptive-BN accuracy (--screen)
     screened_out: bool | None = None
+    rung_acc: list[float] | None = None  # val accuracy after each rung reached (--rungs)
+    rung_out: int | None = None  # PRUNED: the rung (index) whose promotion it missed
     latency_ms: float | None = None
     fail_reason: str | None = None
     surplus: bool | None = None  # PRUNED: n trials were already complete or running
