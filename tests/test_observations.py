@@ -145,6 +145,44 @@ def test_std_spaces_pair_trials_by_seed_when_the_studies_record_seeds():
     assert shuffled[2] and shuffled[1].tolist() == list(range(11, -1, -1))
 
 
+def test_std_spaces_report_repeated_networks_and_test_each_once():
+    """STD-0.01 at c_flops 0.1 holds two uniform rows and repeats the uniform network in 4
+    sampled trials and one other network once: 56 of 62 networks distinct, 5 repeats out of the
+    population (n 55 in its tests, the uniform rows apart), the uniform network 6 times with its
+    seed SD."""
+    import dataclasses
+
+    from evoprune.analysis.load import duplicate_mask
+
+    groups = std_groups(-1.0, n=60, seeds=True)
+    regime = ("flops", 0.1)
+    spaces = []
+    for sp in groups[regime]:
+        if sp.space["c_std"] == 0.01:
+            m = 62
+            ch = np.stack([np.arange(m), np.zeros(m)], axis=1).astype(int)
+            ch[[0, 1, 5, 9, 20, 30]] = [7, 7]  # the uniform network: rows 0, 1 and 4 copies
+            ch[40] = ch[39]
+            drops = np.concatenate([[10.0, 10.5], sp.acc_drop[:60]])
+            drops[[5, 9, 20, 30]] = [9.0, 11.0, 10.0, 10.5]
+            uniform = np.arange(m) < 2
+            sp = dataclasses.replace(
+                sp, numbers=np.arange(m), acc_drop=drops, flops_ratio=np.full(m, 0.1),
+                params_ratio=np.full(m, 0.1), mcb=np.ones(m), recipe_std=np.zeros(m),
+                recipes=np.zeros((m, 2)), is_uniform=uniform, seeds=np.arange(m) - 2,
+                channels=ch, is_duplicate=duplicate_mask(ch, uniform))
+        spaces.append(sp)
+    groups[regime] = spaces
+    got = obs.std_spaces(groups, [0.25])
+    (row,) = got.numbers["duplicates"]
+    assert (row["trials"], row["distinct"], row["uniform_copies"], row["dropped"]) == (62, 56, 6, 5)
+    assert row["uniform_copies_sd"] == pytest.approx(np.std([10, 10.5, 9, 11, 10, 10.5], ddof=1))
+    assert "c_flops 0.1 STD-0.01: 56 of 62 networks distinct (the uniform network 6 times" in (
+        got.evidence[-1])
+    pairs = [t for t in got.numbers["extreme"]["tests"] if t["regime"] == ["flops", 0.1]]
+    assert all(t["shift"]["n"] == 55 for t in pairs)
+
+
 def test_seed_sd_pools_the_uniform_rows():
     """Uniform rows 1, 2, 3 and 5, 7: pooled SD sqrt((2 + 2) / 2) ... over 3 dof."""
     a = study("a", 0.25, [1, 2, 3, 9, 9], uniform=3)

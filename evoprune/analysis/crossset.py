@@ -109,8 +109,10 @@ def headline(observation: dict[str, Any]) -> str:
         s = n.get("std") or {}
         if not math.isfinite(_num(s.get("mean_gain"))):
             return "—"
+        over = (f"over {s.get('regimes', '?')} regimes ({s.get('n', '?')} retrainings inside)"
+                if s.get("unit") else f"over {s.get('n', '?')} pairs (seeds as replicates)")
         return (f"STD winner's gain {_num(s['mean_gain']):+.2f} pp [{_num(s.get('lo')):+.2f}, "
-                f"{_num(s.get('hi')):+.2f}] over {s.get('n', '?')} pairs")
+                f"{_num(s.get('hi')):+.2f}] {over}")
     return "—"
 
 

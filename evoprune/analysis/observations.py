@@ -337,14 +337,21 @@ def duplicate_rows(groups: Groups) -> list[dict[str, Any]]:
         for s in groups[regime]:
             d = s.duplicates()
             if d["dropped"]:
-                rows.append({"regime": list(regime), "study": s.name, "space": s.label, **d})
+                u = np.flatnonzero(s.is_uniform)
+                same = (np.all(s.channels == s.channels[u[0]], axis=1)
+                        if len(u) and s.channels is not None else np.zeros(0, bool))
+                sd = float(np.std(s.acc_drop[same], ddof=1)) if same.sum() >= 2 else None
+                rows.append({"regime": list(regime), "study": s.name, "space": s.label, **d,
+                             "uniform_copies_sd": sd})
     return rows
 
 
 def duplicate_text(rows: list[dict[str, Any]]) -> str:
     """One evidence line: where identical networks repeat, and that the tests count each once."""
     parts = [f"c_{r['regime'][0]} {r['regime'][1]:g} {r['space']}: {r['distinct']} of "
-             f"{r['trials']} networks distinct (the uniform network {r['uniform_copies']} times)"
+             f"{r['trials']} networks distinct (the uniform network {r['uniform_copies']} times"
+             + (f", its proxy drop's SD over those seeds {r['uniform_copies_sd']:.2f} pp"
+                if r["uniform_copies_sd"] is not None and r["uniform_copies"] > 2 else "") + ")"
              for r in rows]
     return ("duplicates: identical networks (the same kept channels) repeat in "
             + "; ".join(parts) + f". The EDFs, the laws and every test read each network once "
@@ -719,12 +726,19 @@ def law_prediction(groups: Groups, held_out: Sequence[StudyData], *, fraction: f
         f"{p_out:.3g} (each at α/2 = {alpha / 2:g}): {verdict}",
         f"a second reading, the law at the held-out's own optimal mCB: observed / predicted "
         f"{direct_hat:.2f} [{d_lo:.2f}, {d_hi:.2f}]"]
+    dups = duplicate_rows({**groups, where: list(held_out)})
+    if dups:
+        numbers["duplicates"] = dups
+        evidence.append("the law's input, " + duplicate_text(dups))
     if where[0] == "flops":
         null = _budget_null(points, held, pred, pred_hat, alpha)
         if null is not None:
             numbers["budget_null"] = null
             evidence += null["evidence"]
     return Observation("d", claim, verdict, evidence, numbers)
+
+
+NULL_NAMES = {"law": "the law", "line": "the line", "interp": "interpolation"}
 
 
 def _budget_null(points: list[RegimeLimit], held: RegimeLimit, law_draws: np.ndarray,
@@ -776,7 +790,8 @@ def _budget_null(points: list[RegimeLimit], held: RegimeLimit, law_draws: np.nda
            NOT_SHOWN: "not shown that the law adds to the budget"}[verdict],
         f"leaving out each FLOPs regime in turn (point estimates, every fit redone without it), "
         f"absolute errors (pp) {rows}; mean law {mae['law']:.2f}, line {mae['line']:.2f}, "
-        f"interpolation {mae['interp']:.2f}: lowest {loro['better']}"]
+        f"interpolation {mae['interp']:.2f}: lowest "
+        + NULL_NAMES.get(loro["better"], "none")]
     return {"line": line_hat, "interp": h.get("interp"), "law": law_hat, "observed": obs_hat,
             "difference": diff, "verdict": verdict, "leave_one_out": loro,
             "evidence": evidence}
