@@ -285,6 +285,21 @@ def _format_baselines(r: Any) -> str:
     return "\n".join(lines)
 
 
+def _payoff_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="the plan, e.g. studies/fashion-mnist-payoff.toml")
+    p.add_argument("--quick", action="store_true", help="its [quick] table: the machinery in minutes")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite report.md and summary.json from the storage, run nothing")
+
+
+def _run_payoff(args: argparse.Namespace) -> Any:
+    from evoprune.payoff import load_payoff, run_payoff, write_report
+
+    config = load_payoff(args.config, quick=args.quick)
+    say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    return write_report(config) if args.report_only else run_payoff(config, say)
+
+
 def _prune_args(p: argparse.ArgumentParser) -> None:
     from evoprune.objective import IMPORTANCES
     from evoprune.storage import DEFAULT_STORAGE
@@ -808,6 +823,9 @@ COMMANDS: dict[str, Command] = {
     "reproduce": Command("run a study set (studies/*.toml) end to end and test the paper's "
                          "observations", _reproduce_args, _run_reproduce, lambda _r: None,
                          interruptible=True),
+    "payoff": Command("does the search pay? uniform, heuristics, the mCB- and wide-space "
+                      "winners retrained alike per regime and replicate (studies/*-payoff.toml)",
+                      _payoff_args, _run_payoff, lambda _r: None, interruptible=True),
     "bench": Command("benchmarks (each prints its machine, sizes and ratios)", _bench_args,
                      _run_bench, _format_bench, _json_bench),
 }

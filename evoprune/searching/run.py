@@ -168,7 +168,7 @@ def _baselines(config: SearchConfig, context: TrialContext, decoder: Any, batche
     from evoprune.searching.baselines import compute_baselines, seeded_batches
 
     found = compute_baselines(context.base, context.units, decoder, config.baselines,
-                              seeded_batches(batches, seed=config.seed))
+                              seeded_batches(batches))
     for b in found:
         say(BaselineFound(b.criterion, b.flops_ratio, b.params_ratio, b.mcb, b.recipe_std,
                           b.note))

@@ -1,0 +1,6 @@
+"""Shim: `python scripts/payoff.py ...` is `evoprune payoff ...`."""
+import sys
+
+from evoprune.cli import main
+
+sys.exit(main(["payoff", *sys.argv[1:]]))
