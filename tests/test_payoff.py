@@ -1,0 +1,97 @@
+"""The payoff experiment's plan, its winners chosen on validation, and its regime-level verdicts."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from evoprune.errors import EvopruneError
+from evoprune.payoff import PayoffConfig, load_payoff, regime_table, searches, write_report
+from evoprune.schema import retrain_key
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _study(storage: str, name: str, nets: list[tuple[dict, list[float], list[float]]]) -> None:
+    """A finished study: each net's user_attrs and its (val, test) drops by retraining seed."""
+    study = optuna.create_study(study_name=name, storage=storage)
+    for number, (attrs, val, test) in enumerate(nets):
+        study.add_trial(optuna.trial.create_trial(
+            value=attrs.get("val_drop", 1.0), user_attrs={"val_drop": 1.0, **attrs},
+            params={}, distributions={}))
+        for seed, (v, t) in enumerate(zip(val, test)):
+            study.set_user_attr(retrain_key(number, seed), {
+                "test_drop": t, "val_drop": v, "seed": seed, "seconds": 60.0})
+
+
+def _plan(tmp_path, **kw) -> PayoffConfig:
+    from evoprune.retrain import RetrainSettings
+
+    plan = {"regimes": (0.25, 0.1), "replicates": (1, 2), **kw}
+    return PayoffConfig(storage=f"sqlite:///{tmp_path}/p.db", out=str(tmp_path / "out"),
+                        retrain=RetrainSettings(top_k=1, seeds=2), n_boot=200, **plan)
+
+
+def test_winners_are_chosen_on_validation_and_compared_per_regime_and_replicate(tmp_path):
+    """The best heuristic and each winner are the lowest validation mean; the verdict's unit is
+    the regime × replicate (4 clusters), its estimate the mean of the clusters' mean gains."""
+    config = _plan(tmp_path)
+    heur = [({"role": "baseline", "criterion": c}, [v, v], [t, t + 0.2])
+            for c, v, t in (("l2", 2.0, 3.0), ("taylor", 1.0, 4.0), ("lamp", 3.0, 2.0),
+                            ("bn_scale", 5.0, 1.0))]
+    for c in (0.25, 0.1):
+        for s in (1, 2):
+            fixed = [({"is_uniform": True}, [4.0, 4.0], [5.0, 5.0]), *heur] if s == 1 else []
+            gain = 1.0 if c == 0.25 else 0.5  # searched test drop below taylor's (4.0, 4.2)
+            _study(config.storage, f"wide-f{c:g}-s{s}", [
+                *fixed, ({}, [0.5, 0.5], [4.0 - gain, 4.2 - gain]), ({}, [9.0, 9.0], [0.0, 0.0])])
+            _study(config.storage, f"mcb-f{c:g}-s{s}", [({}, [0.8, 0.8], [4.5, 4.7])])
+    rows, done = regime_table(config)
+    assert done == 8
+    for row in rows:
+        assert row["best_heuristic"] == "taylor"  # lowest validation, not lowest test (bn_scale)
+        for rep in row["replicates"]:
+            assert rep["wide"]["val_mean"] == 0.5 and rep["wide"]["role"] == "searched"
+            assert rep["mcb"]["test_mean"] == pytest.approx(4.6)
+    summary = write_report(config)
+    v = {(x["a"], x["b"]): x for x in summary["verdicts"]}
+    assert v[("wide", "best")]["n_clusters"] == 4
+    assert v[("wide", "best")]["estimate"] == pytest.approx(-0.75)
+    assert v[("mcb", "best")]["estimate"] == pytest.approx(0.5)
+    assert v[("wide", "uniform")]["estimate"] == pytest.approx(-0.75 - 0.9)
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| 0.25 | 5.00 ± 0.00 |" in report and "8 of 8 studies" in report
+
+
+def test_the_wide_winner_can_be_a_heuristic(tmp_path):
+    """A search whose top-k is worse on validation than a heuristic returns that heuristic."""
+    config = _plan(tmp_path, regimes=(0.25,), replicates=(1,))
+    _study(config.storage, "wide-f0.25-s1", [
+        ({"is_uniform": True}, [4.0, 4.0], [5.0, 5.0]),
+        ({"role": "baseline", "criterion": "l2"}, [1.0, 1.0], [2.0, 2.0]),
+        ({}, [3.0, 3.0], [1.0, 1.0])])
+    rows, _ = regime_table(config)
+    win = rows[0]["replicates"][0]["wide"]
+    assert (win["role"], win["criterion"], win["test_mean"]) == ("baseline", "l2", 2.0)
+
+
+def test_the_plan_reads_its_toml_and_refuses_what_cannot_answer(tmp_path):
+    """The committed plan loads (and its quick table); each replicate searches two spaces."""
+    config = load_payoff("studies/fashion-mnist-payoff.toml")
+    assert config.regimes == (0.1, 0.02, 0.25, 0.05, 0.035) and config.replicates == (1, 2)
+    assert config.retrain.top_k == 2 and config.retrain.seeds == 3
+    plan = searches(config)
+    assert len(plan) == 20 and {p[3].space.kind for p in plan} == {"initial", "mcb"}
+    wide = [p[3] for p in plan if p[2] == "wide"]
+    assert all(s.baselines == ("l2", "taylor", "lamp", "bn_scale") for s in wide)
+    assert {p[3].name() for p in plan if p[0] == 0.1} == {"wide-f0.1-s1", "mcb-f0.1-s1",
+                                                          "wide-f0.1-s2", "mcb-f0.1-s2"}
+    quick = load_payoff("studies/fashion-mnist-payoff.toml", quick=True)
+    assert quick.retrain.epochs == 1 and quick.regimes == (0.25, 0.1)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("regimes = [0.1]\nreplicates = [1, 1]\n")
+    with pytest.raises(EvopruneError, match="distinct search seeds"):
+        load_payoff(bad)
+    bad.write_text("regimes = [0.1]\nbudget = 3\n")
+    with pytest.raises(EvopruneError, match="unknown keys budget"):
+        load_payoff(bad)
