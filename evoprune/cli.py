@@ -297,7 +297,7 @@ def _run_payoff(args: argparse.Namespace) -> Any:
 
     config = load_payoff(args.config, quick=args.quick)
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
-    return write_report(config) if args.report_only else run_payoff(config, say)
+    return write_report(config) if args.report_only else run_payoff(config, say, _print_event())
 
 
 def _prune_args(p: argparse.ArgumentParser) -> None:
@@ -688,6 +688,17 @@ def _format_retrain(rows: list[dict[str, Any]]) -> str:
                      f"{r['epochs']:>6} {r['val_drop']:>8.2f} {100 * r['test_acc']:>7.2f}% "
                      f"{r['test_drop']:>9.2f}  {r.get('model_path', '')}"
                      + ("  (already done)" if r["skipped"] else ""))
+    by: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["number"], []).append(r)
+    if by:
+        def mean(xs: list[dict[str, Any]], key: str) -> float:
+            return sum(x[key] for x in xs) / len(xs)
+
+        best = min(by.values(), key=lambda xs: (mean(xs, "val_drop"), xs[0]["number"]))
+        lines.append(f"winner (lowest mean validation drop over its {len(best)} seed(s)): trial "
+                     f"{best[0]['number']} ({best[0]['chosen_as']}), val {mean(best, 'val_drop'):.2f} "
+                     f"pp, test {mean(best, 'test_drop'):.2f} pp")
     return "\n".join(lines)
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from evoprune.errors import EvopruneError
+from evoprune.events import Progress
 from evoprune.machine import DEFAULT_PRECISION
 from evoprune.retrain import RetrainSettings
 
@@ -148,8 +149,12 @@ def searches(config: PayoffConfig) -> list[tuple[float, int, str, Any]]:
     return out
 
 
-def run_payoff(config: PayoffConfig, say: Say | None = None) -> dict[str, Any]:
-    """Run (or resume) every search and retraining, then write report.md and summary.json."""
+def run_payoff(config: PayoffConfig, say: Say | None = None,
+               progress: Progress | None = None) -> dict[str, Any]:
+    """Run (or resume) every search and retraining, then write report.md and summary.json.
+
+    `say` gets a line per study; `progress` every search and retraining event.
+    """
     from evoprune.retrain import RetrainConfig, run_retrain
     from evoprune.searching import run_search
 
@@ -158,11 +163,12 @@ def run_payoff(config: PayoffConfig, say: Say | None = None) -> dict[str, Any]:
     first = config.replicates[0]
     for _c, seed, kind, search in searches(config):
         tic = time.perf_counter()
-        run_search(search)
+        say(f"{search.name()}: {search.space.label} {search.space.bands()}")
+        run_search(search, progress)
         settings = replace(config.retrain, baseline=kind == "wide" and seed == first)
         run_retrain(RetrainConfig(study_name=search.name(), storage=config.storage,
                                   settings=settings, device=config.device,
-                                  precision=config.precision))
+                                  precision=config.precision), progress)
         say(f"{search.name()}: searched and retrained ({time.perf_counter() - tic:.0f} s)")
         summary = write_report(config)
         say(f"  report: {summary['done']} of {summary['planned']} studies done")
