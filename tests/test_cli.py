@@ -267,12 +267,15 @@ def test_retrain_table_has_one_line_per_trial_and_seed():
     from evoprune.cli import _format_retrain
 
     rows = [{"number": n, "chosen_as": c, "seed": s, "mode": "finetune", "epochs": 5,
-             "val_drop": 0.5 + s, "test_acc": 0.93, "test_drop": 1.25 + s, "model_path": "m.pt",
-             "is_uniform": c == "uniform", "skipped": s == 0}
+             "val_drop": 0.5 + s + (n == 7), "test_acc": 0.93, "test_drop": 1.25 + s,
+             "model_path": "m.pt", "is_uniform": c == "uniform", "skipped": s == 0}
             for n, c in ((0, "uniform"), (4, "top-k"), (7, "random")) for s in (0, 1)]
     lines = _format_retrain(rows).splitlines()
-    assert lines[0].split()[:4] == ["trial", "chosen", "seed", "mode"] and len(lines) == 7
+    assert lines[0].split()[:4] == ["trial", "chosen", "seed", "mode"] and len(lines) == 8
+    # the winner: the lowest mean validation drop over its seeds (a tie goes to the lower trial)
+    assert lines[7] == ("winner (lowest mean validation drop over its 2 seed(s)): trial 0 "
+                        "(uniform), val 1.00 pp, test 1.75 pp")
     assert lines[3].split() == ["4", "top-k", "0", "finetune", "5", "0.50", "93.00%", "1.25",
                                 "m.pt", "(already", "done)"]
-    assert lines[6].split() == ["7", "random", "1", "finetune", "5", "1.50", "93.00%", "2.25",
+    assert lines[6].split() == ["7", "random", "1", "finetune", "5", "2.50", "93.00%", "2.25",
                                 "m.pt"]
