@@ -78,6 +78,7 @@ class ReproduceConfig:
     level: float = 0.95
     alpha: float = 0.05
     compare_with: str | None = None  # another set's summary.json: the report sets both side by side
+    payoff: str | None = None  # a payoff run's summary.json (evoprune payoff): quoted in the report
 
     def __post_init__(self) -> None:
         """Refuse a study set that cannot test the observations."""
@@ -469,6 +470,10 @@ def run_reproduce(config: ReproduceConfig, *, command: str = "",
                "analysis": {"report": "analysis/report.md", "summary": "analysis/summary.json"},
                "warnings": warnings}
     out.mkdir(parents=True, exist_ok=True)
+    payoff = _payoff(config.payoff)
+    if payoff is not None:
+        summary["payoff"] = {k: payoff.get(k) for k in ("rows", "verdicts", "done", "planned",
+                                                        "machine", "written", "config")}
     (out / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
     beside = None
     if other is not None:
@@ -477,7 +482,8 @@ def run_reproduce(config: ReproduceConfig, *, command: str = "",
         beside = compare_summaries(_clean(summary), other)
     (out / "report.md").write_text(markdown(config, found, meta, retrained, proxy, figures,
                                             analysis_summary, beside,
-                                            (out / DISCUSSION).is_file()))
+                                            (out / DISCUSSION).is_file())
+                                   + payoff_section(config.payoff, payoff))
     say(f"wrote {out / 'report.md'} and {out / 'summary.json'} ({wall / 60:.1f} min in all)")
     for o in found:
         say(f"({o.key}) {o.verdict:13s} {o.claim}")
@@ -498,6 +504,31 @@ def _pilot(out: Path, epochs: int) -> str | None:
         return None
     table = json.loads(path.read_text())
     return fidelity_line(table, epochs) if table.get("ceiling") else None
+
+
+def _payoff(path: str | None) -> dict[str, Any] | None:
+    """The payoff run's summary.json, when the set names one and it has been written."""
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EvopruneError(f"payoff: {path} is not a readable summary.json ({exc})") from None
+
+
+def payoff_section(path: str | None, payoff: dict[str, Any] | None) -> str:
+    """The report's section quoting the payoff run: its table, verdicts and compute."""
+    if not path:
+        return ""
+    head = "\n## Does the search pay? Uniform, heuristics, the mCB- and wide-space winners\n\n"
+    if payoff is None:
+        return head + f"Pending: the payoff run has not written {path} yet.\n"
+    from evoprune.payoff import format_report
+
+    body = format_report(payoff).split("\n", 2)[2]  # less its title
+    body = body.replace("\n## ", "\n### ")
+    return head + f"From [{Path(path).parent.name}/report.md](../{Path(path).parent.name}/report.md) " \
+        f"(`evoprune payoff`; its storage is committed beside it).\n\n" + body
 
 
 def _other_summary(path: str | None) -> dict[str, Any] | None:

@@ -61,6 +61,16 @@ def test_winners_are_chosen_on_validation_and_compared_per_regime_and_replicate(
     assert v[("wide", "uniform")]["estimate"] == pytest.approx(-0.75 - 0.9)
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| 0.25 | 5.00 ± 0.00 |" in report and "8 of 8 studies" in report
+    # the reproduction's report quotes it: the table and the regime-level verdicts
+    import json
+
+    from evoprune.reproduce import payoff_section
+
+    path = str(tmp_path / "out" / "summary.json")
+    section = payoff_section(path, json.loads((tmp_path / "out" / "summary.json").read_text()))
+    assert "## Does the search pay?" in section and "### Regime-level comparisons" in section
+    assert "| 0.25 | 5.00 ± 0.00 |" in section and "wide-space winner − best heuristic: -0.75" in section
+    assert "Pending" in payoff_section(str(tmp_path / "none.json"), None)
 
 
 def test_the_wide_winner_can_be_a_heuristic(tmp_path):
