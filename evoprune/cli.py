@@ -659,7 +659,8 @@ def _format_trials(rows: list[dict[str, Any]]) -> list[str]:
                      f"{re[0]['epochs']}, {len(re)} seeds)") if re else "-"
         lines.append(f"{r['number']:>5} {r['val_drop']:>8.2f} {r['flops_ratio']:>7.4f} "
                      f"{r['params_ratio']:>7.4f} {r['mcb']:>6.3f} {r['recipe_std']:>6.3f} "
-                     f"{retrained:>20}{'  uniform' if r['is_uniform'] else ''}")
+                     f"{retrained:>20}{'  uniform' if r['is_uniform'] else ''}"
+                     f"{'  baseline ' + r['criterion'] if r.get('criterion') else ''}")
     return lines
 
 

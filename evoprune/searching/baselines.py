@@ -222,9 +222,8 @@ def compute_baselines(base: nn.Module, units: Units, decoder: Decoder,
         notes = [f"repaired into the band by {steps} single-unit step(s)"] if steps else []
         inside = bool(d.inside[0])
         if not inside:
-            notes.append(f"outside the {decoder.space.label} space's other bands "
-                         f"(mCB {d.mcb[0]:.3f}, std {d.std[0]:.3f}): one global threshold "
-                         "cannot meet them")
+            notes.append(f"outside the {decoder.space.label} space's other bands: one global "
+                         "threshold cannot meet them")
         out.append(Baseline(criterion, tuple(int(k) for k in kept),
                             tuple(float(r) for r in d.recipes[0]), float(d.flops_ratio[0]),
                             float(d.params_ratio[0]), float(d.mcb[0]), float(d.std[0]), steps,

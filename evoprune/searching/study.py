@@ -163,7 +163,8 @@ def trial_row(trial: Any, retrained: Any = None) -> dict[str, Any]:
     row = {"number": trial.number, "val_drop": _nan(r.val_drop), "val_acc": r.val_acc,
            "seed": r.seed,
            "flops_ratio": r.flops_ratio, "params_ratio": _nan(r.params_ratio), "mcb": r.mcb,
-           "recipe_std": r.recipe_std, "is_uniform": r.is_uniform, "recipe": r.recipe,
+           "recipe_std": r.recipe_std, "is_uniform": r.is_uniform, "criterion": r.criterion,
+           "recipe": r.recipe,
            "values": list(trial.values or [])}
     if retrained:
         row["retrain"] = [x.to_attrs() for x in retrained]
