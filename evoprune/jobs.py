@@ -256,9 +256,18 @@ def cached_base(job: TrainJob, cache: str | Path = CHECKPOINT_CACHE,
     weights (the validation size among them), so a search without --checkpoint trains once and
     every later search reuses it (an interrupted training resumes at its next epoch).
     """
+    from dataclasses import replace
+
+    out = cache_path(job, cache)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return run_train(replace(job, out=str(out)), progress)
+
+
+def cache_path(job: TrainJob, cache: str | Path = CHECKPOINT_CACHE) -> Path:
+    """The cached base's file: model, dataset and a hash of every setting that changes weights."""
     import hashlib
     import json
-    from dataclasses import asdict, replace
+    from dataclasses import asdict
 
     from evoprune.machine import resolve_precision
     from evoprune.train import resolve_device
@@ -270,5 +279,4 @@ def cached_base(job: TrainJob, cache: str | Path = CHECKPOINT_CACHE,
             settings.pop(key)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in f"{job.model}-{job.dataset}")
-    Path(cache).mkdir(parents=True, exist_ok=True)
-    return run_train(replace(job, out=str(Path(cache) / f"{safe}-{digest}.pt")), progress)
+    return Path(cache) / f"{safe}-{digest}.pt"

@@ -192,7 +192,7 @@ def _record(config: SearchConfig, checkpoint: str, sha: str, decoder: Any,
 def _cached_checkpoint(config: SearchConfig, existing: Any, say: Progress) -> str:
     """The base checkpoint of a search without one: the study's, or trained and cached beside
     the storage (`jobs.checkpoint_cache`), so a resume from any folder finds it."""
-    from evoprune.jobs import TrainJob, cached_base, checkpoint_cache
+    from evoprune.jobs import TrainJob, cache_path, cached_base, checkpoint_cache
     from evoprune.schema import Checkpoint
 
     if existing is not None:
@@ -204,7 +204,8 @@ def _cached_checkpoint(config: SearchConfig, existing: Any, say: Progress) -> st
     job = TrainJob(model=b.model, dataset=b.dataset, data_root=b.data_root, epochs=b.epochs,
                    val_size=b.val_size, train_size=b.train_size, device=config.device,
                    precision=config.precision)
-    say(BaseTraining(b.model, b.dataset, b.epochs))
+    if not cache_path(job, checkpoint_cache(config.storage)).is_file():  # else reused silently
+        say(BaseTraining(b.model, b.dataset, b.epochs))
     result = cached_base(job, checkpoint_cache(config.storage),
                          progress=lambda r: say(EpochDone.of(r, "base")))
     return str(result["out"])
