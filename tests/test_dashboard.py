@@ -1,5 +1,6 @@
 """optuna-dashboard serves a two-objective sqlite study: its trials, values and metric names;
-and a random-sampler study, whose trials have no params (their recipes are drawn, not decoded)."""
+and a random-sampler study, whose trials have no params (their recipes are drawn, not decoded),
+one of them labelled as a heuristic baseline."""
 from __future__ import annotations
 
 import csv
@@ -79,8 +80,9 @@ def _make_random_study(url: str) -> int:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(["acc_drop"])
     for n, drop in enumerate((1.5, 0.5)):
+        label = {"role": "baseline", "criterion": "l2"} if n == 0 else {}  # a heuristic's trial
         study.add_trial(optuna.trial.create_trial(
-            value=drop, user_attrs={"val_drop": drop, "seed": n, "recipe": [0.5, 0.25]}))
+            value=drop, user_attrs={"val_drop": drop, "seed": n, "recipe": [0.5, 0.25], **label}))
     return int(study._study_id)
 
 
@@ -166,6 +168,9 @@ def test_dashboard_serves_study_trials_and_metric_names(tmp_path: Path) -> None:
             assert [(t["values"], t["params"]) for t in drawn["trials"]] == [([1.5], []),
                                                                               ([0.5], [])]
             assert drawn["union_search_space"] == []
+            labels = [{a["key"]: a["value"] for a in t["user_attrs"]} for t in drawn["trials"]]
+            assert [(x.get("role"), x.get("criterion")) for x in labels] == [
+                ("baseline", "l2"), (None, None)]  # the dashboard lists a heuristic's label
             assert [t["number"] for t in drawn["best_trials"]] == [1]
         finally:
             proc.terminate()
