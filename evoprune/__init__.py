@@ -1,6 +1,6 @@
 """evoprune: evolutionary search of network pruning spaces (He et al., arXiv 2304.09453).
 
-The Python API (`evoprune.api`): `search`, `prune`, `analyze`, with `PruningSpace` and
+The Python API (`evoprune.api`): `search`, `baselines`, `prune`, `analyze`, with `PruningSpace` and
 `SamplerConfig` to configure them; `load_pruned`/`save_pruned` for pruned models. Everything is
 imported on first use, so `import evoprune` stays light (no torch until needed).
 """
@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "search": "evoprune.api", "prune": "evoprune.api", "analyze": "evoprune.api",
+    "baselines": "evoprune.api",
     "fingerprint": "evoprune.api", "PruningSpace": "evoprune.spaces",
     "SamplerConfig": "evoprune.searching.config", "build_model": "evoprune.models",
     "load_pruned": "evoprune.pruning", "save_pruned": "evoprune.pruning",

@@ -1,5 +1,6 @@
 """The Python API for users who bring their own model, data and training loop.
 
+    heuristics = evoprune.baselines(model, example_input, c_flops=0.25)  # Torch-Pruning's global
     study = evoprune.search(model, example_input, c_flops=0.25,  # the wide space, warm-started
                             finetune=my_finetune, evaluate=my_accuracy, n_trials=64,
                             storage="sqlite:///my.db", study_name="mynet-f0.25")
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from evoprune.events import Progress
+    from evoprune.searching.baselines import Baseline
     from evoprune.searching.config import SamplerConfig
     from evoprune.spaces import PruningSpace
 
@@ -140,6 +142,30 @@ def search(model: nn.Module, example_input: torch.Tensor, *,
                           progress=progress)
     run_trials(study, objective, n_trials=n_trials, sampler=sampler, seed=seed, worker=0)
     return study
+
+
+def baselines(model: nn.Module, example_input: torch.Tensor, *, c_flops: float,
+              criteria: Sequence[str] | None = None,
+              batches: Callable[[], Iterable[Any]] | None = None, residual: bool = False,
+              delta: float = 0.002, r_max: float = 0.95) -> list[Baseline]:
+    """Torch-Pruning's global allocations of `model` in the FLOPs band c_flops ± delta.
+
+    Each `Baseline` holds the kept channels per unit (`kept`), the ratios (`recipe`, which
+    `prune` takes), its exact FLOPs and params ratios, mCB and how it was found (`note`).
+    `criteria` defaults to l2, taylor, lamp, bn_scale; taylor needs `batches()`, an iterable
+    of training (images, labels) batches, and is left out without it.
+    """
+    from evoprune.cost import CostModel
+    from evoprune.searching.baselines import CRITERIA, check_criteria, compute_baselines
+    from evoprune.spaces import Decoder, PruningSpace
+    from evoprune.units import find_units
+
+    in_shape = tuple(int(s) for s in example_input.shape[1:])
+    units = find_units(model, in_shape, residual=residual)
+    decoder = Decoder(PruningSpace(c_flops=c_flops, delta=delta, r_max=r_max),
+                      CostModel(model, units))
+    return compute_baselines(model, units, decoder,
+                             check_criteria(CRITERIA if criteria is None else criteria), batches)
 
 
 def _seeded(finetune: Callable[..., Any]) -> Callable[[Any, int], Any]:

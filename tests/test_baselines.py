@@ -183,3 +183,18 @@ def test_search_holds_labelled_baselines_warm_started_in_the_wide_space(tmp_path
             assert trials[1].params == trials[2].params == {} and not generation
             assert all(len(t.params) == 9 for t in trials[3:])
         assert [t.number for t in select_top_k(trials, 4)] == [3]  # searched trials only
+
+
+def test_the_python_api_gives_allocations_that_prune_takes():
+    """evoprune.baselines on a user's model: in the band; evoprune.prune(recipe) keeps `kept`."""
+    import evoprune
+
+    net, x = plain_cnn(), torch.zeros(1, *SHAPE)
+    found = evoprune.baselines(net, x, c_flops=0.4, batches=batches)
+    assert [b.criterion for b in found] == ["l2", "taylor", "lamp", "bn_scale"]
+    for b in found:
+        assert abs(b.flops_ratio - 0.4) <= 0.002
+        small = evoprune.prune(net, list(b.recipe), x)
+        assert [m.out_channels for m in small if isinstance(m, nn.Conv2d)] == list(b.kept)
+    with pytest.raises(EvopruneError, match="unknown baseline criterion"):
+        evoprune.baselines(net, x, c_flops=0.4, criteria=["obd"])
