@@ -299,7 +299,7 @@ class Objective:
             self._write(trial, record)
             self._fail(trial, f"non-finite outputs after adaptive BN: {exc}")
         record = _with(record, screen_acc=screen_acc)
-        if not record.is_uniform and not self._passes_screen(trial, screen_acc):
+        if not (record.is_uniform or record.is_baseline) and not self._passes_screen(trial, screen_acc):
             self._write(trial, _with(record, screened_out=True))
             raise optuna.TrialPruned(f"adaptive-BN accuracy {screen_acc:.4f} below the "
                                      f"best {self.proxy.screen_keep:.0%} so far")
