@@ -12,6 +12,7 @@ import argparse
 import json
 import shlex
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -741,6 +742,7 @@ def _print_event() -> Callable[[Any], None]:
     from evoprune import events as ev
 
     best: dict[str, Any] = {}
+    run: dict[str, Any] = {}  # this run's start, trials done, the study's count and target
 
     def line(e: Any) -> str | None:
         tag = f" [w{e.worker}]" if getattr(e, "worker", None) is not None else ""
@@ -764,8 +766,14 @@ def _print_event() -> Callable[[Any], None]:
             return (f"trial(s) {', '.join(map(str, e.trials))} were left RUNNING by a dead "
                     "process: marked FAIL and queued again")
         if isinstance(e, ev.SearchStarted):
+            run.update(start=time.monotonic(), done=0, complete=e.complete, n=e.n_trials)
+            best.clear()  # a new study (payoff runs several through one printer)
+            if e.best_drop is not None:
+                best.update(acc_drop=e.best_drop, number=e.best_number)
             return (f"study {e.study}: {e.complete}/{e.n_trials} COMPLETE, base accuracy "
-                    f"{100 * e.base_acc:.2f}% (validation), {e.workers} worker(s)")
+                    f"{100 * e.base_acc:.2f}% (validation), {e.workers} worker(s)"
+                    + (f", best so far {e.best_drop:.2f} pp (#{e.best_number})"
+                       if e.best_drop is not None else ""))
         if isinstance(e, ev.RetrainStarted):
             return (f"retraining trial {e.number}{' (uniform)' if e.is_uniform else ''}: "
                     f"{e.mode}, {e.epochs} epochs, lr {e.lr:g}")
@@ -774,11 +782,13 @@ def _print_event() -> Callable[[Any], None]:
         if isinstance(e, ev.TrialDone):
             if not best or e.acc_drop < best["acc_drop"]:
                 best.update(acc_drop=e.acc_drop, number=e.number)
+            run["done"] = run.get("done", 0) + 1
             return (f"trial {e.number:>4}{tag}  drop {e.acc_drop:6.2f} pp  FLOPs "
                     f"{e.flops_ratio:.4f}  params {e.params_ratio:.4f}  mCB {e.mcb:.3f}  "
                     f"std {e.recipe_std:.3f}{'  uniform' if e.is_uniform else ''}"
                     f"{f'  baseline {e.criterion}' if e.criterion else ''}  "
-                    f"{e.seconds:.1f} s | best {best['acc_drop']:.2f} pp (#{best['number']})")
+                    f"{e.seconds:.1f} s | best {best['acc_drop']:.2f} pp (#{best['number']})"
+                    f"{_eta(run)}")
         return None
 
     def show(e: Any) -> None:
@@ -786,6 +796,19 @@ def _print_event() -> Callable[[Any], None]:
         if text is not None:
             print(text, file=sys.stderr, flush=True)
     return show
+
+
+def _eta(run: dict[str, Any]) -> str:
+    """ " | k/n, ETA 4m 10s": COMPLETE trials of the study and the time left at this run's pace."""
+    if "n" not in run:
+        return ""
+    k = min(run["complete"] + run["done"], run["n"])
+    left = run["n"] - k
+    pace = (time.monotonic() - run["start"]) / max(run["done"], 1)
+    eta = pace * left
+    when = f"{int(eta // 3600)}h {int(eta % 3600 // 60):02d}m" if eta >= 3600 else \
+        f"{int(eta // 60)}m {int(eta % 60):02d}s"
+    return f" | {k}/{run['n']}" + (f", ETA {when}" if left else "")
 
 
 def _json(r: Any) -> str:

@@ -82,6 +82,8 @@ class SearchStarted:
     n_trials: int
     base_acc: float
     workers: int
+    best_drop: float | None = None  # the study's best proxy drop so far (a resume's too)
+    best_number: int | None = None
 
 
 @dataclass(frozen=True)

@@ -279,3 +279,23 @@ def test_retrain_table_has_one_line_per_trial_and_seed():
                                 "m.pt", "(already", "done)"]
     assert lines[6].split() == ["7", "random", "1", "finetune", "5", "2.50", "93.00%", "2.25",
                                 "m.pt"]
+
+
+def test_progress_lines_count_the_study_and_keep_a_resumed_studys_best(capsys):
+    """A resumed study's line starts from its stored best; each trial line says k/n and the
+    time left at this run's pace; the last one has no ETA; a new study starts afresh."""
+    from evoprune import events as ev
+    from evoprune.cli import _print_event
+
+    show = _print_event()
+    show(ev.SearchStarted("s", 6, 8, 0.9, 1, 2.5, 1))
+    show(ev.TrialDone(6, 0, 3.0, 0.25, 0.3, 1.0, 0.1, False, 1.0, (3.0,)))
+    show(ev.TrialDone(7, 0, 2.0, 0.25, 0.3, 1.0, 0.1, False, 1.0, (2.0,), "l2"))
+    show(ev.SearchStarted("t", 0, 4, 0.9, 1))
+    show(ev.TrialDone(0, 0, 9.0, 0.25, 0.3, 1.0, 0.1, True, 1.0, (9.0,)))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].endswith("best so far 2.50 pp (#1)")
+    assert "best 2.50 pp (#1) | 7/8, ETA 0m 0" in lines[1]
+    assert "baseline l2" in lines[2] and lines[2].endswith("best 2.00 pp (#7) | 8/8")
+    assert "best so far" not in lines[3]
+    assert "uniform" in lines[4] and "best 9.00 pp (#0) | 1/4, ETA" in lines[4]

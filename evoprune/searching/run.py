@@ -265,8 +265,10 @@ def _run_search(config: SearchConfig, progress: Progress | None) -> dict[str, An
     tic = time.perf_counter()
     prepared = prepare(config, progress)
     say = progress or (lambda _e: None)
+    from evoprune.searching.study import study_best
+
     say(SearchStarted(prepared.study, prepared.complete, config.n_trials, prepared.base_acc,
-                      config.n_workers))
+                      config.n_workers, *study_best(config.storage, prepared.study)))
     if config.n_workers == 1:
         workers = [_worker(config, prepared.checkpoint, 0, progress, context=prepared.context)]
     else:

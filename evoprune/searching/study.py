@@ -114,6 +114,18 @@ def n_complete(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
+def study_best(storage: str, name: str) -> tuple[float | None, int | None]:
+    """The study's lowest finite proxy drop among its COMPLETE trials, and that trial's number."""
+    from evoprune.storage import find_study
+
+    study = find_study(storage, name)
+    if study is None:
+        return None, None
+    rows = [(trial_record(t).val_drop, t.number) for t in study.get_trials(deepcopy=False)
+            if t.state.name == "COMPLETE" and trial_record(t).finite]
+    return min(rows) if rows else (None, None)
+
+
 def is_complete(storage: str, name: str, identity: dict[str, Any], n_trials: int) -> bool:
     """Whether the study exists with this identity, n COMPLETE trials and none RUNNING."""
     from evoprune.storage import find_study
