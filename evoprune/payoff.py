@@ -191,23 +191,20 @@ def _retrained(study: Any) -> dict[int, dict[str, Any]]:
             "proxy_drop": r.val_drop, "flops_ratio": r.flops_ratio, "mcb": r.mcb,
             "test": {int(x.seed): float(x.test_drop) for x in results},
             "val": {int(x.seed): float(x.val_drop) for x in results},
-            "seconds": float(sum(x.seconds for x in results))}
+            "seconds_each": [float(x.seconds) for x in results]}
     return out
 
 
-def _trial_seconds(study: Any, roles: Sequence[str] | None = None) -> float:
-    """Seconds of a study's finished trials (start to completion), those of `roles` only."""
-    from evoprune.schema import trial_record
+def _trial_pace(study: Any) -> tuple[float, int]:
+    """A study's median trial seconds (start to completion) and its finished trials.
 
-    total = 0.0
-    for t in study.get_trials(deepcopy=False):
-        if t.datetime_start is None or t.datetime_complete is None:
-            continue
-        r = trial_record(t)
-        role = "uniform" if r.is_uniform else r.role or "searched"
-        if roles is None or role in roles:
-            total += (t.datetime_complete - t.datetime_start).total_seconds()
-    return total
+    Compute is counted at the median pace: a trial slowed by another job on this shared
+    machine, or paused, counts as a typical one.
+    """
+    times = [(t.datetime_complete - t.datetime_start).total_seconds()
+             for t in study.get_trials(deepcopy=False)
+             if t.datetime_start is not None and t.datetime_complete is not None]
+    return (float(np.median(times)) if times else math.nan), len(times)
 
 
 def _mean(d: dict[int, float]) -> float:
@@ -224,13 +221,33 @@ def _entry(x: dict[str, Any], seeds: Sequence[int]) -> dict[str, Any]:
             "channels": list(x["channels"])}
 
 
+def retrain_pace(config: PayoffConfig) -> float:
+    """The median seconds of one retraining (one network, one seed) over the whole run."""
+    from evoprune.storage import find_study
+
+    each = []
+    for c in config.regimes:
+        for seed in config.replicates:
+            for kind in ("wide", "mcb"):
+                study = find_study(config.storage, study_name(kind, c, seed))
+                for x in (_retrained(study) if study is not None else {}).values():
+                    each += x["seconds_each"]
+    return float(np.median(each)) if each else math.nan
+
+
 def regime_table(config: PayoffConfig) -> tuple[list[dict[str, Any]], int]:
-    """Per regime: uniform, heuristics (and the best on validation), each replicate's winners."""
+    """Per regime: uniform, heuristics (and the best on validation), each replicate's winners.
+
+    Compute (`cpu_seconds`) is counted at the median paces (`_trial_pace`, `retrain_pace`): a
+    heuristic is one proxy trial and its retrainings; a search all its trials and the
+    retrainings its choice reads (the wide one's include the uniform recipe and heuristics).
+    """
     from evoprune.storage import find_study
 
     seeds = list(range(config.retrain.seeds))
     rows, done = [], 0
     first = config.replicates[0]
+    per_net = len(seeds) * retrain_pace(config)
     for c in config.regimes:
         wide0 = find_study(config.storage, study_name("wide", c, first))
         fixed = _retrained(wide0) if wide0 is not None else {}
@@ -256,18 +273,16 @@ def regime_table(config: PayoffConfig) -> tuple[list[dict[str, Any]], int]:
                 if kind == "wide":  # the search starts from the fixed ones: it can return one
                     pool += list(heur.values()) + ([row["uniform"]] if row["uniform"] else [])
                 win = min(pool, key=lambda e: e["val_mean"])
-                seconds = _trial_seconds(study) + sum(x["seconds"] for x in got.values())
-                if kind == "wide":
-                    seconds += sum(x["seconds"] for x in fixed.values())
-                rep[kind] = {**win, "study": study.study_name, "cpu_seconds": seconds,
-                             "n_trials": len(study.get_trials(deepcopy=False))}
+                pace, n = _trial_pace(study)
+                nets = len(got) + (len(fixed) if kind == "wide" else 0)
+                rep[kind] = {**win, "study": study.study_name, "cpu_seconds": n * pace
+                             + nets * per_net, "n_trials": n, "trial_pace": pace}
                 done += 1
             row["replicates"].append(rep)
         if wide0 is not None:
-            row["heuristic_cpu_seconds"] = {
-                k: sum(x["seconds"] for x in fixed.values() if x["criterion"] == k)
-                + _trial_seconds(wide0, ("baseline",)) / max(len(heur), 1) for k in heur}
-            row["uniform_cpu_seconds"] = uniform["seconds"] if uniform else math.nan
+            pace, _ = _trial_pace(wide0)
+            row["heuristic_cpu_seconds"] = {k: pace + per_net for k in heur}
+            row["uniform_cpu_seconds"] = pace + per_net if uniform else math.nan
         rows.append(row)
     return rows, done
 
@@ -408,7 +423,9 @@ def format_report(s: dict[str, Any]) -> str:
                 if r.get(kind):
                     parts.append(f"{kind} s{r['seed']} {r[kind]['cpu_seconds'] / 60:.1f} min")
         lines.append(f"- c_flops {row['c_flops']:g}: " + (", ".join(parts) or "pending"))
-    lines += ["", "Heuristic compute: its allocation, proxy trial and retraining; a search's: all "
-              "its proxy trials and the retraining of its top-k (the wide search's also that of "
-              "the uniform recipe and the heuristics it starts from)."]
+    lines += ["", "At the median paces of this run (a trial slowed by another job on this shared "
+              "machine, or paused, counts as a typical one). A heuristic: its allocation (about "
+              "a second), one proxy trial and its retrainings; a search: all its proxy trials and "
+              "the retrainings its choice reads (the wide search's include the uniform recipe "
+              "and the heuristics it starts from)."]
     return "\n".join(lines) + "\n"
