@@ -53,6 +53,11 @@ def test_winners_are_chosen_on_validation_and_compared_per_regime_and_replicate(
         for rep in row["replicates"]:
             assert rep["wide"]["val_mean"] == 0.5 and rep["wide"]["role"] == "searched"
             assert rep["mcb"]["test_mean"] == pytest.approx(4.6)
+            # compute at the median paces: 2 seeds × 60 s a network retrained (+ ~0 s trials);
+            # the wide search reads its 2 retrained trials, the uniform recipe and 4 heuristics
+            assert rep["mcb"]["cpu_seconds"] == pytest.approx(120, abs=1)
+            assert rep["wide"]["cpu_seconds"] == pytest.approx(7 * 120, abs=1)
+        assert row["heuristic_cpu_seconds"]["l2"] == pytest.approx(120, abs=1)
     summary = write_report(config)
     v = {(x["a"], x["b"]): x for x in summary["verdicts"]}
     assert v[("wide", "best")]["n_clusters"] == 4
