@@ -22,7 +22,7 @@ from evoprune.errors import EvopruneError, NonFiniteLossError, NonFiniteOutputEr
 from evoprune.machine import DEFAULT_PRECISION, PRECISIONS
 from evoprune.splits import FASHION_ROOT
 
-NOT_TREE = ("command", "json", "bench", "argv")  # parsed arguments that configure no tree
+NOT_TREE = ("command", "json", "bench", "argv", "config_file", "set")  # configure no tree field
 PRECISION_HELP = ("fp32, or bf16 autocast (2x on CPUs with AVX-512 BF16 or AMX, and GPUs); auto "
                   "picks bf16 where the device computes it natively")
 STORAGE_HELP = ("sqlite:///FILE.db (default studies/evoprune.db), journal:FILE.log (several "
@@ -215,6 +215,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
             ("--precision", "precision", PRECISION_HELP, {"choices": PRECISIONS})):
         _tree_arg(run, flag, name, default_of(SearchConfig, name), help, **kw)
     _baselines_arg(run)
+    _config_args(run)
     _tree_arg(run, "--objectives", "objectives", None,
               f"comma list from {','.join(OBJECTIVES)}, all minimised; default acc_drop plus "
               "what the bands leave free: params under a FLOPs band, flops under a params "
@@ -544,13 +545,25 @@ def _run_sample(args: argparse.Namespace) -> Any:
 
 
 def search_config(args: argparse.Namespace) -> Any:
-    """The SearchConfig of parsed `search` arguments."""
-    from evoprune.config import from_tree
+    """The SearchConfig of parsed `search` arguments: defaults < --config file < flags < --set."""
+    from evoprune.config import from_tree, merge, overrides, read_toml
     from evoprune.searching import SearchConfig
 
-    tree = _tree(args)
+    tree = read_toml(args.config_file) if getattr(args, "config_file", None) else {}
+    tree = merge(merge(tree, _tree(args)), overrides(getattr(args, "set", None) or [],
+                                                     SearchConfig))
     tree.setdefault("space", {})
     return from_tree(SearchConfig, tree)
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    """--config FILE and --set KEY=VALUE: the job's whole tree in a file, and overrides."""
+    p.add_argument("--config", dest="config_file", metavar="FILE",
+                   help="a TOML file of the configuration tree ([base], [space], [proxy], "
+                        "[sampler], [retrain] and the run's keys); flags and --set win over it")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override one field: proxy.epochs=2, proxy_epochs=2 or top_k=3 "
+                        "(repeatable)")
 
 
 def _run_search(args: argparse.Namespace) -> Any:

@@ -4,7 +4,9 @@ Each concern is one frozen dataclass whose fields carry their default and a one-
 written once (docs/architecture.md, "Configuration"). `from_tree` builds a dataclass from nested
 dicts (a study's stored tree, a TOML table, the CLI's dotted argument names); `to_tree` is the
 inverse; `nest` turns `{"proxy.epochs": 2}` into `{"proxy": {"epochs": 2}}`; `default_of` reads
-a field's one default (the CLI's help prints it).
+a field's one default (the CLI's help prints it); `read_toml`, `overrides` and `merge` give a
+job's config file and its `--set key=value` overrides (`--set proxy.epochs=2`, or the leaf's
+path joined by `_`, `proxy_epochs=2`, or a leaf name found once in the tree, `top_k=3`).
 """
 
 from __future__ import annotations
@@ -114,4 +116,77 @@ def diff(stored: Mapping[str, Any], now: Mapping[str, Any], prefix: str = "") ->
             out += diff(old, value, f"{prefix}{key}.")
         elif old != value:
             out.append(f"{prefix}{key}: stored {old!r}, now {value!r}")
+    return out
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    """A config file's tree (TOML); one line naming the file where it cannot be read."""
+    import sys
+    from pathlib import Path
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+
+    file = Path(path)
+    if not file.is_file():
+        raise EvopruneError(f"config file {path} does not exist")
+    try:
+        return tomllib.loads(file.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise EvopruneError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def leaves(cls: type, prefix: str = "") -> list[str]:
+    """Every leaf field's dotted path in dataclass `cls`'s tree."""
+    out = []
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        inner = _dataclass_of(hints[f.name])
+        out += leaves(inner, f"{prefix}{f.name}.") if inner else [f"{prefix}{f.name}"]
+    return out
+
+
+def _value(text: str) -> Any:
+    """A --set value as TOML reads it (2, 0.5, true, [1, 2], "x"), else the text itself."""
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def overrides(items: list[str], cls: type) -> dict[str, Any]:
+    """`--set` items (KEY=VALUE) as a nested tree of `cls`; an unknown or ambiguous key, one line."""
+    paths = leaves(cls)
+    flat: dict[str, Any] = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise EvopruneError(f"--set takes KEY=VALUE, got {item!r}")
+        found = [p for p in paths if key in (p, p.replace(".", "_"))] or \
+            [p for p in paths if p.rsplit(".", 1)[-1] == key]
+        if len(found) != 1:
+            why = (f"ambiguous: say {' or '.join(found)}" if found else
+                   f"unknown: the keys are {', '.join(paths)}")
+            raise EvopruneError(f"--set {key}: {why}")
+        flat[found[0]] = _value(text.strip())
+    return nest(flat)
+
+
+def merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested dicts: `top`'s values over `base`'s, branch by branch."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
     return out

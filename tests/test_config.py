@@ -129,3 +129,45 @@ def test_a_version_1_study_reads_as_the_same_tree():
     assert (record.model, record.residual, record.round_to) == ("resnet20", True, 1)
     with pytest.raises(EvopruneError, match="storage schema 4; this evoprune reads up to 3"):
         StudyRecord.from_attrs({**v1, "schema": 4}, "future")
+
+
+def test_a_config_file_with_set_overrides_builds_and_runs_the_search(tmp_path, base_ckpt):
+    """defaults < --config FILE < flags < --set; `search --config F --set proxy_epochs=2` runs,
+    and the study stores the resolved tree."""
+    import optuna
+
+    from evoprune.storage import open_storage
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    file = tmp_path / "study.toml"
+    file.write_text(f'n_trials = 2\nuniform_seeds = 1\nbaselines = []\ndevice = "cpu"\n'
+                    f'storage = "{storage}"\nstudy_name = "from-file"\n'
+                    f'[base]\ncheckpoint = "{base_ckpt}"\n'
+                    '[space]\nc_flops = 0.25\nc_mcb = 1.0\n'
+                    '[proxy]\nepochs = 1\nlr = 0.02\n[sampler]\npopulation = 4\n')
+    args = build_parser().parse_args(["search", "--config", str(file), "--proxy-lr", "0.03",
+                                      "--set", "proxy_epochs=2", "--set", "sampler.population=6",
+                                      "--set", "top_k=0"])
+    c = search_config(args)
+    assert (c.space.c_flops, c.space.c_mcb, c.n_trials, c.baselines) == (0.25, 1.0, 2, ())
+    assert (c.proxy.epochs, c.proxy.lr, c.sampler.population) == (2, 0.03, 6)  # --set, flag
+    assert main(["search", "--config", str(file), "--set", "proxy_epochs=2"]) == 0
+    study = optuna.load_study(study_name="from-file", storage=open_storage(storage))
+    assert study.user_attrs["config"]["proxy"]["epochs"] == 2
+    assert [t.state.name for t in study.get_trials()] == ["COMPLETE"] * 2
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--set", "epochs=2"], "--set epochs: ambiguous: say base.epochs or proxy.epochs or "
+                            "retrain.epochs"),
+    (["--set", "speed=2"], "--set speed: unknown"),
+    (["--set", "proxy_epochs"], "--set takes KEY=VALUE"),
+    (["--config", "/nonexistent/study.toml"], "config file /nonexistent/study.toml does not exist"),
+])
+def test_bad_config_files_and_overrides_are_one_line(argv, message, capsys, tmp_path):
+    """An ambiguous or unknown --set key, a missing file: exit 2, one line, nothing written."""
+    code = main(["search", "--c-flops", "0.25", "--storage", f"sqlite:///{tmp_path}/s.db",
+                 *argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "s.db").exists()
