@@ -110,3 +110,37 @@ def test_the_plan_reads_its_toml_and_refuses_what_cannot_answer(tmp_path):
     bad.write_text("regimes = [0.1]\nbudget = 3\n")
     with pytest.raises(EvopruneError, match="unknown keys budget"):
         load_payoff(bad)
+
+
+def test_the_committed_report_is_its_storage(tmp_path):
+    """studies/fashion-mnist-payoff: the summary recomputed from the committed storage is the
+    committed summary.json (every retrained drop, winner and verdict)."""
+    import json
+    import shutil
+    from dataclasses import replace
+    from pathlib import Path
+
+    folder = Path("studies/fashion-mnist-payoff")
+    if not (folder / "payoff.db").is_file():
+        pytest.skip("the payoff run has not written its storage")
+    committed = json.loads((folder / "summary.json").read_text())
+    shutil.copy(folder / "payoff.db", tmp_path / "payoff.db")  # read a copy: nothing is written
+    config = replace(load_payoff("studies/fashion-mnist-payoff.toml"),
+                     storage=f"sqlite:///{tmp_path}/payoff.db", out=str(tmp_path / "out"))
+    again = write_report(config)
+    assert again["done"] == committed["done"]
+    keys = ("test", "val", "number", "role", "criterion", "channels")
+    for new, old in zip(again["rows"], committed["rows"]):
+        assert new.get("best_heuristic") == old.get("best_heuristic")
+        for name in ("uniform",):
+            assert (new[name] and {k: new[name][k] for k in keys}) == \
+                (old[name] and {k: old[name][k] for k in keys})
+        for crit, e in new["heuristics"].items():
+            assert {k: e[k] for k in keys} == {k: old["heuristics"][crit][k] for k in keys}
+        for rn, ro in zip(new["replicates"], old["replicates"]):
+            for kind in ("wide", "mcb"):
+                assert (kind in rn) == (kind in ro)
+                if kind in rn:
+                    assert {k: rn[kind][k] for k in keys} == {k: ro[kind][k] for k in keys}
+    assert [(v["a"], v["b"], v.get("estimate"), v["verdict"]) for v in again["verdicts"]] == \
+        [(v["a"], v["b"], v.get("estimate"), v["verdict"]) for v in committed["verdicts"]]
