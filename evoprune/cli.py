@@ -191,7 +191,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     retrain = p.add_argument_group("retraining of the winners")
     r = default_of(SearchConfig, "retrain")
     _tree_arg(retrain, "--top-k", "retrain.top_k", r.top_k,
-              "then fully retrain the k best trials and the uniform baseline", type=int)
+              "then fully retrain the k best trials, the uniform recipe and the heuristics",
+              type=int)
     _tree_arg(retrain, "--retrain-mode", "retrain.mode", r.mode, "retraining technique",
               choices=RETRAIN_MODES)
     _tree_arg(retrain, "--retrain-epochs", "retrain.epochs", r.epochs, "retraining epochs",
@@ -887,8 +888,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"evoprune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, command in COMMANDS.items():
-        command.build(sub.add_parser(name, help=command.help))
+        p = sub.add_parser(name, help=command.help)
+        command.build(p)
+        if name in SHOWN:
+            _hide_rare(p, SHOWN[name])
     return parser
+
+
+SHOWN = {"search": {"-h", "--c-flops", "--c-mcb", "--c-std", "--model", "--dataset",
+                    "--checkpoint", "--n-trials", "--storage", "--study-name", "--device",
+                    "--top-k", "--config", "--set"}}  # what --help lists (--help-all: the rest)
+
+
+class _HelpAll(argparse.Action):
+    """--help-all: every option of the command, the rarely typed ones too."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any,
+                 option: Any = None) -> None:
+        """Restore the hidden options' help, print it all, exit 0."""
+        for action, text in parser.hidden_help.items():
+            action.help = text
+        parser.print_help()
+        parser.exit()
+
+
+def _hide_rare(p: argparse.ArgumentParser, shown: set[str]) -> None:
+    """Hide the options a user seldom types from --help (they work, --help-all lists them)."""
+    hidden = {}
+    for action in p._actions:
+        if action.option_strings and not set(action.option_strings) & shown:
+            hidden[action] = action.help
+            action.help = argparse.SUPPRESS
+    p.hidden_help = hidden  # type: ignore[attr-defined]
+    p.add_argument("--help-all", action=_HelpAll, nargs=0, dest=argparse.SUPPRESS,
+                   default=argparse.SUPPRESS,
+                   help=f"list all {len(hidden) + len(shown) + 1} options: the others set one "
+                        "field of the configuration each, as --set KEY=VALUE does")
 
 
 @contextmanager

@@ -299,3 +299,25 @@ def test_progress_lines_count_the_study_and_keep_a_resumed_studys_best(capsys):
     assert "baseline l2" in lines[2] and lines[2].endswith("best 2.00 pp (#7) | 8/8")
     assert "best so far" not in lines[3]
     assert "uniform" in lines[4] and "best 9.00 pp (#0) | 1/4, ETA" in lines[4]
+
+
+def test_search_help_lists_what_people_type_and_help_all_the_rest(capsys):
+    """--help: at most 15 options; --help-all: every one; a hidden flag still parses."""
+    import re
+
+    from evoprune.cli import build_parser, search_config
+
+    def options(argv: list[str]) -> set[str]:
+        with pytest.raises(SystemExit) as exc:
+            build_parser().parse_args(argv)
+        assert exc.value.code == 0
+        text = capsys.readouterr().out
+        return set(re.findall(r"^  (-{1,2}[a-z][\w-]*)", text, re.M))
+
+    shown, every = options(["search", "--help"]), options(["search", "--help-all"])
+    assert len(shown) <= 15 and {"--c-flops", "--c-mcb", "--n-trials", "--storage",
+                                 "--config", "--set", "--help-all"} <= shown
+    assert shown < every and {"--proxy-epochs", "--population", "--rungs"} <= every
+    c = search_config(build_parser().parse_args(["search", "--c-flops", "0.25",
+                                                 "--proxy-epochs", "3"]))
+    assert c.proxy.epochs == 3
