@@ -287,15 +287,26 @@ def regime_table(config: PayoffConfig) -> tuple[list[dict[str, Any]], int]:
     return rows, done
 
 
-def _clusters(rows: list[dict[str, Any]], a: str, b: str) -> list[np.ndarray]:
-    """Per regime × replicate, the per-seed test-drop differences a − b (paired by seed)."""
-    out = []
+MIN_REGIMES = 2  # a verdict needs clusters from at least this many regimes
+
+
+def _clusters(rows: list[dict[str, Any]], a: str, b: str) -> tuple[list[np.ndarray], int]:
+    """Per regime × replicate, the per-seed test-drop differences a − b (paired by seed), and
+    the regimes they span. A pair of networks met twice in one regime (two searches returning
+    the same network; a comparison no search enters) is one cluster: identical networks are
+    counted once."""
+    out, seen = [], set()
     for row in rows:
         for rep in row["replicates"]:
             x, y = _pick(row, rep, a), _pick(row, rep, b)
-            if x is not None and y is not None:
-                out.append(np.array(x["test"]) - np.array(y["test"]))
-    return out
+            if x is None or y is None:
+                continue
+            key = (row["c_flops"], tuple(x["channels"]), tuple(y["channels"]))
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(np.array(x["test"]) - np.array(y["test"]))
+    return out, len({k[0] for k in seen})
 
 
 def _pick(row: dict[str, Any], rep: dict[str, Any], what: str) -> dict[str, Any] | None:
@@ -319,9 +330,9 @@ def verdicts(rows: list[dict[str, Any]], config: PayoffConfig) -> list[dict[str,
 
     out = []
     for a, b in COMPARISONS:
-        clusters = _clusters(rows, a, b)
-        entry: dict[str, Any] = {"a": a, "b": b, "n_clusters": len(clusters)}
-        if len(clusters) >= 2:
+        clusters, regimes = _clusters(rows, a, b)
+        entry: dict[str, Any] = {"a": a, "b": b, "n_clusters": len(clusters), "regimes": regimes}
+        if len(clusters) >= 2 and regimes >= MIN_REGIMES:
             h = hierarchical_bootstrap(clusters, n_boot=config.n_boot, level=config.level,
                                        seed=0)
             entry.update(h)
@@ -400,13 +411,16 @@ def format_report(s: dict[str, Any]) -> str:
                      + f" | {row.get('best_heuristic', '…')} | {mcb} | {wide} |")
     lines += ["", "## Regime-level comparisons", "",
               "Unit: the regime × search replicate (a cluster); the retraining seeds are nested "
-              "inside it (hierarchical bootstrap: clusters resampled, then seeds within). "
+              "inside it (hierarchical bootstrap: clusters resampled, then seeds within); a "
+              "pair of networks met twice in one regime counts once. "
               f"Negative = the first has the smaller test drop. α = {c['alpha']}, "
               f"{100 * c['level']:.0f}% intervals.", ""]
     for v in s["verdicts"]:
         name = f"{NAMES[v['a']]} − {NAMES[v['b']]}"
         if v["verdict"] == "pending":
-            lines.append(f"- {name}: pending ({v['n_clusters']} cluster(s))")
+            lines.append(f"- {name}: pending ({v['n_clusters']} distinct cluster(s) from "
+                         f"{v.get('regimes', 0)} regime(s); a verdict needs {MIN_REGIMES} "
+                         "regimes or more)")
             continue
         lo, hi = _interval(v)
         lines.append(f"- {name}: {v['estimate']:+.2f} pp [{lo:+.2f}, {hi:+.2f}], p "

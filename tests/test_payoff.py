@@ -43,9 +43,11 @@ def test_winners_are_chosen_on_validation_and_compared_per_regime_and_replicate(
         for s in (1, 2):
             fixed = [({"is_uniform": True}, [4.0, 4.0], [5.0, 5.0]), *heur] if s == 1 else []
             gain = 1.0 if c == 0.25 else 0.5  # searched test drop below taylor's (4.0, 4.2)
+            net = {"channels": [s, 3]}  # each search's winner its own network
             _study(config.storage, f"wide-f{c:g}-s{s}", [
-                *fixed, ({}, [0.5, 0.5], [4.0 - gain, 4.2 - gain]), ({}, [9.0, 9.0], [0.0, 0.0])])
-            _study(config.storage, f"mcb-f{c:g}-s{s}", [({}, [0.8, 0.8], [4.5, 4.7])])
+                *fixed, (net, [0.5, 0.5], [4.0 - gain, 4.2 - gain]),
+                ({"channels": [9, 9]}, [9.0, 9.0], [0.0, 0.0])])
+            _study(config.storage, f"mcb-f{c:g}-s{s}", [(net, [0.8, 0.8], [4.5, 4.7])])
     rows, done = regime_table(config)
     assert done == 8
     for row in rows:
@@ -64,6 +66,8 @@ def test_winners_are_chosen_on_validation_and_compared_per_regime_and_replicate(
     assert v[("wide", "best")]["estimate"] == pytest.approx(-0.75)
     assert v[("mcb", "best")]["estimate"] == pytest.approx(0.5)
     assert v[("wide", "uniform")]["estimate"] == pytest.approx(-0.75 - 0.9)
+    # the heuristic against uniform: one network pair per regime, counted once
+    assert (v[("best", "uniform")]["n_clusters"], v[("best", "uniform")]["regimes"]) == (2, 2)
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| 0.25 | 5.00 ± 0.00 |" in report and "8 of 8 studies" in report
     # the reproduction's report quotes it: the table and the regime-level verdicts
