@@ -17,8 +17,8 @@ _LAZY = {
     "search": "evoprune.api", "prune": "evoprune.api", "analyze": "evoprune.api",
     "baselines": "evoprune.api",
     "fingerprint": "evoprune.api", "PruningSpace": "evoprune.spaces",
-    "SamplerConfig": "evoprune.searching.config", "build_model": "evoprune.models",
-    "load_pruned": "evoprune.pruning", "save_pruned": "evoprune.pruning",
+    "SamplerConfig": "evoprune.searching.config", "build_model": "evoprune.network.models",
+    "load_pruned": "evoprune.network.pruning", "save_pruned": "evoprune.network.pruning",
 }
 
 __all__ = ["EvopruneError", "__version__", *_LAZY]

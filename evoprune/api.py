@@ -19,14 +19,34 @@ import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from evoprune import __version__
+from evoprune.analysis.report import AnalyzeConfig, run_analysis
 from evoprune.errors import EvopruneError
+from evoprune.network.cost import CostModel
+from evoprune.network.pruning import prune as prune_recipe
+from evoprune.network.pruning import prune_channels
+from evoprune.network.units import find_units
+from evoprune.searching.baselines import CRITERIA, check_criteria, compute_baselines
+from evoprune.searching.config import SamplerConfig, objectives_for
+from evoprune.searching.objective import Objective, ProxyConfig, TrialContext
+from evoprune.searching.study import check_resume, create_study, resume_study
+from evoprune.searching.worker import run_trials
+from evoprune.spaces import Decoder, PruningSpace
+from evoprune.store.schema import Checkpoint, StudyRecord, created, identity_of
+from evoprune.store.storage import (
+    DEFAULT_STORAGE,
+    check_storage,
+    check_study_name,
+    find_study,
+    worker_tag,
+)
 
 if TYPE_CHECKING:
     import optuna
     import torch
     from torch import nn
 
-    from evoprune.events import Progress
+    from evoprune.core.events import Progress
     from evoprune.searching.baselines import Baseline
     from evoprune.searching.config import SamplerConfig
     from evoprune.spaces import PruningSpace
@@ -78,22 +98,6 @@ def search(model: nn.Module, example_input: torch.Tensor, *,
     (or one image with its batch dimension) the model accepts. Objectives default to acc_drop
     plus what the space leaves free; `uniform_seeds` trials fine-tune the uniform recipe.
     """
-    from evoprune.cost import CostModel
-    from evoprune.objective import Objective, ProxyConfig, TrialContext
-    from evoprune.schema import Checkpoint, StudyRecord, created, identity_of
-    from evoprune.searching.baselines import CRITERIA, check_criteria, compute_baselines
-    from evoprune.searching.config import SamplerConfig, objectives_for
-    from evoprune.searching.study import check_resume, create_study, resume_study
-    from evoprune.searching.worker import run_trials
-    from evoprune.spaces import Decoder, PruningSpace
-    from evoprune.storage import (
-        DEFAULT_STORAGE,
-        check_storage,
-        check_study_name,
-        find_study,
-        worker_tag,
-    )
-    from evoprune.units import find_units
 
     if (space is None) == (c_flops is None):
         raise EvopruneError("give c_flops (the wide space at that FLOPs budget) or space, "
@@ -136,10 +140,11 @@ def search(model: nn.Module, example_input: torch.Tensor, *,
     device = next(model.parameters()).device
     ctx = TrialContext(model, units, decoder, device, finetune=_seeded(finetune),
                        evaluate=evaluate)
-    objective = Objective(ctx, base_acc=StudyRecord.from_attrs(study.user_attrs).base_val_acc,
-                          proxy=proxy, objectives=objectives, seed=seed,
-                          draw=sampler.name == "random", worker={**worker_tag(), "index": 0},
-                          progress=progress)
+    stored = StudyRecord.from_attrs(study.user_attrs)
+    objective = Objective(ctx, base_acc=stored.base_val_acc, proxy=proxy, objectives=objectives,
+                          seed=seed, draw=sampler.name == "random",
+                          worker={**worker_tag(), "index": 0}, progress=progress,
+                          gene_naming=stored.gene_names)
     run_trials(study, objective, n_trials=n_trials, sampler=sampler, seed=seed, worker=0)
     return study
 
@@ -155,10 +160,6 @@ def baselines(model: nn.Module, example_input: torch.Tensor, *, c_flops: float,
     `criteria` defaults to l2, taylor, lamp, bn_scale; taylor needs `batches()`, an iterable
     of training (images, labels) batches, and is left out without it.
     """
-    from evoprune.cost import CostModel
-    from evoprune.searching.baselines import CRITERIA, check_criteria, compute_baselines
-    from evoprune.spaces import Decoder, PruningSpace
-    from evoprune.units import find_units
 
     in_shape = tuple(int(s) for s in example_input.shape[1:])
     units = find_units(model, in_shape, residual=residual)
@@ -193,7 +194,6 @@ def _accuracy(evaluate: Callable[[Any], float], model: Any) -> float:
 
 
 def _version() -> str:
-    from evoprune import __version__
 
     return __version__
 
@@ -206,9 +206,6 @@ def prune(model: nn.Module, recipe: Any, example_input: torch.Tensor, *,
     A trial (e.g. `study.best_trials[0]`) gives its exact kept channels; `residual` is then
     found from the number of units unless given.
     """
-    from evoprune.pruning import prune as prune_recipe
-    from evoprune.pruning import prune_channels
-    from evoprune.units import find_units
 
     in_shape = tuple(int(s) for s in example_input.shape[1:])
     is_trial = hasattr(recipe, "user_attrs")
@@ -235,7 +232,6 @@ def analyze(storage: str, study_names: Sequence[str] | None = None, *,
     `options` are `AnalyzeConfig`'s fields (best, winners, winner_fraction, n_boot, level,
     seed, predict); returns summary.json's object.
     """
-    from evoprune.analysis.report import AnalyzeConfig, run_analysis
 
     config = AnalyzeConfig(storage=storage, study_names=tuple(study_names or ()), out=out,
                            **options)

@@ -1,6 +1,6 @@
 """Shim: `python scripts/bench.py cost ...` is `evoprune bench cost ...`."""
 import sys
 
-from evoprune.cli import main
+from evoprune.cli.commands import main
 
 sys.exit(main(["bench", *sys.argv[1:]]))

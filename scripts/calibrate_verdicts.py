@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     tic = time.perf_counter()
     rows = calibrate(args.draws, args.boot, args.seed, args.only)
-    from evoprune.machine import machine
+    from evoprune.core.machine import machine
 
     print(table(rows, args.draws))
     print(f"machine: {machine()}; {time.perf_counter() - tic:.0f} s in all")

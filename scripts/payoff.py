@@ -1,6 +1,6 @@
 """Shim: `python scripts/payoff.py ...` is `evoprune payoff ...`."""
 import sys
 
-from evoprune.cli import main
+from evoprune.cli.commands import main
 
 sys.exit(main(["payoff", *sys.argv[1:]]))

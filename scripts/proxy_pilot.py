@@ -3,8 +3,8 @@
 Recipes drawn without selection at one regime, plus the uniform one, each fine-tuned for
 t ∈ {1, 2, 4, 8} epochs (validation, 2 seeds; t = 0: adaptive BN only, no gradient step) and for
 20 epochs (test); prints Kendall τ-b of each t against the long fine-tune, the seed SD and the
-seconds, the cheapest t with one-seed τ ≥ 0.6 (evoprune/pilot.py), and what successive halving
-over the t would select (evoprune/fidelity.py). Rerunning with other --epochs resumes the folder:
+seconds, the cheapest t with one-seed τ ≥ 0.6 (evoprune/experiments/pilot.py), and what successive halving
+over the t would select (evoprune/searching/fidelity.py). Rerunning with other --epochs resumes the folder:
 only the new t run. Writes runs.jsonl as it goes (a rerun resumes), then
 pilot.json and pilot.md. Defaults: resnet20 on Fashion-MNIST, 10,000 training images, 5,000
 for validation, residual units, STD-0.1/0.05/0.01 and mCB-1 at c_flops 0.1, 4 recipes each.
@@ -17,7 +17,7 @@ import sys
 from dataclasses import fields
 
 from evoprune.errors import EvopruneError
-from evoprune.pilot import PilotConfig, format_table, run_pilot
+from evoprune.experiments.pilot import PilotConfig, format_table, run_pilot
 
 
 def main(argv: list[str] | None = None) -> int:

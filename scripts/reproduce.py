@@ -1,6 +1,6 @@
 """Shim: `python scripts/reproduce.py ...` is `evoprune reproduce ...`."""
 import sys
 
-from evoprune.cli import main
+from evoprune.cli.commands import main
 
 sys.exit(main(["reproduce", *sys.argv[1:]]))

@@ -28,14 +28,14 @@ import numpy as np
 from scipy.special import ndtri
 from scipy.stats import ks_2samp
 
-from evoprune.cost import CostModel
-from evoprune.machine import machine
-from evoprune.models import build_model
+from evoprune.core.machine import machine
+from evoprune.network.cost import CostModel
+from evoprune.network.models import build_model
+from evoprune.network.units import find_units
 from evoprune.spaces import Decoder, PruningSpace
 from evoprune.spaces.repair import repair
 from evoprune.spaces.sampling import reject
 from evoprune.spaces.solvers import bisect, relaxed, solve_offset
-from evoprune.units import find_units
 
 REGIMES = (0.25, 0.1, 0.05, 0.02)
 SPACES: dict[str, dict[str, float]] = {

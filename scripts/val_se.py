@@ -16,13 +16,13 @@ import math
 import numpy as np
 import torch
 
-from evoprune.machine import machine
-from evoprune.objective import ProxyConfig
-from evoprune.pruning import prune_channels
+from evoprune.core.machine import machine
+from evoprune.network.pruning import prune_channels
 from evoprune.searching import BaseConfig, SearchConfig
+from evoprune.searching.objective import ProxyConfig
 from evoprune.searching.run import _baselines, load_base
 from evoprune.spaces import PruningSpace
-from evoprune.train import _autocast
+from evoprune.training.engine import _autocast
 
 
 def predictions(model: torch.nn.Module, data) -> np.ndarray:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from evoprune.cost import CostModel
-from evoprune.models import build_model
-from evoprune.units import find_units
+from evoprune.network.cost import CostModel
+from evoprune.network.models import build_model
+from evoprune.network.units import find_units
 
 DIGITS = (1, 8, 8)
 
@@ -45,7 +45,7 @@ def resnet20_cost(resnet20, resnet20_units):
 def base_ckpt(tmp_path_factory) -> str:
     """A resnet20 trained 3 epochs on digits (about 2 s): the base of every search, retraining
     and reliability test, trained once a session (the tests only read it)."""
-    from evoprune.jobs import TrainJob, run_train
+    from evoprune.training.base import TrainJob, run_train
 
     out = tmp_path_factory.mktemp("base") / "resnet20-digits.pt"
     run_train(TrainJob(epochs=3, out=str(out), device="cpu"))

@@ -16,7 +16,7 @@ from evoprune.analysis.edf import edf, regime_edfs
 from evoprune.analysis.fit import fidelity, fit_law, optimal_mcb, predict
 from evoprune.analysis.load import load_studies
 from evoprune.analysis.report import AnalyzeConfig, compute
-from evoprune.cli import main
+from evoprune.cli.commands import main
 
 PROXY = {"epochs": 1, "lr": 0.01, "batch_size": 32, "augment": True, "importance": "l2"}
 
@@ -28,7 +28,7 @@ def add_study(storage: str, name: str, space: dict, drops, mcb, *,
     """Write a study the way evoprune search does (schema 3: val drops, trial seeds, retrained
     test drops one per seed), with given drops and mCBs; `legacy`: the flat version-1 attrs,
     test-split drops and one retraining per trial."""
-    from evoprune.schema import retrain_key
+    from evoprune.store.schema import retrain_key
 
     rng = np.random.default_rng(seed)
     study = optuna.create_study(study_name=name, storage=storage, directions=["minimize"] * 2)
@@ -328,7 +328,7 @@ def test_predict_needs_c_flops_in_range():
     """A prediction outside (0, 1] is refused by the config."""
     from evoprune.errors import EvopruneError
 
-    with pytest.raises(EvopruneError, match="--predict"):
+    with pytest.raises(EvopruneError, match="`predict`"):
         AnalyzeConfig(storage="sqlite:///x.db", predict=(1.5,))
     x = np.linspace(0.5, 1.0, 5)
     fit = fit_law(x, 1 + x, forms=("linear",), n_boot=20)

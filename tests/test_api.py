@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import evoprune
-from evoprune.cli import main
+from evoprune.cli.commands import main
 
 EXAMPLE = Path(__file__).parent / "api" / "readme_example.py"
 NAME = "mynet-f0.25"
@@ -26,7 +26,7 @@ def _run(storage: str, report: Path, n: int) -> subprocess.Popen:
 
 
 def _trials(storage: str) -> list:
-    from evoprune.storage import find_study
+    from evoprune.store.storage import find_study
 
     study = find_study(storage, NAME)
     return [] if study is None else study.get_trials(deepcopy=False)
@@ -128,7 +128,7 @@ def test_search_refuses_other_weights_and_a_bad_evaluate(tmp_path):
 def test_search_pairs_trials_by_seed_and_repeats_the_uniform_recipe(tmp_path):
     """finetune(net, seed) gets trial j's seed, the same in every study with that seed; the
     uniform recipe runs uniform_seeds times; objectives follow what the space leaves free."""
-    from evoprune.objective import trial_seed
+    from evoprune.searching.objective import trial_seed
 
     storage = f"sqlite:///{tmp_path / 's.db'}"
     net, x = _net(), torch.randn(1, 1, 8, 8)
@@ -168,7 +168,7 @@ def test_search_pairs_trials_by_seed_and_repeats_the_uniform_recipe(tmp_path):
         evoprune.search(net, x, space=evoprune.PruningSpace(c_flops=0.5, c_params=0.5),
                         finetune=finetune, evaluate=lambda m: 0.5, n_trials=2,
                         objectives=["acc_drop", "params"], storage=storage, study_name="r")
-    from evoprune.storage import find_study
+    from evoprune.store.storage import find_study
 
     assert find_study(storage, "r") is None  # refused before anything was written
 

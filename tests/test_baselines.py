@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from evoprune.cost import CostModel
 from evoprune.errors import EvopruneError
+from evoprune.network.cost import CostModel
+from evoprune.network.units import find_units
 from evoprune.searching.baselines import (
     allocate,
     band_of,
@@ -20,7 +21,6 @@ from evoprune.searching.baselines import (
     warm_genes,
 )
 from evoprune.spaces import Decoder, PruningSpace
-from evoprune.units import find_units
 
 SHAPE = (1, 8, 8)
 
@@ -154,10 +154,10 @@ def test_search_holds_labelled_baselines_warm_started_in_the_wide_space(tmp_path
     """Wide space: trials 1-2 are the l2 and lamp allocations with genes and NSGA-II's
     generation 0; an mCB space holds them gene-less, outside every population; trial 3 is
     sampled."""
-    from evoprune.objective import ProxyConfig
-    from evoprune.retrain import select_top_k
     from evoprune.searching import BaseConfig, SamplerConfig, SearchConfig, run_search
-    from evoprune.storage import open_storage
+    from evoprune.searching.objective import ProxyConfig
+    from evoprune.store.storage import open_storage
+    from evoprune.training.retraining import select_top_k
 
     for space in (PruningSpace(c_flops=0.25), PruningSpace(c_flops=0.25, c_mcb=1.0)):
         storage = f"sqlite:///{tmp_path}/{space.label}.db"

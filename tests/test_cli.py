@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-from evoprune.cli import main
-from evoprune.models import build_model
+from evoprune.cli.commands import main
+from evoprune.network.models import build_model
 
 
 def run(capsys, *argv):
@@ -50,7 +50,7 @@ def test_prune_saves_a_loadable_model(tmp_path, capsys):
     r = json.loads(out)
     assert r["channels"] == [16, 16, 16, 16, 32, 32, 64, 16, 64] and r["out"] == str(out_file)
     from evoprune import load_pruned
-    from evoprune.checkpoint import sha256_of
+    from evoprune.core.checkpoint import sha256_of
 
     assert sha256_of(out_file) == r["sha256"]
     model = load_pruned(out_file)
@@ -221,13 +221,13 @@ def test_bench_space_reports_rates_and_acceptance(capsys):
 
 def test_non_finite_outputs_are_not_blamed_on_the_lr(monkeypatch, capsys):
     """Non-finite outputs at evaluation: exit 1, one line that does not advise a lower lr."""
-    import evoprune.jobs
+    import evoprune.cli.commands
     from evoprune.errors import NonFiniteOutputError
 
     def broken(*_a, **_k):
         raise NonFiniteOutputError("the model produced non-finite outputs on the test set")
 
-    monkeypatch.setattr(evoprune.jobs, "run_train", broken)
+    monkeypatch.setattr(evoprune.cli.commands, "run_train", broken)  # where the CLI calls it
     assert main(["train", "--epochs", "1"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not finite" in err[0] and "--lr" not in err[0]
@@ -244,7 +244,7 @@ def _trial_row(number, val_drop, *, uniform=False, retrain=()):
 def test_search_table_names_the_selection_split_and_averages_the_retraining_seeds():
     """The base on val and test, the proxy drops on val, a trial's retrained test drop the mean
     over its seeds (with their count)."""
-    from evoprune.cli import _format_search
+    from evoprune.cli.commands import _format_search
 
     uniform = _trial_row(0, 2.0, uniform=True, retrain=(3.0,))
     r = {"study": "s", "storage": "sqlite:///s.db", "states": {"COMPLETE": 4},
@@ -264,7 +264,7 @@ def test_search_table_names_the_selection_split_and_averages_the_retraining_seed
 
 def test_retrain_table_has_one_line_per_trial_and_seed():
     """Why a trial was chosen, its seed, its val drop, test accuracy and test drop."""
-    from evoprune.cli import _format_retrain
+    from evoprune.cli.commands import _format_retrain
 
     rows = [{"number": n, "chosen_as": c, "seed": s, "mode": "finetune", "epochs": 5,
              "val_drop": 0.5 + s + (n == 7), "test_acc": 0.93, "test_drop": 1.25 + s,
@@ -284,10 +284,11 @@ def test_retrain_table_has_one_line_per_trial_and_seed():
 def test_progress_lines_count_the_study_and_keep_a_resumed_studys_best(capsys):
     """A resumed study's line starts from its stored best; each trial line says k/n and the
     time left at this run's pace; the last one has no ETA; a new study starts afresh."""
-    from evoprune import events as ev
-    from evoprune.cli import _print_event
+    from evoprune.cli.progress import EventPrinter
+    from evoprune.core import events as ev
 
-    show = _print_event()
+    show = EventPrinter()
+    assert not show.live  # pytest's captured stderr is no terminal: plain lines, no bar
     show(ev.SearchStarted("s", 6, 8, 0.9, 1, 2.5, 1))
     show(ev.TrialDone(6, 0, 3.0, 0.25, 0.3, 1.0, 0.1, False, 1.0, (3.0,)))
     show(ev.TrialDone(7, 0, 2.0, 0.25, 0.3, 1.0, 0.1, False, 1.0, (2.0,), "l2"))
@@ -301,11 +302,36 @@ def test_progress_lines_count_the_study_and_keep_a_resumed_studys_best(capsys):
     assert "uniform" in lines[4] and "best 9.00 pp (#0) | 1/4, ETA" in lines[4]
 
 
+def test_on_a_terminal_a_bar_shows_k_of_n_the_best_and_the_time_left():
+    """A live printer draws a tqdm bar: the study's count (a resume's too), the best so far;
+    the trial lines are written above it; the bar goes when the study is done."""
+    import io
+
+    from evoprune.cli.progress import EventPrinter
+    from evoprune.core import events as ev
+
+    out = io.StringIO()
+    show = EventPrinter(out, live=True)
+    show(ev.SearchStarted("s", 6, 8, 0.9, 1, 2.5, 1))
+    assert show.bar is not None and (show.bar.n, show.bar.total) == (6, 8)
+    show(ev.TrialDone(6, 0, 2.0, 0.25, 0.3, 1.0, 0.1, False, 1.0, (2.0,)))
+    assert show.bar.n == 7
+    text = out.getvalue()
+    assert "7/8" in text and "best 2.00 pp (#6)" in text and "<" in text  # tqdm's time left
+    assert "trial    6" in text
+    show(ev.TrialDone(7, 0, 3.0, 0.25, 0.3, 1.0, 0.1, False, 1.0, (3.0,)))
+    assert show.bar is None  # 8/8: closed
+    show(ev.RetrainStarted(3, False, "finetune", 2, 0.01))
+    assert (show.bar.n, show.bar.total) == (0, 2)
+    show(ev.EpochDone("retrain", 1, 0.5, 0.9, 3))
+    assert show.bar.n == 1 and "val 90.00%" in out.getvalue()
+
+
 def test_search_help_lists_what_people_type_and_help_all_the_rest(capsys):
     """--help: at most 15 options; --help-all: every one; a hidden flag still parses."""
     import re
 
-    from evoprune.cli import build_parser, search_config
+    from evoprune.cli.commands import build_parser, search_config
 
     def options(argv: list[str]) -> set[str]:
         with pytest.raises(SystemExit) as exc:
@@ -321,3 +347,21 @@ def test_search_help_lists_what_people_type_and_help_all_the_rest(capsys):
     c = search_config(build_parser().parse_args(["search", "--c-flops", "0.25",
                                                  "--proxy-epochs", "3"]))
     assert c.proxy.epochs == 3
+
+
+def test_retrain_reads_a_config_file_with_flags_and_set_on_top(tmp_path, capsys):
+    """defaults < file < flags < --set; no study name anywhere: one line naming the flag, exit 2."""
+    from evoprune.cli.commands import build_parser, retrain_config
+
+    f = tmp_path / "retrain.toml"
+    f.write_text('study_name = "s1"\nstorage = "sqlite:///x.db"\n'
+                 '[settings]\nseeds = 2\nepochs = 7\ntop_k = 1\n')
+    args = build_parser().parse_args(["retrain", "--config", str(f), "--epochs", "5",
+                                      "--set", "top_k=4"])
+    c = retrain_config(args)
+    assert (c.study_name, c.storage, c.device) == ("s1", "sqlite:///x.db", "auto")
+    assert (c.settings.seeds, c.settings.epochs, c.settings.top_k) == (2, 5, 4)
+    assert main(["retrain", "--storage", f"sqlite:///{tmp_path / 'none.db'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["evoprune retrain: error: --study-name is required: the study to retrain from"]
+    assert not (tmp_path / "none.db").exists()

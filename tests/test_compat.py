@@ -93,20 +93,20 @@ def _python310() -> str | None:
     return None
 
 
-# Runs under Python 3.10: import evoprune.reproduce; without tomli installed there (a declared
+# Runs under Python 3.10: import evoprune.experiments.reproduce; without tomli installed there (a declared
 # dependency below 3.11), a stand-in module takes its place, so evoprune's own imports are checked.
 IMPORT_REPRODUCE = """
 import importlib.util, sys, types
 sys.path.insert(0, {root!r})
 if importlib.util.find_spec("tomli") is None:
     sys.modules["tomli"] = types.ModuleType("tomli")
-import evoprune.reproduce
+import evoprune.core.config
 print("imported")
 """
 
 
-def test_evoprune_reproduce_imports_and_every_module_compiles_on_python_310():
-    """Under Python 3.10 every evoprune file byte-compiles and evoprune.reproduce imports."""
+def test_the_toml_reader_imports_and_every_module_compiles_on_python_310():
+    """Under Python 3.10 every evoprune file byte-compiles and the TOML reader (tomli) imports."""
     exe = _python310()
     if exe is None:
         pytest.skip("no Python 3.10 interpreter here")

@@ -6,13 +6,13 @@ import re
 
 import pytest
 
-from evoprune.cli import build_parser, main, search_config
-from evoprune.config import diff, from_tree, nest
+from evoprune.cli.commands import build_parser, main, search_config
+from evoprune.core.config import diff, from_tree, nest
 from evoprune.errors import EvopruneError
-from evoprune.retrain import RetrainSettings
-from evoprune.schema import StudyRecord
 from evoprune.searching.config import BaseConfig, SearchConfig
 from evoprune.spaces import PruningSpace
+from evoprune.store.schema import StudyRecord
+from evoprune.training.retraining import RetrainSettings
 
 
 def test_from_tree_builds_nested_branches_and_keeps_a_branchs_own_default():
@@ -92,18 +92,18 @@ def test_uniform_seeds_and_n_trials_are_checked_together():
     """The uniform trials count among n_trials, which must exceed them."""
     space = PruningSpace(c_flops=0.5)
     assert SearchConfig(space=space, n_trials=4, uniform_seeds=3).n_trials == 4
-    with pytest.raises(EvopruneError, match="--n-trials must be at least 4, got 3"):
+    with pytest.raises(EvopruneError, match="`n_trials` must be at least 4, got 3"):
         SearchConfig(space=space, n_trials=3)
-    with pytest.raises(EvopruneError, match="--uniform-seeds must be at least 1, got 0"):
+    with pytest.raises(EvopruneError, match="`uniform_seeds` must be at least 1, got 0"):
         SearchConfig(space=space, n_trials=3, uniform_seeds=0)
-    with pytest.raises(EvopruneError, match="--val-size"):
+    with pytest.raises(EvopruneError, match="`val_size`"):
         BaseConfig(val_size=1.5)
     assert "uniform_seeds" not in SearchConfig(space=space).stored_tree()  # not an identity
 
 
 def test_a_bad_base_epochs_names_its_own_flag(tmp_path, capsys):
     """--base-epochs 0 is refused naming --base-epochs (it said --retrain-epochs before)."""
-    with pytest.raises(EvopruneError, match="--base-epochs must be at least 1"):
+    with pytest.raises(EvopruneError, match="`base_epochs` must be at least 1"):
         BaseConfig(epochs=0)
     assert main(["search", "--c-flops", "0.25", "--base-epochs", "0", "--storage",
                  f"sqlite:///{tmp_path}/s.db"]) == 2
@@ -136,7 +136,7 @@ def test_a_config_file_with_set_overrides_builds_and_runs_the_search(tmp_path, b
     and the study stores the resolved tree."""
     import optuna
 
-    from evoprune.storage import open_storage
+    from evoprune.store.storage import open_storage
 
     storage = f"sqlite:///{tmp_path}/s.db"
     file = tmp_path / "study.toml"
@@ -171,3 +171,46 @@ def test_bad_config_files_and_overrides_are_one_line(argv, message, capsys, tmp_
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "s.db").exists()
+
+
+PLANS = {  # experiment designs: their values are the experiment's, stated in their studies/*.toml
+    "PilotConfig", "PrecisionCheck", "ReproduceConfig", "PayoffConfig", "AnalyzeConfig"}
+NAMED_AGAIN = {("RetrainConfig", "model")}  # a study's model named again: None unless typed
+
+
+def _job_configs() -> list[type]:
+    """Every frozen dataclass of the package that describes a base network (a model field)."""
+    import dataclasses
+    import importlib
+    import pkgutil
+
+    import evoprune
+
+    found = {}
+    for info in pkgutil.walk_packages(evoprune.__path__, "evoprune."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for obj in vars(module).values():
+            if (isinstance(obj, type) and dataclasses.is_dataclass(obj)
+                    and obj.__module__ == info.name and "model" in obj.__dataclass_fields__):
+                found[obj.__name__] = obj
+    return [found[k] for k in sorted(found)]
+
+
+def test_every_base_default_is_written_once():
+    """A job's config that names the base's fields takes BaseConfig's defaults (one place)."""
+    import dataclasses
+
+    from evoprune.core.machine import DEFAULT_PRECISION
+    from evoprune.store.storage import DEFAULT_STORAGE
+
+    canonical = {f.name: f.default for f in dataclasses.fields(BaseConfig)}
+    canonical.update(device="auto", precision=DEFAULT_PRECISION, storage=DEFAULT_STORAGE, seed=0)
+    jobs = [c for c in _job_configs() if c.__name__ not in PLANS]
+    assert {"TrainJob", "PruneJob", "BaseConfig"} <= {c.__name__ for c in jobs}
+    for cls in jobs:
+        for f in dataclasses.fields(cls):
+            if f.name in canonical and (cls.__name__, f.name) not in NAMED_AGAIN \
+                    and f.default is not dataclasses.MISSING:
+                assert f.default == canonical[f.name], f"{cls.__name__}.{f.name}"

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from evoprune.cost import CostModel, flops_of, params_of
-from evoprune.models import build_model
-from evoprune.pruning import prune_channels
-from evoprune.units import find_units, kept_channels
+from evoprune.network.cost import CostModel, flops_of, params_of
+from evoprune.network.models import build_model
+from evoprune.network.pruning import prune_channels
+from evoprune.network.units import find_units, kept_channels
 
 CASES = {  # model: input shape of the exactness check
     "resnet20": (3, 32, 32), "resnet56": (3, 32, 32), "resnet110": (3, 32, 32),

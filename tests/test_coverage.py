@@ -16,13 +16,13 @@ import pytest
 import torch
 from torch import nn
 
-from evoprune.cli import main
-from evoprune.cost import CostModel, flops_of, params_of
-from evoprune.coverage import FAMILIES, check_model, format_coverage
+from evoprune.cli.commands import main
 from evoprune.errors import EvopruneError
-from evoprune.models import build_model
-from evoprune.pruning import build_graph, prune_channels, unit_scores
-from evoprune.units import find_units, frozen_mappings
+from evoprune.experiments.coverage import FAMILIES, check_model, format_coverage
+from evoprune.network.cost import CostModel, flops_of, params_of
+from evoprune.network.models import build_model
+from evoprune.network.pruning import build_graph, prune_channels, unit_scores
+from evoprune.network.units import find_units, frozen_mappings
 
 FIRST = [names[0] for names in FAMILIES.values()]
 REST = [name for names in FAMILIES.values() for name in names[1:]]
@@ -50,7 +50,7 @@ def test_the_other_models_of_each_family_prune_exactly(name):
 def test_every_torchvision_classifier_is_in_a_checked_family_or_refused_with_a_reason():
     import torchvision
 
-    from evoprune.coverage import NOT_FILTER_PRUNING
+    from evoprune.experiments.coverage import NOT_FILTER_PRUNING
 
     models = torchvision.models.list_models(module=torchvision.models)
     cnns = [m for m in models if m.startswith(tuple(FAMILIES))]

@@ -1,4 +1,4 @@
-"""evoprune.analysis.crossset: two reproductions' verdicts side by side."""
+"""evoprune.experiments.crossset: two reproductions' verdicts side by side."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from evoprune.analysis.crossset import compare_summaries, headline, markdown_lines, sub_verdicts
 from evoprune.errors import EvopruneError
-from evoprune.reproduce import _other_summary
+from evoprune.experiments.crossset import compare_summaries, headline, markdown_lines, sub_verdicts
+from evoprune.experiments.reproduce import _other_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "studies" / "digits" / "summary.json"

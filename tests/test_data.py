@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from evoprune.data import (
+from evoprune.errors import EvopruneError
+from evoprune.training.data import (
     DEFAULT_VAL_SIZE,
     dataset_info,
     load_dataset,
     split_indices,
 )
-from evoprune.errors import EvopruneError
 
 
 def _sklearn_digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -91,7 +91,7 @@ def test_largest_remainder_is_exact_and_keeps_a_training_image_per_class():
 def test_impossible_validation_sizes_are_refused_in_one_line(val_size, words):
     with pytest.raises(EvopruneError, match=words) as info:
         load_dataset("digits", val_size=val_size)
-    assert "--val-size" in str(info.value) and "\n" not in str(info.value)
+    assert "`val_size`" in str(info.value) and "\n" not in str(info.value)
     assert len(load_dataset("digits", val_size=1427).train_y) == 10  # one image per class is enough
 
 
@@ -137,7 +137,7 @@ def test_cifar100_reader_uses_fine_labels(tmp_path):
 
 
 def test_cifar_missing_files_name_the_fix(tmp_path):
-    with pytest.raises(EvopruneError, match="--download"):
+    with pytest.raises(EvopruneError, match="`download`"):
         load_dataset("cifar10", tmp_path)
     with pytest.raises(EvopruneError, match="does not exist"):
         load_dataset("cifar10", tmp_path / "nowhere")
@@ -187,7 +187,7 @@ def test_imagefolder_reader_on_tiny_pngs(tmp_path):
 
 
 def test_imagefolder_needs_its_folders(tmp_path):
-    with pytest.raises(EvopruneError, match="--data-root"):
+    with pytest.raises(EvopruneError, match="`data_root`"):
         dataset_info("imagefolder")
     with pytest.raises(EvopruneError, match="train/<class>"):
         dataset_info("imagefolder", tmp_path)
@@ -222,7 +222,7 @@ def _crops_of(original: torch.Tensor, pad: int) -> torch.Tensor:
 def test_device_batches_augment_per_call_and_crop_the_centre_when_off():
     """augment=False yields the un-padded originals; augment=True crops and flips; no call
     changes the object's default, and padding stored or drawn per batch gives the same batches."""
-    from evoprune.data import DeviceBatches
+    from evoprune.training.data import DeviceBatches
 
     data = load_dataset("synthetic:3x32x32", synthetic_size=(50, 8))  # 40 train, 10 val
     padded = DeviceBatches(data)
@@ -261,7 +261,7 @@ def test_folder_batches_without_augmentation_use_the_test_transform(tmp_path):
     from PIL import Image
     from torchvision.datasets.folder import default_loader
 
-    from evoprune.data import FolderBatches
+    from evoprune.training.data import FolderBatches
 
     rng = np.random.default_rng(0)
     for split in ("train", "val"):

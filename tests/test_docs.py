@@ -70,7 +70,7 @@ def test_every_relative_link_resolves(page):
 def test_every_command_shown_parses(page):
     """Each evoprune command (and each scripts/ shim) parses with the CLI's own parser;
     each other script it names exists."""
-    from evoprune.cli import build_parser
+    from evoprune.cli.commands import build_parser
 
     parser = build_parser()
     for line in commands(page):

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from evoprune.data import dataset_info, load_dataset, split_indices, subset_indices
 from evoprune.errors import EvopruneError
-from evoprune.splits import FASHION_ROOT
+from evoprune.training.data import dataset_info, load_dataset, split_indices, subset_indices
+from evoprune.training.splits import FASHION_ROOT
 
 
 @pytest.mark.parametrize("compress", [True, False])
@@ -60,9 +60,9 @@ def test_subset_indices_bounds():
     picked = subset_indices(y, 30)
     assert len(picked) == 30 and np.bincount(y[picked]).tolist() == [3] * 10
     assert np.all(np.diff(picked) > 0)
-    with pytest.raises(EvopruneError, match="--train-size 101 is more than the 100 training"):
+    with pytest.raises(EvopruneError, match="`train_size` 101 is more than the 100 training"):
         subset_indices(y, 101)
-    with pytest.raises(EvopruneError, match="--train-size 0: an image count must be at least 1"):
+    with pytest.raises(EvopruneError, match="`train_size` 0: an image count must be at least 1"):
         subset_indices(y, 0)
 
 

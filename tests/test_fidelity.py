@@ -1,4 +1,4 @@
-"""Multi-fidelity policies replayed on measurements whose truth is known (evoprune.fidelity)."""
+"""Multi-fidelity policies replayed on measurements whose truth is known (evoprune.searching.fidelity)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from evoprune.errors import EvopruneError
-from evoprune.fidelity import (
+from evoprune.searching.fidelity import (
     Policy,
     cost,
     default_policies,

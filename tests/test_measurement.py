@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from evoprune.errors import EvopruneError
-from evoprune.objective import ProxyConfig, trial_seed
-from evoprune.schema import StudyRecord, trial_record
 from evoprune.searching import BaseConfig, SamplerConfig, SearchConfig, run_search
 from evoprune.searching.config import objectives_for
+from evoprune.searching.objective import ProxyConfig, trial_seed
 from evoprune.spaces import PruningSpace
+from evoprune.store.schema import StudyRecord, trial_record
 
 VOLATILE = {"worker", "proxy_seconds"}  # what legitimately differs between two identical runs
 
@@ -30,7 +30,7 @@ def _config(storage: str, ckpt: str, space: PruningSpace, **kw) -> SearchConfig:
 
 def _trials(storage: str, name: str) -> list[tuple]:
     """Each trial's state, values and attrs (volatile ones left out), in number order."""
-    from evoprune.storage import open_storage
+    from evoprune.store.storage import open_storage
 
     study = optuna.load_study(study_name=name, storage=open_storage(storage))
     return [(t.number, t.state.name, t.values,
@@ -40,7 +40,9 @@ def _trials(storage: str, name: str) -> list[tuple]:
 
 def test_a_search_never_reads_the_test_split(tmp_path, base_ckpt, monkeypatch):
     """Scrambled test labels give the identical study; only the base's test accuracy moves."""
-    import evoprune.data as data
+    import evoprune.searching.run as search_run
+    import evoprune.searching.worker as search_worker
+    import evoprune.training.data as data
 
     space = PruningSpace(c_flops=0.3, c_std=0.05)
     first = _config(f"sqlite:///{tmp_path}/a.db", base_ckpt, space)
@@ -52,7 +54,8 @@ def test_a_search_never_reads_the_test_split(tmp_path, base_ckpt, monkeypatch):
         g = torch.Generator().manual_seed(1)
         return replace(d, test_y=(d.test_y + torch.randint(1, 10, d.test_y.shape, generator=g)) % 10)
 
-    monkeypatch.setattr(data, "load_dataset", scrambled)
+    for module in (search_run, search_worker):  # where a search reads its data
+        monkeypatch.setattr(module, "load_dataset", scrambled)
     second = _config(f"sqlite:///{tmp_path}/b.db", base_ckpt, space)
     run_search(second)
     a, b = _trials(first.storage, first.name()), _trials(second.storage, second.name())
@@ -118,7 +121,7 @@ def test_objectives_follow_what_the_space_leaves_free():
 
 def test_cli_reads_a_budget_range_and_refuses_a_pinned_objective(tmp_path, capsys):
     """--c-flops 0.1:0.5 is a range; --objectives acc_drop,params in an mCB space exits 2."""
-    from evoprune.cli import build_parser, main, search_config
+    from evoprune.cli.commands import build_parser, main, search_config
 
     args = build_parser().parse_args(["search", "--c-flops", "0.1:0.5", "--c-std", "0.1"])
     config = search_config(args)

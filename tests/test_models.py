@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from evoprune.errors import EvopruneError
-from evoprune.models import build_model, model_names
+from evoprune.network.models import build_model, model_names
 
 # (name, in_shape, expected parameter count at 10 classes)
 PARAMS = {
@@ -113,6 +113,6 @@ def test_vision_transformers_are_refused_in_one_line():
 def test_too_small_input_is_refused_at_build_time():
     with pytest.raises(EvopruneError, match=r"torchvision:inception_v3 cannot run on inputs of "
                                             r"shape \(3, 32, 32\) \(inception_v3 needs at least "
-                                            r"75x75\).*--dataset") as info:
+                                            r"75x75\).*`dataset`") as info:
         build_model("torchvision:inception_v3", 10, (3, 32, 32))
     assert "\n" not in str(info.value)

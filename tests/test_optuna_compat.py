@@ -1,4 +1,4 @@
-"""evoprune.optuna_compat: the Optuna internals evoprune touches, pinned and checked by behaviour.
+"""evoprune.store.optuna_compat: the Optuna internals evoprune touches, pinned and checked by behaviour.
 
 On a new Optuna version the first test fails: run the others, fix what they find, then add the
 version to CHECKED_VERSIONS.
@@ -12,8 +12,8 @@ import sqlalchemy
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from evoprune import optuna_compat as compat
-from evoprune.storage import open_storage, set_user_attrs
+from evoprune.store import optuna_compat as compat
+from evoprune.store.storage import open_storage, set_user_attrs
 
 ATTRS = {f"k{i:02d}": [i, float(i) / 3, {"n": str(i)}] for i in range(13)}
 
@@ -38,7 +38,7 @@ def test_the_installed_optuna_is_a_checked_version():
     """A new Optuna fails here: re-check the helpers below on it, then extend CHECKED_VERSIONS."""
     assert compat.is_checked(optuna.__version__), (
         f"optuna {optuna.__version__} is not in {compat.CHECKED_VERSIONS}: check "
-        "evoprune/optuna_compat.py against it (these tests) and add its major.minor")
+        "evoprune/store/optuna_compat.py against it (these tests) and add its major.minor")
 
 
 def test_is_checked_compares_major_and_minor_only():
@@ -115,6 +115,6 @@ def test_importing_the_module_imports_no_optuna():
     import subprocess
     import sys
 
-    code = "import evoprune.optuna_compat, sys; print('optuna' in sys.modules)"
+    code = "import evoprune.store.optuna_compat, sys; print('optuna' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -6,8 +6,14 @@ import optuna
 import pytest
 
 from evoprune.errors import EvopruneError
-from evoprune.payoff import PayoffConfig, load_payoff, regime_table, searches, write_report
-from evoprune.schema import retrain_key
+from evoprune.experiments.payoff import (
+    PayoffConfig,
+    load_payoff,
+    regime_table,
+    searches,
+    write_report,
+)
+from evoprune.store.schema import retrain_key
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -25,7 +31,7 @@ def _study(storage: str, name: str, nets: list[tuple[dict, list[float], list[flo
 
 
 def _plan(tmp_path, **kw) -> PayoffConfig:
-    from evoprune.retrain import RetrainSettings
+    from evoprune.training.retraining import RetrainSettings
 
     plan = {"regimes": (0.25, 0.1), "replicates": (1, 2), **kw}
     return PayoffConfig(storage=f"sqlite:///{tmp_path}/p.db", out=str(tmp_path / "out"),
@@ -73,7 +79,7 @@ def test_winners_are_chosen_on_validation_and_compared_per_regime_and_replicate(
     # the reproduction's report quotes it: the table and the regime-level verdicts
     import json
 
-    from evoprune.reproduce import payoff_section
+    from evoprune.experiments.reproduce import payoff_section
 
     path = str(tmp_path / "out" / "summary.json")
     section = payoff_section(path, json.loads((tmp_path / "out" / "summary.json").read_text()))

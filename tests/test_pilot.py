@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from evoprune.errors import EvopruneError
-from evoprune.pilot import LONG, PilotConfig, choose, jobs, pilot_table, read_runs, run_pilot
+from evoprune.experiments.pilot import (
+    LONG,
+    PilotConfig,
+    choose,
+    jobs,
+    pilot_table,
+    read_runs,
+    run_pilot,
+)
 
 
 def _runs(config: PilotConfig, names: list[str], noise: dict[int, float], seed: int = 0):
@@ -132,11 +140,11 @@ def test_adding_t0_resumes_the_folder_with_its_own_recipes(tmp_path, monkeypatch
     stored recipes are kept even where this code's sampler would draw others."""
     import functools
 
-    import evoprune.train
+    import evoprune.training.engine
 
     monkeypatch.chdir(tmp_path)  # 2 calibration batches, not 50: seconds, not a minute
-    monkeypatch.setattr(evoprune.train, "adaptive_bn",
-                        functools.partial(evoprune.train.adaptive_bn, batches=2))
+    monkeypatch.setattr(evoprune.training.engine, "adaptive_bn",
+                        functools.partial(evoprune.training.engine.adaptive_bn, batches=2))
     fashion_files(tmp_path / "fm", n_train=240, n_test=60)
     config = PilotConfig(data_root=str(tmp_path / "fm"), val_size=40, train_size=120,
                          base_epochs=1, spaces=("std:0.1", "mcb:1.0"), per_space=2,
@@ -159,7 +167,7 @@ def test_adding_t0_resumes_the_folder_with_its_own_recipes(tmp_path, monkeypatch
     assert stored["config"]["epochs"] == [0, 1] and stored["recipes"] == meta["recipes"]
     assert table["fidelity"]["rows"][0]["policy"] == "t = 0"
     renamed = PilotConfig(**{**config.__dict__, "seed": 5})
-    with pytest.raises(EvopruneError, match="differs in more than --epochs"):
+    with pytest.raises(EvopruneError, match="differs in more than `epochs`"):
         run_pilot(renamed)
 
 
@@ -167,8 +175,8 @@ def test_the_reproduction_quotes_the_committed_pilot_for_its_proxy(tmp_path):
     """The fashion set's report quotes its pilot's τ for the proxy's epochs; none without one."""
     from pathlib import Path
 
-    from evoprune.pilot import fidelity_line
-    from evoprune.reproduce import _pilot
+    from evoprune.experiments.pilot import fidelity_line
+    from evoprune.experiments.reproduce import _pilot
 
     folder = Path(__file__).resolve().parents[1] / "studies" / "fashion-mnist"
     line = _pilot(folder, 1)

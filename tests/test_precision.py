@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from evoprune import machine
-from evoprune.data import DeviceBatches, load_dataset
+from evoprune.core import machine
 from evoprune.errors import EvopruneError
-from evoprune.models import build_model
-from evoprune.precision_check import (
+from evoprune.experiments.precision_check import (
     PrecisionCheck,
     check_precision,
     format_check,
     paired_effect,
     verdict,
 )
-from evoprune.train import Schedule, evaluate, fit
+from evoprune.network.models import build_model
+from evoprune.training.data import DeviceBatches, load_dataset
+from evoprune.training.engine import Schedule, evaluate, fit
 
 NATIVE = machine.bf16_native("cpu")
 
@@ -30,7 +30,7 @@ def test_precision_resolves_to_what_the_device_computes(monkeypatch):
         machine.resolve_precision("fp16", "cpu")
     monkeypatch.setattr(machine, "bf16_native", lambda device_type: False)
     assert machine.resolve_precision("auto", "cpu") == "fp32"
-    with pytest.raises(EvopruneError, match="neither AVX-512 BF16 nor AMX; use --precision fp32"):
+    with pytest.raises(EvopruneError, match="neither AVX-512 BF16 nor AMX; use `precision` fp32"):
         machine.resolve_precision("bf16", "cpu")
     monkeypatch.setattr(machine, "bf16_native", lambda device_type: True)
     assert machine.resolve_precision("auto", "cpu") == "bf16"

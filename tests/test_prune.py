@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from evoprune.errors import EvopruneError
-from evoprune.pruning import (
+from evoprune.network.pruning import (
     PrunedSpec,
     export_onnx,
     load_pruned,

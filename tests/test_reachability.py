@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 import torch.nn as nn
 
-from evoprune.cost import CostModel
 from evoprune.errors import EvopruneError
+from evoprune.network.cost import CostModel
+from evoprune.network.units import find_units, kept_channels
 from evoprune.spaces import Decoder, PruningSpace, bands
 from evoprune.spaces.bands import bind
 from evoprune.spaces.reach import all_levels, explore, forms, lp_relaxation
 from evoprune.spaces.repair import greedy
 from evoprune.spaces.solvers import continuous
-from evoprune.units import find_units, kept_channels
 
 N_NETS = 10
 SPACES_PER_NET = 14
@@ -217,7 +217,7 @@ def test_lp_relaxation_never_refutes_a_box_holding_a_recipe():
 
 
 def test_lp_relaxation_proves_an_mcb_band_out_of_reach_on_a_real_network():
-    from evoprune.models import build_model
+    from evoprune.network.models import build_model
 
     model = build_model("resnet20", 10, (1, 8, 8))
     cost = CostModel(model, find_units(model, (1, 8, 8)))
@@ -262,5 +262,5 @@ def test_truly_empty_band_is_refused_with_the_nearest_reachable_ratios():
     space = PruningSpace(c_flops=0.3, delta=1e-5)
     assert recipe_count(space, cost) == 0
     with pytest.raises(EvopruneError, match=r"no recipe lies in the initial space .*: the nearest "
-                       r"reachable FLOPs ratios are 0\.2999\d+ and 0\.3000\d+; .*widen --delta"):
+                       r"reachable FLOPs ratios are 0\.2999\d+ and 0\.3000\d+; .*widen `delta`"):
         Decoder(space, cost)

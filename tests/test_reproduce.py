@@ -11,7 +11,7 @@ import pytest
 
 from evoprune.analysis import observations as obs
 from evoprune.errors import EvopruneError
-from evoprune.reproduce import ReproduceConfig, load_config, plan, winner_pairs
+from evoprune.experiments.reproduce import ReproduceConfig, load_config, plan, winner_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "studies" / "digits.toml"
@@ -69,7 +69,7 @@ def test_the_fashion_set_plans_issue_15s_design_and_its_gpu_plan():
     assert full.storage != config.storage and full.out != config.out
     with pytest.raises(EvopruneError, match="choose one"):
         load_config(ROOT / "studies" / "fashion-mnist.toml", full=True, quick=True)
-    with pytest.raises(EvopruneError, match=r"no \[full\] table for --full"):
+    with pytest.raises(EvopruneError, match=r"no \[full\] table for `full`"):
         load_config(CONFIG, full=True)
 
 
@@ -171,7 +171,7 @@ def test_reproduce_quick_runs_end_to_end_and_resumes(tmp_path):
 def test_a_rerun_of_the_digits_set_chooses_the_networks_its_run_retrained():
     """Equal validation drops across STD spaces go to the space listed first, as when the set
     ran: every regime's winner study is the one its summary.json retrained (nothing to redo)."""
-    from evoprune.reproduce import _regime_studies, _top_studies
+    from evoprune.experiments.reproduce import _regime_studies, _top_studies
 
     config = load_config(CONFIG)
     planned = plan(config)

@@ -8,10 +8,10 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 
-from evoprune.cli import main
-from evoprune.retrain import retrain_results, select_random, select_top_k
-from evoprune.schema import RetrainRecord, retrain_key
-from evoprune.storage import open_storage
+from evoprune.cli.commands import main
+from evoprune.store.schema import RetrainRecord, retrain_key
+from evoprune.store.storage import open_storage
+from evoprune.training.retraining import retrain_results, select_random, select_top_k
 
 NAME = "resnet20-digits-mCB-1-f0.25"
 
@@ -91,7 +91,7 @@ def test_search_top_k_retrains_winners_and_baseline_and_skips_done_work(tmp_path
     drops), models saved; a rerun skips; a third seed retrains only it; new settings retrain;
     --random-k retrains the trial no selection chose."""
     from evoprune import load_pruned
-    from evoprune.cost import params_of
+    from evoprune.network.cost import params_of
 
     monkeypatch.chdir(tmp_path)
     storage = f"sqlite:///{tmp_path}/s.db"

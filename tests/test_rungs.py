@@ -9,9 +9,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import evoprune.train
+import evoprune.searching.objective
 from evoprune.errors import EvopruneError
-from evoprune.objective import Objective, ProxyConfig, TrialContext, trial_seed
+from evoprune.searching.objective import Objective, ProxyConfig, TrialContext, trial_seed
 from evoprune.spaces import Decoder, PruningSpace
 
 # scripted validation accuracies of trial n at rungs 0, 1, 2 epochs (the first 4 always promoted)
@@ -39,7 +39,7 @@ def scripted(resnet20, resnet20_units, resnet20_cost, monkeypatch):
         calls.append((by_seed[seed], epochs))
         return SimpleNamespace(val_acc=ACC[by_seed[seed]][epochs])
 
-    monkeypatch.setattr(evoprune.train, "adaptive_bn", fake_bn)
+    monkeypatch.setattr(evoprune.searching.objective, "adaptive_bn", fake_bn)  # where trials call it
     decoder = Decoder(PruningSpace(c_flops=0.5), resnet20_cost)
     ctx = TrialContext(resnet20, resnet20_units, decoder, resnet20.conv1.weight.device,
                        finetune=lambda m, s: pytest.fail("rungs fine-tune by epochs"),
@@ -81,8 +81,8 @@ def test_rung_settings_are_checked_and_the_last_rung_is_the_proxy_epochs():
     assert p.epochs == 4 and p.to_dict()["rungs"] == (0, 1, 4)
     assert ProxyConfig().rungs == () and ProxyConfig().epochs == 2  # the default is unchanged
     for bad, match in (({"rungs": (1, 0)}, "must increase"), ({"rungs": (0,)}, "must increase"),
-                       ({"rungs": (0, 2), "screen": "adaptive-bn"}, "--screen is rung 0"),
-                       ({"rungs": (0, 2), "rung_keep": 1.0}, "--rung-keep")):
+                       ({"rungs": (0, 2), "screen": "adaptive-bn"}, "`screen` is rung 0"),
+                       ({"rungs": (0, 2), "rung_keep": 1.0}, "`rung_keep`")):
         with pytest.raises(EvopruneError, match=match):
             ProxyConfig(**bad)
 
@@ -91,15 +91,15 @@ def test_an_own_finetune_cannot_run_rungs(resnet20, resnet20_units, resnet20_cos
     ctx = TrialContext(resnet20, resnet20_units, Decoder(PruningSpace(c_flops=0.5), resnet20_cost),
                        resnet20.conv1.weight.device, finetune=lambda m, s: None,
                        evaluate=lambda m: 0.5)
-    with pytest.raises(EvopruneError, match="rungs need the built-in"):
+    with pytest.raises(EvopruneError, match="`rungs` need the built-in"):
         Objective(ctx, base_acc=0.9, proxy=ProxyConfig(rungs=(1, 2)), objectives=("acc_drop",))
 
 
 def test_studies_stored_before_rungs_keep_their_identity_and_rungs_change_it():
     """An old tree (no rungs keys) resumes under the new defaults; other rungs are refused."""
-    from evoprune.config import diff
-    from evoprune.schema import identity_of
+    from evoprune.core.config import diff
     from evoprune.searching import SearchConfig
+    from evoprune.store.schema import identity_of
 
     now = SearchConfig(space=PruningSpace(c_flops=0.25)).stored_tree()
     assert now["proxy"]["rungs"] == [] and now["proxy"]["rung_keep"] == 0.5
@@ -113,7 +113,7 @@ def test_studies_stored_before_rungs_keep_their_identity_and_rungs_change_it():
 
 
 def test_search_flags_reach_the_proxy():
-    from evoprune.cli import build_parser
+    from evoprune.cli.commands import build_parser
 
     args = build_parser().parse_args(["search", "--c-flops", "0.25", "--rungs", "0,1,4",
                                       "--rung-keep", "0.33"])
@@ -132,8 +132,8 @@ def _search(storage: str, ckpt: str, *extra: str) -> list[str]:
 def test_a_rung_search_counts_complete_trials_and_resumes(tmp_path, base_ckpt, capsys):
     """`--rungs 0,1` end to end on digits: n COMPLETE with both rungs' accuracies, the PRUNED
     with theirs; the study resumes with the same rungs and refuses others."""
-    from evoprune.cli import main
-    from evoprune.storage import open_storage
+    from evoprune.cli.commands import main
+    from evoprune.store.storage import open_storage
 
     storage = f"sqlite:///{tmp_path / 's.db'}"
     assert main(_search(storage, base_ckpt, "--n-trials", "7", "--rungs", "0,1",

@@ -9,10 +9,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from evoprune import optuna_compat as compat
 from evoprune.searching.config import SamplerConfig
 from evoprune.searching.sampler import make_sampler, sampler_seed, searched_space
-from evoprune.storage import open_storage
+from evoprune.store import optuna_compat as compat
+from evoprune.store.storage import open_storage
 
 GENES = 3
 

@@ -11,16 +11,18 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from evoprune.cli import main
-from evoprune.objective import ProxyConfig
+from evoprune.cli.commands import main
 from evoprune.searching import BaseConfig, SamplerConfig, SearchConfig, prepare, run_search
+from evoprune.searching.objective import ProxyConfig
 from evoprune.searching.sampler import derive_seed, make_sampler, sampler_seed
 from evoprune.spaces import PruningSpace
 
 TRIAL_ATTRS = {"recipe", "channels", "flops", "params", "flops_ratio", "params_ratio", "mcb",
                "recipe_std", "val_acc", "val_drop", "seed", "proxy_seconds", "is_uniform"}
 STUDY_ATTRS = {"config", "checkpoint", "base_val_acc", "base_test_acc", "split_sizes",
-               "base_flops", "base_params", "units", "evoprune_version", "created", "schema"}
+               "base_flops", "base_params", "units", "evoprune_version", "gene_names", "created",
+               "schema"}
+GENES = [f"g{i:03d} layer{1 + i // 3}.{i % 3}.conv1" for i in range(9)]  # g004 layer2.1.conv1
 DIGITS_SPLITS = {"train": 1150, "val": 287, "test": 360}  # the default stratified split
 TREE = {"base", "space", "proxy", "sampler", "objectives", "seed"}
 
@@ -42,7 +44,7 @@ def cli(argv: list[str]) -> int:
 
 def load(storage: str, name: str = "resnet20-digits-mCB-1-f0.25") -> optuna.Study:
     """Load a study the search wrote (any storage kind)."""
-    from evoprune.storage import open_storage
+    from evoprune.store.storage import open_storage
 
     return optuna.load_study(study_name=name, storage=open_storage(storage))
 
@@ -51,7 +53,7 @@ def test_search_fills_the_study_with_in_band_trials_and_the_uniform_baseline(tmp
                                                                              capsys):
     """6 COMPLETE trials, trials 0-1 uniform (one seed each), every recipe inside both bands,
     every attr stored; the mCB band fixes params, so acc_drop is the one objective."""
-    from evoprune.objective import trial_seed
+    from evoprune.searching.objective import trial_seed
 
     storage = f"sqlite:///{tmp_path}/s.db"
     assert main(search_args(storage, base_ckpt, "--n-trials", "6", "--uniform-seeds", "2")) == 0
@@ -67,6 +69,7 @@ def test_search_fills_the_study_with_in_band_trials_and_the_uniform_baseline(tmp
     assert study.metric_names == ["acc_drop"]
     assert study.user_attrs["config"]["space"]["c_mcb"] == 1.0
     assert study.user_attrs["schema"] == 3 and study.user_attrs["split_sizes"] == DIGITS_SPLITS
+    assert study.user_attrs["gene_names"] == "unit"
     base_acc = study.user_attrs["base_val_acc"]
     assert 0.5 < base_acc <= 1.0 and 0.5 < study.user_attrs["base_test_acc"] <= 1.0
     # trial j fine-tunes with a seed of the study seed and j alone; the uniform ones differ
@@ -77,7 +80,7 @@ def test_search_fills_the_study_with_in_band_trials_and_the_uniform_baseline(tmp
     for t in trials:
         a = t.user_attrs
         assert set(a) >= TRIAL_ATTRS, TRIAL_ATTRS - set(a)
-        assert sorted(t.params) == ([] if a["is_uniform"] else [f"g{i:03d}" for i in range(9)])
+        assert sorted(t.params) == ([] if a["is_uniform"] else GENES)  # named by their units
         assert abs(a["flops_ratio"] - 0.25) <= 0.002
         assert abs(a["mcb"] - 1.0) <= 0.1
         assert a["flops"] == round(a["flops_ratio"] * study.user_attrs["base_flops"])
@@ -108,7 +111,7 @@ def test_rerun_continues_to_n_complete_with_new_genotypes(tmp_path, base_ckpt):
 def test_seed_derivation_gives_each_trial_its_own_stream():
     """The sampler seed changes with the study seed and the trial number, and differs from the
     proxy fine-tune's seed of the same trial."""
-    from evoprune.objective import trial_seed
+    from evoprune.searching.objective import trial_seed
 
     seeds = {sampler_seed(s, n) for s in (0, 1) for n in range(50)}
     assert len(seeds) == 100
@@ -150,7 +153,7 @@ def test_resume_with_another_configuration_or_checkpoint_is_refused(tmp_path, ba
     # a checkpoint with other weights (and so another sha256)
     import torch
 
-    from evoprune.checkpoint import load_file
+    from evoprune.core.checkpoint import load_file
 
     state = load_file(base_ckpt)
     state["state_dict"] = {k: v + 1 if v.is_floating_point() else v
@@ -167,7 +170,7 @@ def test_resume_with_another_configuration_or_checkpoint_is_refused(tmp_path, ba
 
 def test_checkpoint_of_another_model_is_refused(tmp_path, capsys):
     """A digitsnet checkpoint given to a resnet20 search: exit 2, one line, nothing written."""
-    from evoprune.jobs import TrainJob, run_train
+    from evoprune.training.base import TrainJob, run_train
 
     ckpt = tmp_path / "dn.pt"
     run_train(TrainJob(model="digitsnet", epochs=1, out=str(ckpt), device="cpu"))
@@ -181,7 +184,7 @@ def test_checkpoint_of_another_model_is_refused(tmp_path, capsys):
 def test_nan_and_unrepairable_trials_fail_with_reasons_and_the_study_goes_on(tmp_path, base_ckpt,
                                                                               monkeypatch):
     """A planted NaN in trial 1 fails it (reason stored, no value); the others complete."""
-    import evoprune.train as train
+    import evoprune.searching.objective as train  # where trials call fit
     from evoprune.errors import NonFiniteLossError
 
     real_fit = train.fit
@@ -227,7 +230,7 @@ def test_screen_prunes_weak_trials_and_keeps_counting_complete_ones(tmp_path, ba
 def test_export_a_winner_with_prune_study_recipe(tmp_path, base_ckpt, capsys):
     """`evoprune prune --recipe study:NAME:N --out F` rebuilds the trial's exact network."""
     from evoprune import load_pruned
-    from evoprune.cost import params_of
+    from evoprune.network.cost import params_of
 
     storage = f"sqlite:///{tmp_path}/s.db"
     assert main(search_args(storage, base_ckpt, "--n-trials", "2", "--uniform-seeds", "1")) == 0
@@ -246,7 +249,7 @@ def test_prepare_records_the_checkpoint_hash(tmp_path, base_ckpt):
     """Study attrs name the checkpoint file (relative to the storage's folder) and its sha256."""
     import os
 
-    from evoprune.checkpoint import sha256_of
+    from evoprune.core.checkpoint import sha256_of
 
     storage = f"sqlite:///{tmp_path}/s.db"
     config = SearchConfig(space=PruningSpace(c_flops=0.5), base=BaseConfig(checkpoint=base_ckpt),
@@ -310,7 +313,7 @@ def test_bench_search_splits_a_trial_into_training_and_overhead(capsys):
     assert parts == pytest.approx(row["trial_s"], rel=1e-9)
     assert 0 < row["overhead_pct"] < 100 and row["units"] == 9 and row["n_train"] == 1150
     assert "cores" in row["machine"]
-    from evoprune.bench import format_search_rows
+    from evoprune.bench.suite import format_search_rows
 
     assert "resnet20-digits" in format_search_rows([row])
 
@@ -318,8 +321,8 @@ def test_bench_search_splits_a_trial_into_training_and_overhead(capsys):
 def test_a_search_whose_trials_all_fail_stops_with_one_line(tmp_path, base_ckpt, monkeypatch,
                                                             capsys):
     """Every fine-tune diverges: after MAX_FAILS_IN_A_ROW failures, exit 2 with the reason."""
+    import evoprune.searching.objective as train  # where trials call fit
     import evoprune.searching.worker as search
-    import evoprune.train as train
     from evoprune.errors import NonFiniteLossError
 
     def diverge(*args, **kwargs):
@@ -340,9 +343,9 @@ def test_waiting_worker_retries_the_trial_of_a_worker_that_died(tmp_path, base_c
     import subprocess
     import sys
 
-    from evoprune.objective import trial_seed
+    from evoprune.searching.objective import trial_seed
     from evoprune.searching.worker import run_worker
-    from evoprune.storage import retried_from
+    from evoprune.store.storage import retried_from
 
     storage = f"journal:{tmp_path}/s.log"
     config = SearchConfig(space=PruningSpace(c_flops=0.25, c_mcb=1.0),

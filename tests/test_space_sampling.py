@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare, ks_2samp, kstest
 
-from evoprune.cost import CostModel
 from evoprune.errors import EvopruneError
-from evoprune.models import build_model
+from evoprune.network.cost import CostModel
+from evoprune.network.models import build_model
+from evoprune.network.units import find_units, kept_channels
 from evoprune.spaces import Decoder, PruningSpace, sampling
 from evoprune.spaces.bands import Bound
 from evoprune.spaces.repair import repair
@@ -35,7 +36,6 @@ from evoprune.spaces.sampling import (
     unit_levels,
 )
 from evoprune.spaces.solvers import solve_offset
-from evoprune.units import find_units, kept_channels
 
 DIGITS = (1, 8, 8)
 
@@ -352,7 +352,7 @@ def test_sample_takes_blocks_and_keeps_gibbs_callable(monkeypatch):
 def test_bench_sample_prints_both_rates_and_their_ratio(capsys):
     import json
 
-    from evoprune.cli import main
+    from evoprune.cli.commands import main
 
     assert main(["bench", "sample", "--cases", "resnet56-flops-params", "--n", "300",
                  "--n-old", "10", "--json"]) == 0

@@ -10,10 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.special import ndtri
 
-from evoprune.bench import reject_sample
-from evoprune.cost import CostModel
+from evoprune.bench.suite import reject_sample
 from evoprune.errors import EvopruneError
-from evoprune.models import build_model
+from evoprune.network.cost import CostModel
+from evoprune.network.models import build_model
+from evoprune.network.units import find_units, kept_channels
 from evoprune.spaces import Decoder, PruningSpace
 from evoprune.spaces.bands import bind, primary
 from evoprune.spaces.repair import ratios_for, repair
@@ -30,7 +31,6 @@ from evoprune.spaces.solvers import (
     tilted,
     tilted_mean,
 )
-from evoprune.units import find_units, kept_channels
 
 SHAPES = {"resnet20": (3, 32, 32), "resnet56": (3, 32, 32), "vgg16": (3, 32, 32),
           "mobilenetv2": (3, 32, 32), "resnet50": (3, 224, 224)}
@@ -88,7 +88,7 @@ def test_every_decoded_recipe_is_inside_every_band(name, residual, space, seed):
     try:
         decoder = Decoder(space, cost)
     except EvopruneError as exc:  # refused up front, saying what is reachable
-        assert "reachable" in str(exc) or "widen --delta" in str(exc), str(exc)
+        assert "reachable" in str(exc) or "widen `delta`" in str(exc), str(exc)
         return
     genotypes = np.random.default_rng(seed).random((16, decoder.n_genes))
     genotypes[0] = 0.0  # the corners of the box too
@@ -120,7 +120,7 @@ def test_internal_only_extreme_band_says_to_search_residual_groups():
     cost = cost_model("resnet56", False)
     floor = cost.of_channels(kept_channels(cost.channels, np.full(27, 0.95))).flops_ratio
     assert 0.04 < floor < 0.065  # resnet56 keeps ~6% of its FLOPs with every internal unit at R
-    with pytest.raises(EvopruneError, match=r"reachable c_flops is \[0\.06\d+, 1\].*--residual"):
+    with pytest.raises(EvopruneError, match=r"reachable c_flops is \[0\.06\d+, 1\].*`residual`"):
         Decoder(PruningSpace(c_flops=0.02, c_std=0.05), cost)
 
 
@@ -130,10 +130,10 @@ def test_unreachable_mcb_gives_the_reachable_range():
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({}, "needs --c-flops or --c-params"),
+    ({}, "needs `c_flops` or `c_params`"),
     ({"c_flops": 0.0}, r"c_flops must be in \(0, 1\]"),
     ({"c_flops": 0.3, "c_mcb": 1.0, "c_std": 0.1}, "not several"),
-    ({"c_params": 0.3, "c_mcb": 1.0}, "needs --c-flops"),
+    ({"c_params": 0.3, "c_mcb": 1.0}, "needs `c_flops`"),
     ({"c_flops": 0.3, "c_std": 0.6}, "c_std must be in"),
     ({"c_flops": 0.3, "r_max": 1.0}, "r_max"),
     ({"c_flops": 0.3, "delta": 0}, "delta"),
@@ -141,8 +141,8 @@ def test_unreachable_mcb_gives_the_reachable_range():
     ({"c_flops": float("nan")}, "c_flops"),
     ({"c_flops": 0.3, "c_flops_max": 0.3}, r"c_flops_max must be in \(c_flops = 0.3, 1\]"),
     ({"c_flops": 0.3, "c_flops_max": 1.2}, "c_flops_max must be in"),
-    ({"c_params": 0.3, "c_flops_max": 0.5}, "a FLOPs range needs --c-flops"),
-    ({"c_flops": 0.1, "c_flops_max": 0.5, "c_mcb": 1.0}, "a FLOPs range takes no --c-mcb"),
+    ({"c_params": 0.3, "c_flops_max": 0.5}, "a FLOPs range needs `c_flops`"),
+    ({"c_flops": 0.1, "c_flops_max": 0.5, "c_mcb": 1.0}, "a FLOPs range takes no `c_mcb`"),
     ({"c_flops": 0.1, "c_flops_max": 0.5, "c_params": 0.2}, "a FLOPs range takes no"),
 ])
 def test_bad_space_configurations(kwargs, message):

@@ -12,16 +12,23 @@ import numpy as np
 import pytest
 import torch
 
-from evoprune.cli import main
-from evoprune.cost import CostModel, flops_of, params_of
-from evoprune.coverage import FAMILIES, SMALLEST
+from evoprune.cli.commands import main
 from evoprune.errors import EvopruneError
-from evoprune.jobs import PruneJob, run_prune
-from evoprune.models import build_model
-from evoprune.pruning import load_pruned, prune, prune_channels
-from evoprune.recipes import parse_recipe_spec
+from evoprune.experiments.coverage import FAMILIES, SMALLEST
+from evoprune.network.cost import CostModel, flops_of, params_of
+from evoprune.network.models import build_model
+from evoprune.network.pruning import load_pruned, prune, prune_channels
+from evoprune.network.units import (
+    check_kept,
+    check_recipe,
+    find_units,
+    kept_channels,
+    round_recipe,
+    steps,
+)
+from evoprune.searching.recipe_jobs import PruneJob, run_prune
 from evoprune.spaces import Decoder, PruningSpace
-from evoprune.units import check_kept, check_recipe, find_units, kept_channels, round_recipe, steps
+from evoprune.store.recipes import parse_recipe_spec
 
 STEPPED = ("regnet_x_400mf", "resnext50_32x4d")  # the two of issue 23, at 32x32
 SHAPE = (3, 32, 32)
@@ -43,9 +50,9 @@ def _units_of(model, in_shape, residual=False, **kwargs):
 @pytest.fixture(autouse=True)
 def units_found_once(monkeypatch):
     """The CLI's runs below reuse the units found for the same model (the rounding is tested)."""
-    import evoprune.units
+    import evoprune.network.units
 
-    monkeypatch.setattr(evoprune.units, "find_units", _units_of)
+    monkeypatch.setattr(evoprune.network.units, "find_units", _units_of)
 
 
 @pytest.fixture(scope="module", params=STEPPED)

@@ -1,4 +1,4 @@
-"""evoprune.storage: URL paths, the dead-trial reaper, its races, and the retry it queues."""
+"""evoprune.store.storage: URL paths, the dead-trial reaper, its races, and the retry it queues."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
-from evoprune import storage as st
 from evoprune.errors import EvopruneError
+from evoprune.store import storage as st
 
 NAME = "s"
 GENES = {"g000": 0.25, "g001": 0.75}
@@ -79,11 +79,11 @@ def test_a_sqlite_url_with_driver_options_finds_its_study(tmp_path):
 
 
 def test_default_storage_lives_in_storage_and_storage_imports_neither_torch_nor_optuna():
-    """recipes re-exports the same constant; importing storage loads neither heavy package."""
-    from evoprune.recipes import DEFAULT_STORAGE
+    """recipes defaults to the same constant; importing storage loads neither heavy package."""
+    from evoprune.store.recipes import DEFAULT_STORAGE
 
     assert st.DEFAULT_STORAGE == DEFAULT_STORAGE == "sqlite:///studies/evoprune.db"
-    code = "import evoprune.storage, sys; print('torch' in sys.modules, 'optuna' in sys.modules)"
+    code = "import evoprune.store.storage, sys; print('torch' in sys.modules, 'optuna' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 

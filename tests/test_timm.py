@@ -13,9 +13,9 @@ import sys
 import numpy as np
 import pytest
 
-from evoprune.coverage import TIMM_FAMILIES, check_model, coverage_row, format_coverage
 from evoprune.errors import EvopruneError
-from evoprune.models import build_model
+from evoprune.experiments.coverage import TIMM_FAMILIES, check_model, coverage_row, format_coverage
+from evoprune.network.models import build_model
 
 SHAPE = (3, 64, 64)
 # units are found, but groups left out whole (fixed splits, uneven or split-attention blocks)
@@ -55,10 +55,10 @@ def test_per_channel_views_keep_the_stage_width_groups(timm, name):
 
 @pytest.mark.parametrize("name", ["repvgg_a0", "mobileone_s0"])
 def test_all_residual_nets_say_use_residual_and_prune_with_it(timm, name):
-    from evoprune.units import find_units
+    from evoprune.network.units import find_units
 
     model = build_model(f"timm:{name}", 10, SHAPE)
-    with pytest.raises(EvopruneError, match=r"residual path .* use residual=True \(--residual\)"):
+    with pytest.raises(EvopruneError, match=r"residual path .* use residual=True \(`residual`\)"):
         find_units(model, SHAPE)
     row = check_model(f"timm:{name}", 64)
     assert row.ok and row.units >= 4
@@ -73,7 +73,7 @@ def test_a_partial_residual_is_left_out_in_bounded_time_with_the_structure_named
 
 def test_prune_reuses_the_units_found_for_the_model(timm, monkeypatch):
     import evoprune
-    from evoprune import units as units_module
+    from evoprune.network import units as units_module
 
     calls = []
     real = units_module._find_units

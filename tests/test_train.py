@@ -6,12 +6,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from evoprune.cli import main
-from evoprune.data import DeviceBatches, load_dataset
+from evoprune.cli.commands import main
 from evoprune.errors import EvopruneError, NonFiniteLossError
-from evoprune.models import build_model
-from evoprune.retrain import retrain_schedule
-from evoprune.train import (
+from evoprune.network.models import build_model
+from evoprune.training.data import DeviceBatches, load_dataset
+from evoprune.training.engine import (
     Schedule,
     adaptive_bn,
     evaluate,
@@ -19,6 +18,7 @@ from evoprune.train import (
     resolve_device,
     retrain,
 )
+from evoprune.training.retraining import retrain_schedule
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +191,7 @@ def test_retraining_schedules_follow_the_paper():
 
 @pytest.mark.parametrize("mode", ["finetune", "rewind", "scratch", "scratch-b"])
 def test_each_retraining_mode_runs_and_records_its_settings(digits, mode):
-    from evoprune.pruning import prune
+    from evoprune.network.pruning import prune
 
     base = tiny_model()
     fit(base, DeviceBatches(digits), Schedule(epochs=1, lr=0.05), seed=0)
@@ -211,7 +211,7 @@ def test_each_retraining_mode_runs_and_records_its_settings(digits, mode):
 
 
 def test_scratch_reinitialises_before_training(digits):
-    from evoprune.train import reinitialise
+    from evoprune.training.engine import reinitialise
 
     model = tiny_model()
     before = model.layer2[0].conv1.weight.detach().clone()
@@ -234,7 +234,7 @@ def test_imagefolder_trains_through_the_dataloader_path(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from evoprune.data import FolderBatches, batches_for
+    from evoprune.training.data import FolderBatches, batches_for
 
     rng = np.random.default_rng(0)
     for split, n in (("train", 6), ("val", 3)):
@@ -265,7 +265,7 @@ def test_bench_train_sweep_times_every_option(capsys):
 
 
 def test_cached_base_trains_once_and_is_reused(tmp_path):
-    from evoprune.jobs import TrainJob, cached_base
+    from evoprune.training.base import TrainJob, cached_base
 
     job = TrainJob(model="digitsnet", epochs=1)
     epochs = []
@@ -283,8 +283,8 @@ def test_cached_base_trains_once_and_is_reused(tmp_path):
 
 def test_run_train_reports_validation_and_test_accuracy(tmp_path):
     """val_acc comes from fit, test_acc is one evaluation of the saved model on the test split."""
-    from evoprune.checkpoint import load_weights
-    from evoprune.jobs import TrainJob, run_train
+    from evoprune.core.checkpoint import load_weights
+    from evoprune.training.base import TrainJob, run_train
 
     out = tmp_path / "m.pt"
     r = run_train(TrainJob(model="digitsnet", epochs=2, batch_size=64, out=str(out),

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from evoprune.errors import EvopruneError
-from evoprune.models import build_model
-from evoprune.units import check_recipe, find_units, kept_channels
+from evoprune.network.models import build_model
+from evoprune.network.units import check_recipe, find_units, kept_channels
 
 DIGITS = (1, 8, 8)
 
@@ -144,8 +144,8 @@ class _StdConv(torch.nn.Conv2d):
 
 
 def test_per_channel_views_are_not_shuffles_and_weight_paths_carry_no_channels():
-    from evoprune.cost import CostModel, flops_of, params_of
-    from evoprune.pruning import prune_channels
+    from evoprune.network.cost import CostModel, flops_of, params_of
+    from evoprune.network.pruning import prune_channels
 
     model = _LayerScaleNet().eval()
     units = find_units(model, (3, 12, 12), residual=True)
@@ -165,7 +165,7 @@ def test_per_channel_views_are_not_shuffles_and_weight_paths_carry_no_channels()
 
 
 def test_units_are_found_once_per_model_and_found_again_when_it_changes(monkeypatch):
-    from evoprune import units as units_module
+    from evoprune.network import units as units_module
 
     calls = []
     real = units_module._find_units
@@ -194,16 +194,16 @@ def test_a_model_whose_groups_are_all_residual_says_use_residual():
             x = torch.relu(self.b(x) + self.c(x) + x)
             return self.head(x.mean((2, 3)))
 
-    with pytest.raises(EvopruneError, match=r"on a residual path .*residual=True \(--residual\)"):
+    with pytest.raises(EvopruneError, match=r"on a residual path .*residual=True \(`residual`\)"):
         find_units(Plain(), (3, 8, 8))
     assert len(find_units(Plain(), (3, 8, 8), residual=True)) == 1
 
 
 def test_unit_finding_has_a_time_limit_that_names_where_it_stopped(monkeypatch):
-    from evoprune import units as units_module
+    from evoprune.network import units as units_module
 
     monkeypatch.setattr(units_module, "TIME_LIMIT", 0.0)
-    with pytest.raises(EvopruneError, match=r"took over 0 s \(stopped at [\w.]+: its channels were still being followed through [\w.]+\); raise evoprune.units.TIME_LIMIT"):
+    with pytest.raises(EvopruneError, match=r"took over 0 s \(stopped at [\w.]+: its channels were still being followed through [\w.]+\); raise evoprune.network.units.TIME_LIMIT"):
         find_units(build_model("resnet20", 10, DIGITS), DIGITS)
 
 
@@ -226,8 +226,8 @@ class _EcaNet(torch.nn.Module):
 
 
 def test_an_eca_conv1d_along_the_channels_follows_the_kept_channels():
-    from evoprune.cost import CostModel, flops_of, params_of
-    from evoprune.pruning import prune_channels
+    from evoprune.network.cost import CostModel, flops_of, params_of
+    from evoprune.network.pruning import prune_channels
 
     model = _EcaNet().eval()
     units = find_units(model, (3, 8, 8), residual=True)

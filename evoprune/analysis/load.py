@@ -7,7 +7,11 @@ from typing import Any
 
 import numpy as np
 
+from evoprune.analysis.regime_stats import dedupe_networks
 from evoprune.errors import EvopruneError
+from evoprune.spaces import PruningSpace
+from evoprune.store.schema import retrain_results, study_record, trial_record
+from evoprune.store.storage import check_storage, open_storage
 
 
 def regime_name(regime: tuple[str, float]) -> str:
@@ -49,7 +53,6 @@ class StudyData:
         """The space as the paper writes it: STD-0.1, mCB-1, initial, params."""
         from dataclasses import fields
 
-        from evoprune.spaces import PruningSpace
 
         known = {f.name for f in fields(PruningSpace)}  # older schemas stored more (std_tol)
         return PruningSpace(**{k: v for k, v in self.space.items() if k in known}).label
@@ -98,7 +101,6 @@ class StudyData:
         if self.channels is None:
             return {"trials": len(self.numbers), "distinct": len(self.numbers), "most": 1,
                     "uniform_copies": int(self.is_uniform.sum()), "dropped": 0}
-        from evoprune.analysis.regime_stats import dedupe_networks
 
         keep, counts = dedupe_networks(self.channels)
         u = np.flatnonzero(self.is_uniform)
@@ -121,8 +123,6 @@ def load_studies(storage: str, names: list[str] | None = None) -> tuple[list[Stu
     """
     import optuna
 
-    from evoprune.schema import retrain_results, study_record, trial_record
-    from evoprune.storage import check_storage, open_storage
 
     check_storage(storage, must_exist=True)
     store = open_storage(storage, wal=False)
@@ -187,7 +187,6 @@ def duplicate_mask(channels: np.ndarray | None, is_uniform: np.ndarray) -> np.nd
     dup = np.zeros(len(is_uniform), bool)
     if channels is None:
         return dup
-    from evoprune.analysis.regime_stats import dedupe_networks
 
     keep, _ = dedupe_networks(channels)
     dup[:] = True
@@ -214,5 +213,5 @@ def proxy_warnings(groups: dict[tuple[str, float], list[StudyData]]) -> list[str
                                f"batch {s.proxy.get('batch_size')}" for s in studies)
             out.append(f"regime {kind} {target:g} compares studies with different proxy budgets "
                        f"({detail}): an unfair comparison (Blalock et al. 2020); search them with "
-                       "the same --proxy-epochs, --proxy-lr and --proxy-batch-size")
+                       "the same `proxy_epochs`, `proxy_lr` and `proxy_batch_size`")
     return out

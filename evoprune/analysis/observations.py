@@ -33,6 +33,13 @@ from evoprune.analysis.fit import (
     winners_median_draws,
 )
 from evoprune.analysis.load import StudyData
+from evoprune.analysis.regime_stats import (
+    error_difference,
+    hierarchical_bootstrap,
+    law_vs_budget_null,
+    null_line_draws,
+    tau_within_regimes,
+)
 from evoprune.errors import EvopruneError
 
 HOLDS, NOT_SHOWN, FAILS, UNTESTED = "holds", "not shown", "does not hold", "not tested"
@@ -746,11 +753,6 @@ def _budget_null(points: list[RegimeLimit], held: RegimeLimit, law_draws: np.nda
     """The law against the budget-only null (the limit against c_flops alone: a log–log line and
     interpolation in log c_flops) by held-out prediction error: at the held-out regime (bootstrap difference of
     absolute errors, each direction at α/2) and leaving out each FLOPs regime in turn."""
-    from evoprune.analysis.regime_stats import (
-        error_difference,
-        law_vs_budget_null,
-        null_line_draws,
-    )
 
     flops = [p for p in points if p.regime[0] == "flops"]
     other = [p for p in points if p.regime[0] != "flops"]
@@ -946,7 +948,6 @@ def paired_gain(pairs: Sequence[Pair], *, alpha: float = 0.05, min_clusters: int
     retraining seeds, then the mean over regimes with a t interval and one-sided p each way over
     the regime means, a two-stage bootstrap interval (regimes, then seeds inside), and the
     two-sided verdict (not shown below `min_clusters` regimes)."""
-    from evoprune.analysis.regime_stats import hierarchical_bootstrap
 
     by: dict[tuple[float, int], list[float]] = {}
     for p in pairs:  # (c_flops, seed, winner, uniform[, search replicate])
@@ -1008,7 +1009,6 @@ def retrained_vs_uniform(pairs: Sequence[Pair], *, mcb_pairs: Sequence[Pair] = (
     `unselected` (proxy validation and retrained test drops of recipes retrained without
     selection) the proxy's fidelity on recipes nobody chose.
     """
-    from evoprune.analysis.regime_stats import tau_within_regimes
 
     claim = "the searched winner beats the uniform recipe after equal retraining"
     readings = [(n, p) for n, p in (("winner across the STD spaces", pairs),

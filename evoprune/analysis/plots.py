@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from evoprune.analysis import observations
 from evoprune.analysis.load import regime_name
 
 if TYPE_CHECKING:
@@ -422,7 +423,6 @@ def figure_sampler_race(studies: list[StudyData], quantile: float = 0.1) -> Figu
     `quantile` of drops as the threshold (observation e)."""
     if not studies:
         return _empty_figure("NSGA-II against random sampling")
-    from evoprune.analysis import observations  # scipy: imported only when a race is drawn
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))

@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from evoprune.analysis.fit import LAW_FORMS, MCB_CURVE_FORMS, fit_law
+from evoprune.errors import EvopruneError
+
 
 def hierarchical_bootstrap(diffs: Sequence[Sequence[float] | np.ndarray], n_boot: int = 2000,
                            level: float = 0.95, seed: int = 0) -> dict[str, Any]:
@@ -98,8 +101,6 @@ def _law_at(c: float, c_fit: np.ndarray, mcb_fit: np.ndarray, limit_fit: np.ndar
             extra_mcb: np.ndarray, extra_limit: np.ndarray, forms: Sequence[str],
             curve_forms: Sequence[str]) -> float:
     """The law's prediction at c_flops c: the optimal-mCB curve (against 1 − c) then the law."""
-    from evoprune.analysis.fit import fit_law
-    from evoprune.errors import EvopruneError
 
     try:
         curve = fit_law(1 - c_fit, mcb_fit, forms=curve_forms, n_boot=0,
@@ -121,7 +122,6 @@ def law_vs_budget_null(c_flops: Sequence[float], limits: Sequence[float], mcb: S
     regime) and of the budget-only null (a straight line of log limit against log c_flops, and
     interpolation of the limit in log c_flops) per FLOPs regime; `extra_*`: law-only points
     (params regimes)."""
-    from evoprune.analysis.fit import LAW_FORMS, MCB_CURVE_FORMS
 
     forms = forms or LAW_FORMS
     curve_forms = curve_forms or MCB_CURVE_FORMS

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from evoprune import __version__
+from evoprune.analysis import plots
 from evoprune.analysis.edf import (
     Distribution,
     RegimeEDFs,
@@ -41,7 +43,9 @@ from evoprune.analysis.load import (
     proxy_warnings,
     regime_name,
 )
+from evoprune.analysis.regime_stats import tau_within_regimes
 from evoprune.errors import EvopruneError
+from evoprune.store.storage import open_storage
 
 ARTIFACT_DIR = "studies/artifacts"
 
@@ -66,14 +70,14 @@ class AnalyzeConfig:
     def __post_init__(self) -> None:
         """Refuse settings no analysis can use."""
         if self.best < 1 or self.n_boot < 10 or not 0 < self.level < 1:
-            raise EvopruneError("--best must be at least 1, --n-boot at least 10, --level in (0, 1)")
+            raise EvopruneError("`best` must be at least 1, `n_boot` at least 10, `level` in (0, 1)")
         if self.winners is not None and self.winners < 1:
-            raise EvopruneError(f"--winners must be at least 1, got {self.winners}")
+            raise EvopruneError(f"`winners` must be at least 1, got {self.winners}")
         if not 0 < self.winner_fraction <= 1:
-            raise EvopruneError(f"--winner-fraction must be in (0, 1], got {self.winner_fraction}")
+            raise EvopruneError(f"`winner_fraction` must be in (0, 1], got {self.winner_fraction}")
         bad = [c for c in self.predict if not 0 < c <= 1]
         if bad:
-            raise EvopruneError(f"--predict takes c_flops values in (0, 1], got {bad}")
+            raise EvopruneError(f"`predict` takes c_flops values in (0, 1], got {bad}")
 
 
 @dataclass
@@ -166,7 +170,6 @@ def compute(studies: list[StudyData], config: AnalyzeConfig, warnings: list[str]
 def regime_fidelity(groups: dict[tuple[str, float], list[StudyData]]) -> list[dict[str, Any]]:
     """Kendall τ of proxy against mean retrained drops inside each regime (never pooled: across
     regimes the budget alone orders the drops); heuristic baselines left out."""
-    from evoprune.analysis.regime_stats import tau_within_regimes
 
     per: dict[tuple[str, float], tuple[list[float], list[float]]] = {}
     for r, g in groups.items():
@@ -200,7 +203,6 @@ def _winner(w: Winner) -> dict[str, Any]:
 
 def summary(a: Analysis, config: AnalyzeConfig, figures: dict[str, str]) -> dict[str, Any]:
     """Every figure's data as plain JSON-ready objects (the README documents each key)."""
-    from evoprune import __version__
 
     def clean(v: Any) -> Any:
         if isinstance(v, float) and not math.isfinite(v):
@@ -262,7 +264,6 @@ def summary(a: Analysis, config: AnalyzeConfig, figures: dict[str, str]) -> dict
 
 def _figures(a: Analysis, out: Path) -> dict[str, str]:
     """Draw every figure into `out`; return {name: file name}."""
-    from evoprune.analysis import plots
 
     files = {"edfs": "edfs.png", "distributions": "distributions.png",
              "winning_recipes": "winning_recipes.png", "best": "best.png",
@@ -402,7 +403,6 @@ def attach(a: Analysis, config: AnalyzeConfig, figures: dict[str, str]) -> int:
     import optuna
     from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
-    from evoprune.storage import open_storage
 
     Path(config.artifact_dir).mkdir(parents=True, exist_ok=True)
     store = FileSystemArtifactStore(config.artifact_dir)
@@ -422,7 +422,7 @@ def run_analysis(config: AnalyzeConfig) -> dict[str, Any]:
     tic = time.perf_counter()
     out = Path(config.out)
     if out.exists() and not out.is_dir():
-        raise EvopruneError(f"--out {out} is a file: choose a folder")
+        raise EvopruneError(f"`out` {out} is a file: choose a folder")
     if not out.resolve().parent.is_dir():
         raise EvopruneError(f"folder {out.resolve().parent} does not exist: create it first")
     studies, warnings = load_studies(config.storage, list(config.study_names) or None)

@@ -5,6 +5,9 @@
 - `study`: create, resume, compare configurations, summarise;
 - `worker`: the trial context built once per process, then trials until n are COMPLETE;
 - `run`: `prepare` and `run_search`, what `evoprune search` calls.
+
+May import: `evoprune.spaces`, `evoprune.training`, `evoprune.network`, `evoprune.store`,
+`evoprune.core`, `evoprune.errors`.
 """
 
 from __future__ import annotations

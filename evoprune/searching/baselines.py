@@ -26,16 +26,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from evoprune.errors import EvopruneError
+from evoprune.network.units import build_graph, frozen_mappings, kept_channels
+from evoprune.searching.genes import gene_names
 from evoprune.spaces import Decoder, PruningSpace
 from evoprune.spaces.repair import repair
-from evoprune.units import kept_channels
+from evoprune.store.schema import UNIT_NAMES
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from evoprune.cost import CostModel
-    from evoprune.units import Units
+    from evoprune.network.cost import CostModel
+    from evoprune.network.units import Units
 
 CRITERIA = ("l2", "taylor", "lamp", "bn_scale")  # Torch-Pruning's global criteria
 TAYLOR_BATCHES = 8  # training batches whose gradients the Taylor criterion accumulates
@@ -108,7 +110,6 @@ def accumulate_gradients(model: nn.Module, batches: Iterable[tuple[torch.Tensor,
 def channel_scores(base: nn.Module, units: Units, criterion: str,
                    batches: Batches | None = None) -> list[np.ndarray]:
     """Each unit's channel scores under a global criterion (comparable across units)."""
-    from evoprune.units import build_graph, frozen_mappings
 
     if criterion not in CRITERIA:
         check_criteria([criterion])
@@ -231,15 +232,17 @@ def compute_baselines(base: nn.Module, units: Units, decoder: Decoder,
     return out
 
 
-def warm_genes(decoder: Decoder, kept: Sequence[int]) -> dict[str, float] | None:
+def warm_genes(decoder: Decoder, kept: Sequence[int], naming: str = UNIT_NAMES
+               ) -> dict[str, float] | None:
     """Genes whose decoding is (close to) these kept channels, in a FLOPs-band-only space.
 
     The tilt map decodes gene g to the g-quantile of a tilted uniform law; at tilt 0 that is
     g·r_max, so g = r / r_max decodes back to r when r is already in the band. Returns None
     in other spaces (STD, mCB, params), where a baseline stays a labelled trial without genes.
+    Keyed by the study's gene names (`searching.genes.gene_names` under `naming`).
     """
     if decoder.space.kind != "initial" or decoder.n_genes != decoder.n:
         return None
     r = 1.0 - np.asarray(kept, dtype=np.float64) / decoder.cost.channels
     g = np.clip(r / decoder.space.r_max, 0.0, 1.0)
-    return {f"g{i:03d}": float(v) for i, v in enumerate(g)}
+    return {name: float(v) for name, v in zip(gene_names(decoder, naming), g, strict=True)}

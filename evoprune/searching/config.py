@@ -12,49 +12,21 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from evoprune.config import to_tree
+from evoprune.core.config import to_tree
+from evoprune.core.machine import DEFAULT_PRECISION, resolve_precision
 from evoprune.errors import EvopruneError
-from evoprune.machine import DEFAULT_PRECISION
-from evoprune.objective import ProxyConfig, check_objectives
-from evoprune.retrain import RetrainSettings
-from evoprune.schema import identity_of
+from evoprune.network.models import build_model
 from evoprune.searching.baselines import CRITERIA, check_criteria
+from evoprune.searching.objective import ProxyConfig, check_objectives
 from evoprune.spaces import PruningSpace
-from evoprune.splits import DEFAULT_VAL_SIZE
-from evoprune.storage import DEFAULT_STORAGE
+from evoprune.store.schema import identity_of
+from evoprune.store.storage import DEFAULT_STORAGE, check_storage
+from evoprune.training.base import BaseConfig
+from evoprune.training.data import dataset_info
+from evoprune.training.engine import resolve_device
+from evoprune.training.retraining import RetrainSettings
 
 SAMPLERS = ("nsga2", "random", "tpe")
-
-
-@dataclass(frozen=True)
-class BaseConfig:
-    """The trained network to prune and its data."""
-
-    model: str = "resnet20"  # a zoo name, torchvision:NAME or package.module:callable
-    dataset: str = "digits"  # digits, fashion-mnist, cifar10, cifar100, imagefolder, synthetic…
-    data_root: str | None = None  # the dataset's folder (CIFAR, ImageFolder)
-    residual: bool = False  # also prune channel groups coupled by skip connections
-    checkpoint: str | None = None  # trained weights; None: train once and cache
-    epochs: int = 30  # epochs of that cached base training
-    val_size: float | int = DEFAULT_VAL_SIZE  # validation carved from training: fraction or count
-    train_size: float | int | None = None  # stratified training subset of the rest; None: all
-
-    def __post_init__(self) -> None:
-        """Refuse settings no base can use."""
-        if self.epochs < 1:
-            raise EvopruneError(f"--base-epochs must be at least 1, got {self.epochs}")
-        if not (0 < self.val_size < 1 or (self.val_size >= 1 and float(self.val_size).is_integer())):
-            raise EvopruneError(f"--val-size must be a fraction in (0, 1) or a whole number of "
-                                f"images, got {self.val_size}")
-        if self.val_size >= 1:  # a count of images (the CLI parses every value as a float)
-            object.__setattr__(self, "val_size", int(self.val_size))
-        if self.train_size is not None:
-            if not (0 < self.train_size < 1 or (self.train_size >= 1
-                                                and float(self.train_size).is_integer())):
-                raise EvopruneError(f"--train-size must be a fraction in (0, 1) or a whole number "
-                                    f"of images, got {self.train_size}")
-            if self.train_size >= 1:
-                object.__setattr__(self, "train_size", int(self.train_size))
 
 
 @dataclass(frozen=True)
@@ -69,7 +41,7 @@ class SamplerConfig:
         if self.name not in SAMPLERS:
             raise EvopruneError(f"unknown sampler {self.name!r}: choose {', '.join(SAMPLERS)}")
         if self.population < 2:
-            raise EvopruneError(f"--population must be at least 2, got {self.population}")
+            raise EvopruneError(f"`population` must be at least 2, got {self.population}")
 
 
 def default_proxy_batch(dataset: str) -> int:
@@ -106,9 +78,9 @@ class SearchConfig:
         object.__setattr__(self, "objectives", objectives_for(self.space, self.objectives))
         banded = self.space.c_flops is not None and self.space.c_flops_max is None
         object.__setattr__(self, "baselines", check_criteria(self.baselines) if banded else ())
-        for name, value, low in (("--n-trials", self.n_trials, self.uniform_seeds + 1),
-                                 ("--n-workers", self.n_workers, 1),
-                                 ("--uniform-seeds", self.uniform_seeds, 1)):
+        for name, value, low in (("`n_trials`", self.n_trials, self.uniform_seeds + 1),
+                                 ("`n_workers`", self.n_workers, 1),
+                                 ("`uniform_seeds`", self.uniform_seeds, 1)):
             if value < low:
                 raise EvopruneError(f"{name} must be at least {low}, got {value}")
 
@@ -168,16 +140,12 @@ def objectives_for(space: PruningSpace, given: tuple[str, ...] | None) -> tuple[
     for name in names:
         if name in fixed:
             raise EvopruneError(f"objective {name} carries no information: {fixed[name]} fixes "
-                                f"it; leave it out of --objectives")
+                                f"it; leave it out of `objectives`")
     return names
 
 
 def validate(config: SearchConfig) -> None:
     """Check what the tree's own checks cannot, before any model is built or storage opened."""
-    from evoprune.data import dataset_info
-    from evoprune.models import build_model
-    from evoprune.storage import check_storage
-    from evoprune.train import resolve_device
 
     base = config.base
     if base.checkpoint is not None and not os.path.isfile(base.checkpoint):
@@ -185,7 +153,6 @@ def validate(config: SearchConfig) -> None:
                             "`evoprune train --out FILE`, or leave --checkpoint out")
     if not config.name() or "/" in config.name():
         raise EvopruneError(f"bad study name {config.name()!r}")
-    from evoprune.machine import resolve_precision
 
     resolve_precision(config.precision, resolve_device(config.device).type)
     info = dataset_info(base.dataset, base.data_root)

@@ -9,13 +9,55 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from evoprune import __version__
+from evoprune.core.checkpoint import load_weights, sha256_of
+from evoprune.core.events import (
+    BaselineFound,
+    BaselineScored,
+    BaseTraining,
+    EpochDone,
+    Progress,
+    SearchStarted,
+)
 from evoprune.errors import EvopruneError
-from evoprune.events import BaselineScored, BaseTraining, EpochDone, Progress, SearchStarted
-from evoprune.schema import StudyRecord
+from evoprune.network.cost import CostModel
+from evoprune.network.pruning import prune_channels
+from evoprune.network.units import find_units
+from evoprune.searching.baselines import compute_baselines, seeded_batches
+from evoprune.searching.config import validate
+from evoprune.searching.objective import trial_seed
+from evoprune.searching.study import (
+    check_resume,
+    create_study,
+    dashboard_command,
+    n_complete,
+    resume_study,
+    study_best,
+    summarize,
+)
+from evoprune.searching.worker import build_context, run_worker, worker_device
+from evoprune.spaces import Decoder
+from evoprune.store.schema import Checkpoint, StudyRecord, acc_drop, created
+from evoprune.store.storage import (
+    DISK_FULL,
+    check_study_name,
+    creation_lock,
+    disk_full,
+    fail_own_trials,
+    find_study,
+    load_study,
+    reclaim_wal,
+    retry_uniform,
+    storage_fault,
+)
+from evoprune.training.base import base_job, base_weights, build_base, cache_path, checkpoint_cache
+from evoprune.training.data import batches_for, load_dataset
+from evoprune.training.engine import evaluate, resolve_device
+from evoprune.training.retraining import RetrainConfig, run_retrain
 
 if TYPE_CHECKING:
-    from evoprune.objective import TrialContext
     from evoprune.searching.config import SearchConfig
+    from evoprune.searching.objective import TrialContext
 
 
 @dataclass(frozen=True)
@@ -37,10 +79,6 @@ def prepare(config: SearchConfig, progress: Progress | None = None) -> Prepared:
     The model, units, decoder and data built here are kept as the trial context of the first
     worker, which runs in this process.
     """
-    from evoprune.schema import created
-    from evoprune.searching.config import validate
-    from evoprune.searching.study import check_resume, create_study, n_complete, resume_study
-    from evoprune.storage import check_study_name, creation_lock, find_study, retry_uniform
 
     say = progress or (lambda _e: None)
     check_study_name(config.study_name)
@@ -56,7 +94,6 @@ def prepare(config: SearchConfig, progress: Progress | None = None) -> Prepared:
         study = resume_study(config.storage, name, say)
         retry_uniform(study, config.uniform_seeds)  # a uniform seed failed (a full disk) or missing
     else:
-        from evoprune.train import evaluate
 
         record = _record(config, checkpoint, sha, decoder, context,
                          test_acc=evaluate(context.base, batches, split="test").top1,
@@ -89,19 +126,10 @@ def load_base(config: SearchConfig, existing: Any, say: Progress) -> Loaded:
     `existing` (the study, if any) must have been checked against `config` already; its
     checkpoint sha256 is checked here, before the weights are loaded.
     """
-    from evoprune.checkpoint import load_weights, sha256_of
-    from evoprune.cost import CostModel
-    from evoprune.data import batches_for, load_dataset
-    from evoprune.models import build_model
-    from evoprune.searching.study import check_resume
-    from evoprune.searching.worker import build_context, worker_device
-    from evoprune.spaces import Decoder
-    from evoprune.train import resolve_device
-    from evoprune.units import find_units
 
     data = load_dataset(config.base.dataset, config.base.data_root, val_size=config.base.val_size,
                         train_size=config.base.train_size)
-    base = build_model(config.base.model, data.info.num_classes, data.info.in_shape)
+    base = build_base(config.base.model, data.info, None)  # weights once the band is reachable
     units = find_units(base, data.info.in_shape, residual=config.base.residual)
     decoder = Decoder(config.space, CostModel(base, units))  # refuses an unreachable band
     checkpoint = config.base.checkpoint or _cached_checkpoint(config, existing, say)
@@ -122,10 +150,6 @@ def run_baselines(config: SearchConfig, progress: Progress | None = None) -> dic
     seed (the study seed's trial-0 seed, the same for all: paired), then scored on validation.
     Nothing is written but the cached base checkpoint.
     """
-    from evoprune.objective import trial_seed
-    from evoprune.pruning import prune_channels
-    from evoprune.schema import acc_drop
-    from evoprune.searching.config import validate
 
     say = progress or (lambda _e: None)
     validate(config)
@@ -164,8 +188,6 @@ def run_baselines(config: SearchConfig, progress: Progress | None = None) -> dic
 def _baselines(config: SearchConfig, context: TrialContext, decoder: Any, batches: Any,
                say: Progress) -> list[Any]:
     """The configured heuristic allocations in the study's FLOPs band (each announced)."""
-    from evoprune.events import BaselineFound
-    from evoprune.searching.baselines import compute_baselines, seeded_batches
 
     found = compute_baselines(context.base, context.units, decoder, config.baselines,
                               seeded_batches(batches))
@@ -178,8 +200,6 @@ def _baselines(config: SearchConfig, context: TrialContext, decoder: Any, batche
 def _record(config: SearchConfig, checkpoint: str, sha: str, decoder: Any,
             context: TrialContext, *, test_acc: float, sizes: dict[str, int]) -> StudyRecord:
     """The study record of a new search: the base's val and test accuracy, the split sizes."""
-    from evoprune import __version__
-    from evoprune.schema import Checkpoint
 
     return StudyRecord(config=config.stored_tree(),
                        checkpoint=Checkpoint.recorded(checkpoint, sha, config.storage),
@@ -192,8 +212,6 @@ def _record(config: SearchConfig, checkpoint: str, sha: str, decoder: Any,
 def _cached_checkpoint(config: SearchConfig, existing: Any, say: Progress) -> str:
     """The base checkpoint of a search without one: the study's, or trained and cached beside
     the storage (`jobs.checkpoint_cache`), so a resume from any folder finds it."""
-    from evoprune.jobs import TrainJob, cache_path, cached_base, checkpoint_cache
-    from evoprune.schema import Checkpoint
 
     if existing is not None:
         ck = existing.user_attrs.get("checkpoint", {})
@@ -201,13 +219,12 @@ def _cached_checkpoint(config: SearchConfig, existing: Any, say: Progress) -> st
         if path and os.path.isfile(path):
             return str(path)
     b = config.base
-    job = TrainJob(model=b.model, dataset=b.dataset, data_root=b.data_root, epochs=b.epochs,
-                   val_size=b.val_size, train_size=b.train_size, device=config.device,
-                   precision=config.precision)
-    if not cache_path(job, checkpoint_cache(config.storage)).is_file():  # else reused silently
+    cache = checkpoint_cache(config.storage)
+    if not cache_path(base_job(b, device=config.device, precision=config.precision),
+                      cache).is_file():  # else reused silently
         say(BaseTraining(b.model, b.dataset, b.epochs))
-    result = cached_base(job, checkpoint_cache(config.storage),
-                         progress=lambda r: say(EpochDone.of(r, "base")))
+    result = base_weights(b, device=config.device, precision=config.precision, cache=cache,
+                          progress=lambda r: say(EpochDone.of(r, "base")))
     return str(result["out"])
 
 
@@ -216,7 +233,6 @@ def run_search(config: SearchConfig, progress: Progress | None = None) -> dict[s
 
     A full disk or a corrupted storage met on the way stops it with one line (EvopruneError).
     """
-    from evoprune.storage import storage_fault
 
     try:
         return _run_search(config, progress)
@@ -235,8 +251,6 @@ def _worker(config: SearchConfig, checkpoint: str, worker: int, progress: Progre
 
     Runs in each worker process, so each marks its own trial (`storage.fail_own_trials`).
     """
-    from evoprune.searching.worker import run_worker
-    from evoprune.storage import DISK_FULL, disk_full, fail_own_trials, load_study, reclaim_wal
 
     try:
         return run_worker(config, checkpoint, worker, progress, context=context)
@@ -260,12 +274,10 @@ def _worker(config: SearchConfig, checkpoint: str, worker: int, progress: Progre
 
 
 def _run_search(config: SearchConfig, progress: Progress | None) -> dict[str, Any]:
-    from evoprune.searching.study import dashboard_command, summarize
 
     tic = time.perf_counter()
     prepared = prepare(config, progress)
     say = progress or (lambda _e: None)
-    from evoprune.searching.study import study_best
 
     say(SearchStarted(prepared.study, prepared.complete, config.n_trials, prepared.base_acc,
                       config.n_workers, *study_best(config.storage, prepared.study)))
@@ -279,7 +291,6 @@ def _run_search(config: SearchConfig, progress: Progress | None) -> dict[str, An
             for i in range(config.n_workers))
     retrained: list[dict[str, Any]] = []
     if config.retrain.top_k > 0:
-        from evoprune.retrain import RetrainConfig, run_retrain
 
         retrained = run_retrain(RetrainConfig(
             study_name=prepared.study, storage=config.storage, settings=config.retrain,

@@ -10,12 +10,31 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from evoprune.config import diff
+from evoprune.core.config import diff
+from evoprune.core.events import Progress, StudyCreated, TrialsReaped
 from evoprune.errors import EvopruneError
-from evoprune.events import Progress, StudyCreated, TrialsReaped
-from evoprune.schema import StudyRecord, created, identity_of, retrain_results, trial_record
+from evoprune.searching.baselines import warm_genes
+from evoprune.searching.sampler import make_sampler
+from evoprune.store.schema import (
+    INDEX_NAMES,
+    StudyRecord,
+    created,
+    identity_of,
+    retrain_results,
+    trial_record,
+)
+from evoprune.store.storage import (
+    find_study,
+    journal_path,
+    load_study,
+    open_storage,
+    reap_dead_trials,
+    retry_orphans,
+    storage_kind,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -62,9 +81,6 @@ def create_study(storage: str, name: str, record: StudyRecord, objectives: Seque
     """
     import optuna
 
-    from evoprune.searching.baselines import warm_genes
-    from evoprune.searching.sampler import make_sampler
-    from evoprune.storage import open_storage
 
     study = optuna.create_study(
         study_name=name, storage=open_storage(storage, heartbeat=True),
@@ -72,6 +88,9 @@ def create_study(storage: str, name: str, record: StudyRecord, objectives: Seque
         sampler=make_sampler(sampler, seed), load_if_exists=True)
     if created(study):  # another process created it a moment ago
         return study
+    if "config" in study.user_attrs and "gene_names" not in study.user_attrs:
+        record = replace(record, gene_names=INDEX_NAMES)  # an older evoprune's creation, cut
+        # short: its enqueued genes are g000…, so the study keeps those names
     for key, value in record.to_attrs().items():
         if key != "created":
             study.set_user_attr(key, value)
@@ -85,7 +104,8 @@ def create_study(storage: str, name: str, record: StudyRecord, objectives: Seque
               if t.user_attrs.get("role") == "baseline"}
     for b in baselines:
         if b.criterion not in queued:
-            study.enqueue_trial(warm_genes(decoder, b.kept) or {}, user_attrs=b.to_attrs())
+            study.enqueue_trial(warm_genes(decoder, b.kept, record.gene_names) or {},
+                                user_attrs=b.to_attrs())
     study.set_user_attr("created", True)  # written last: the study is whole
     u = decoder.uniform()
     say(StudyCreated(name, decoder.n, float(u.flops_ratio[0]), float(u.params_ratio[0]),
@@ -97,7 +117,6 @@ def resume_study(storage: str, name: str, say: Progress) -> optuna.Study:
     """Load a created study and reap the trials its dead workers left RUNNING."""
     import optuna
 
-    from evoprune.storage import open_storage, reap_dead_trials, retry_orphans
 
     study = optuna.load_study(study_name=name, storage=open_storage(storage, heartbeat=True))
     reaped = reap_dead_trials(study)
@@ -116,7 +135,6 @@ def n_complete(study: optuna.Study) -> int:
 
 def study_best(storage: str, name: str) -> tuple[float | None, int | None]:
     """The study's lowest finite proxy drop among its COMPLETE trials, and that trial's number."""
-    from evoprune.storage import find_study
 
     study = find_study(storage, name)
     if study is None:
@@ -128,7 +146,6 @@ def study_best(storage: str, name: str) -> tuple[float | None, int | None]:
 
 def is_complete(storage: str, name: str, identity: dict[str, Any], n_trials: int) -> bool:
     """Whether the study exists with this identity, n COMPLETE trials and none RUNNING."""
-    from evoprune.storage import find_study
 
     study = find_study(storage, name)
     if study is None or not created(study):
@@ -141,7 +158,6 @@ def is_complete(storage: str, name: str, identity: dict[str, Any], n_trials: int
 
 def dashboard_command(storage: str) -> str:
     """The command that opens the storage in optuna-dashboard."""
-    from evoprune.storage import journal_path, storage_kind
 
     target = str(journal_path(storage)) if storage_kind(storage) == "journal" else storage
     return f"optuna-dashboard {target}"
@@ -151,7 +167,6 @@ def summarize(storage: str, study_name: str, k: int = 10) -> dict[str, Any]:
     """Counts of a study's trials by state and its best COMPLETE trials (by acc_drop, params)."""
     from collections import Counter
 
-    from evoprune.storage import load_study
 
     study = load_study(storage, study_name)
     trials = study.get_trials(deepcopy=False)

@@ -7,12 +7,22 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from evoprune.core.events import Progress
 from evoprune.errors import EvopruneError
-from evoprune.events import Progress
+from evoprune.network.cost import CostModel
+from evoprune.network.units import find_units
+from evoprune.searching.objective import Objective, TrialFailure, proxy_context
+from evoprune.searching.sampler import make_sampler
+from evoprune.spaces import Decoder
+from evoprune.store.schema import study_record
+from evoprune.store.storage import load_study, reap_dead_trials, retried_from, worker_tag
+from evoprune.training.base import build_base
+from evoprune.training.data import batches_for, load_dataset
+from evoprune.training.engine import resolve_device
 
 if TYPE_CHECKING:
-    from evoprune.objective import Objective, TrialContext
     from evoprune.searching.config import SamplerConfig, SearchConfig
+    from evoprune.searching.objective import Objective, TrialContext
 
 MAX_FAILS_IN_A_ROW = 10  # a worker whose trials keep failing stops instead of looping forever
 POLL_S = 0.5  # wait between looks at the last trials other workers run
@@ -34,21 +44,12 @@ def build_context(config: SearchConfig, checkpoint: str, device: str, worker: in
 
     `loaded` passes a (base, units, data) the caller already holds, so nothing is built twice.
     """
-    from evoprune.checkpoint import load_weights
-    from evoprune.cost import CostModel
-    from evoprune.data import batches_for, load_dataset
-    from evoprune.models import build_model
-    from evoprune.objective import proxy_context
-    from evoprune.spaces import Decoder
-    from evoprune.train import resolve_device
-    from evoprune.units import find_units
 
     dev = resolve_device(device)
     if loaded is None:
         data = load_dataset(config.base.dataset, config.base.data_root,
                             val_size=config.base.val_size, train_size=config.base.train_size)
-        base = build_model(config.base.model, data.info.num_classes, data.info.in_shape)
-        load_weights(base, checkpoint)
+        base = build_base(config.base.model, data.info, checkpoint)
         units = find_units(base, data.info.in_shape, residual=config.base.residual)
         batches = batches_for(data, dev, precision=config.precision)
     else:
@@ -66,21 +67,19 @@ def run_worker(config: SearchConfig, checkpoint: str, worker: int = 0,
     """
     import torch
 
-    from evoprune.objective import Objective
-    from evoprune.schema import study_record
-    from evoprune.storage import load_study, worker_tag
 
     if config.n_workers > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.n_workers))
     study = load_study(config.storage, config.name(), heartbeat=True)
     ctx = context or build_context(config, checkpoint, worker_device(config.device, worker),
                                    worker)
-    objective = Objective(ctx, base_acc=study_record(study).base_val_acc, proxy=config.proxy,
+    record = study_record(study)
+    objective = Objective(ctx, base_acc=record.base_val_acc, proxy=config.proxy,
                           objectives=config.objectives, seed=config.seed,
                           draw=config.sampler.name == "random",
                           worker={**worker_tag(), "index": worker,
                                   **({"precision": ctx.data.precision} if ctx.data else {})},
-                          progress=progress)
+                          progress=progress, gene_naming=record.gene_names)
     return run_trials(study, objective, n_trials=config.n_trials, sampler=config.sampler,
                       seed=config.seed, worker=worker)
 
@@ -91,8 +90,6 @@ def run_trials(study: Any, objective: Objective, *, n_trials: int, sampler: Samp
     import optuna
     from optuna.trial import TrialState
 
-    from evoprune.objective import TrialFailure
-    from evoprune.searching.sampler import make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study.sampler = make_sampler(sampler, seed)  # each trial's stream: the seed and its number
@@ -116,7 +113,7 @@ def run_trials(study: Any, objective: Objective, *, n_trials: int, sampler: Samp
         fails = 0 if objective.last_failure is None else fails + 1
         if fails >= MAX_FAILS_IN_A_ROW:
             raise EvopruneError(f"{fails} trials in a row failed (last: {objective.last_failure}); "
-                                "fix the cause (e.g. a lower --proxy-lr) and rerun to resume")
+                                "fix the cause (e.g. a lower `proxy_lr`) and rerun to resume")
     return {"worker": worker, "trials_run": ran, "timings": timings}
 
 
@@ -139,7 +136,6 @@ def _guard(study: Any, objective: Objective, n_trials: int) -> Any:
     import optuna
     from optuna.trial import TrialState
 
-    from evoprune.storage import retried_from
 
     def guarded(trial: Any) -> Any:
         ahead = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
@@ -157,7 +153,6 @@ def _wait_for_others(study: Any) -> None:
     """Others run the last trials: retry those of dead workers (here now, elsewhere by grace)."""
     import optuna
 
-    from evoprune.storage import reap_dead_trials
 
     reap_dead_trials(study)
     with warnings.catch_warnings():  # experimental in Optuna since 2.9

@@ -25,6 +25,8 @@ the witness itself at worst); a space proven empty is refused up front with the 
 in the message, and one neither witnessed nor proven empty (budgets spent: not seen on the zoo)
 is accepted with a warning. `Decoder` and `Decoded` load on first use, so importing
 `PruningSpace` does not import torch.
+
+May import: `evoprune.network`, `evoprune.core`, `evoprune.errors`.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from evoprune.cost import CostModel
 from evoprune.errors import EvopruneError
+from evoprune.network.cost import CostModel
+from evoprune.network.units import kept_channels
 from evoprune.spaces.reach import Reach, explore
 from evoprune.spaces.solvers import (
     TILT_REACH,
@@ -18,7 +19,6 @@ from evoprune.spaces.solvers import (
     tilted_mean_at,
 )
 from evoprune.spaces.space import PruningSpace
-from evoprune.units import kept_channels
 
 MEAN_FIELD_STEPS = 8  # damped fixed-point steps of the tilt weights
 
@@ -162,7 +162,7 @@ def check_reachable(b: Bound) -> None:
         goal, tol = (s.c_mcb, s.mcb_tol) if s.c_mcb is not None else (s.c_params, s.delta)
         if not lo - tol <= goal <= hi + tol:
             raise EvopruneError(f"the {s.label} space {s.bands()} is unreachable: {text}")
-        knob = "--mcb-tol" if s.c_mcb is not None else "--delta"
+        knob = "`mcb_tol`" if s.c_mcb is not None else "`delta`"
         text += f", but no recipe meets both bands after channel rounding (widen {knob})"
     raise EvopruneError(f"no recipe lies in the {s.label} space {s.bands()}: {text}")
 
@@ -174,7 +174,7 @@ def _check_floor(b: Bound) -> None:
     hint = ""
     if not cost.units.residual and any(u.kind == "internal" for u in cost.units):
         hint = ("; block-internal units alone cannot go lower: search the residual-coupled "
-                "groups too (--residual)")
+                "groups too (`residual`)")
     top = s.c_flops_max if s.c_flops_max is not None else s.c_flops
     for name, goal, low in (("c_flops", top, floor.flops_ratio),
                             ("c_params", s.c_params, floor.params_ratio)):
@@ -196,8 +196,8 @@ def reachable_text(b: Bound) -> str:
         name = "params" if b.use_params else "FLOPs"
         ends = " and ".join(f"{v:.6g}" for v in near if v == v)  # NaN: none on that side
         return (f"the nearest reachable {name} ratios are {ends}; the band cannot be met after "
-                "channel rounding (widen --delta)")
-    return "the band cannot be met after channel rounding (widen --delta)"
+                "channel rounding (widen `delta`)")
+    return "the band cannot be met after channel rounding (widen `delta`)"
 
 
 def second_range(b: Bound) -> tuple[float, float]:

@@ -6,14 +6,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from evoprune.cost import CostModel
 from evoprune.errors import EvopruneError
+from evoprune.network.cost import CostModel
+from evoprune.network.units import kept_channels
 from evoprune.spaces.bands import bind, check_reachable
 from evoprune.spaces.repair import repair
 from evoprune.spaces.sampling import Sampler
 from evoprune.spaces.solvers import continuous, solve_offset
 from evoprune.spaces.space import PruningSpace
-from evoprune.units import kept_channels
 
 BLENDS = (1.0, 0.75, 0.5, 0.25, 0.0)  # fallbacks toward the neutral genotype (all genes 0.5)
 

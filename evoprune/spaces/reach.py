@@ -31,9 +31,9 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import linprog
 
+from evoprune.network.units import kept_channels
 from evoprune.spaces.repair import ratios_for, repair
 from evoprune.spaces.solvers import continuous, tilt_one, tilt_pair
-from evoprune.units import kept_channels
 
 if TYPE_CHECKING:
     from evoprune.spaces.bands import Bound

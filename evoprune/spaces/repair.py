@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from evoprune.units import kept_channels
+from evoprune.network.units import kept_channels
 
 if TYPE_CHECKING:
     from evoprune.spaces.bands import Bound

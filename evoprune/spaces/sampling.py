@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from evoprune.errors import EvopruneError
-from evoprune.units import kept_channels
+from evoprune.network.units import kept_channels
 
 if TYPE_CHECKING:
     from evoprune.spaces.bands import Bound

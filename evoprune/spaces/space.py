@@ -36,7 +36,7 @@ class PruningSpace:
         unit_interval("c_flops", self.c_flops)
         unit_interval("c_params", self.c_params)
         check(self.c_flops is not None or self.c_params is not None,
-              "a pruning space needs --c-flops or --c-params")
+              "a pruning space needs `c_flops` or `c_params`")
         check(math.isfinite(self.delta) and 0 < self.delta < 0.5, f"delta must be in (0, 0.5), got {self.delta}")
         check(math.isfinite(self.r_max) and 0 < self.r_max < 1, f"r_max must be in (0, 1), got {self.r_max}")
         check(isinstance(self.round_to, int) and self.round_to >= 1,
@@ -45,25 +45,25 @@ class PruningSpace:
             check(math.isfinite(self.c_mcb) and self.c_mcb > 0, f"c_mcb must be positive, got {self.c_mcb}")
             check(math.isfinite(self.mcb_tol) and 0 < self.mcb_tol < self.c_mcb,
                   f"mcb_tol must be in (0, c_mcb), got {self.mcb_tol}")
-            check(self.c_flops is not None, "an mCB space needs --c-flops (mCB fixes params from it)")
+            check(self.c_flops is not None, "an mCB space needs `c_flops` (mCB fixes params from it)")
             check(self.c_params is None and self.c_std is None,
-                  "give one of --c-mcb, --c-std and --c-params, not several")
+                  "give one of `c_mcb`, `c_std` and `c_params`, not several")
         if self.c_std is not None:
             check(math.isfinite(self.c_std) and 0 < self.c_std <= self.r_max / 2,
                   f"c_std must be in (0, r_max/2 = {self.r_max / 2}], got {self.c_std}")
             check(self.c_flops is None or self.c_params is None,
-                  "an STD space takes one band: --c-flops or --c-params, not both")
+                  "an STD space takes one band: `c_flops` or `c_params`, not both")
         if self.c_flops_max is not None:
             self._check_range(check)
 
     def _check_range(self, check: Callable[[bool, str], None]) -> None:
         """Refuse a budget range that is empty, above 1 or combined with a second band."""
         hi = self.c_flops_max
-        check(self.c_flops is not None, "a FLOPs range needs --c-flops (its lower end)")
+        check(self.c_flops is not None, "a FLOPs range needs `c_flops` (its lower end)")
         check(math.isfinite(hi) and self.c_flops < hi <= 1,  # type: ignore[operator, arg-type]
               f"c_flops_max must be in (c_flops = {self.c_flops}, 1], got {hi}")
         check(self.c_mcb is None and self.c_params is None,
-              "a FLOPs range takes no --c-mcb or --c-params band (yet): give a single c_flops")
+              "a FLOPs range takes no `c_mcb` or `c_params` band (yet): give a single c_flops")
 
     @property
     def kind(self) -> str:

@@ -92,6 +92,6 @@ def plant(point: str, k: int) -> None:
 
 if __name__ == "__main__":
     plant(sys.argv[1], int(sys.argv[2]))
-    from evoprune.cli import main
+    from evoprune.cli.commands import main
 
     sys.exit(main(sys.argv[3:]))

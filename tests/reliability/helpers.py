@@ -30,7 +30,7 @@ def run_with_fault(point: str, k: int, argv: list[str], timeout: float = 300
 
 def load(storage: str, name: str = "resnet20-digits-mCB-1-f0.25") -> optuna.Study:
     """Load a study the search wrote (any storage kind)."""
-    from evoprune.storage import open_storage
+    from evoprune.store.storage import open_storage
 
     return optuna.load_study(study_name=name, storage=open_storage(storage))
 

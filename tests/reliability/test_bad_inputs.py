@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from helpers import folder_files, storage_sha
 
-from evoprune.cli import main
+from evoprune.cli.commands import main
 
 STUDY = "resnet20-digits-mCB-1-f0.25"
 SEARCH = ["search", "--c-flops", "0.25", "--c-mcb", "1.0", "--uniform-seeds", "1",

@@ -8,7 +8,7 @@ import signal
 import pytest
 from helpers import complete, duplicates, load, run_with_fault, search_argv
 
-from evoprune.storage import find_study
+from evoprune.store.storage import find_study
 
 N = 12
 POINTS = ["step", "write", "time", "step", "write", "step", "time", "write", "step", "write"]

@@ -22,7 +22,7 @@ import optuna
 import pytest
 from helpers import folder_files, storage_sha
 
-from evoprune.cli import main
+from evoprune.cli.commands import main
 
 STUDY = "resnet20-digits-mCB-1-f0.25"
 FAST = ["--c-flops", "0.25", "--c-mcb", "1.0", "--uniform-seeds", "1", "--proxy-epochs", "1",
@@ -221,7 +221,7 @@ def test_a_pruned_model_file_naming_code_is_refused_unless_named(tmp_path):
     import torch
 
     from evoprune.errors import EvopruneError
-    from evoprune.pruning import PrunedSpec, load_pruned, save_pruned
+    from evoprune.network.pruning import PrunedSpec, load_pruned, save_pruned
 
     path = tmp_path / "p.pt"
     save_pruned(path, torch.nn.Linear(1, 1), PrunedSpec("os:abort", 10, (1, 8, 8), False,

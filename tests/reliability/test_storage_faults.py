@@ -17,9 +17,9 @@ import optuna
 import pytest
 from helpers import complete, load, run_with_fault, search_argv
 
-from evoprune.cli import main
+from evoprune.cli.commands import main
 from evoprune.errors import EvopruneError
-from evoprune.storage import (
+from evoprune.store.storage import (
     UNIFORM_RUNS,
     StorageRecovered,
     disk_full,
@@ -86,7 +86,7 @@ def test_disk_full_fails_the_trial_stops_in_one_line_and_the_resume_reruns_the_u
     figures["disk_full_uniform_rerun"] += len(uniform) == 1
     assert len(done) == 2 and len(uniform) == 1
     assert uniform[0].system_attrs["failed_trial"] == 0  # the retry of trial 0, with its seed
-    from evoprune.objective import trial_seed
+    from evoprune.searching.objective import trial_seed
 
     assert uniform[0].user_attrs["seed"] == trial_seed(0, 0)
 
@@ -118,7 +118,7 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_old_file(tmp_path, monk
     """torch.save meeting ENOSPC: one-line EvopruneError, the previous file whole, no temp."""
     import torch
 
-    from evoprune.checkpoint import atomic_save, sha256_of
+    from evoprune.core.checkpoint import atomic_save, sha256_of
 
     path = tmp_path / "c.pt"
     old = atomic_save({"w": torch.ones(3)}, path)
@@ -323,7 +323,7 @@ def _create_under_lock(url: str, barrier: object, out: object) -> None:
     holding it 0.5 s; report when the lock was held (monotonic clock)."""
     import time
 
-    from evoprune.storage import creation_lock
+    from evoprune.store.storage import creation_lock
 
     barrier.wait()
     with creation_lock(url):
