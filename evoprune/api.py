@@ -95,7 +95,7 @@ def search(model: nn.Module, example_input: torch.Tensor, *,
     `finetune(net)` (or `finetune(net, seed)`, to pair trials by seed) trains a pruned copy in
     place (your loop, your data); `evaluate(net)` returns its accuracy in [0, 1] on your
     VALIDATION data (keep the test set for the final report). `example_input` is one batch
-    (or one image with its batch dimension) the model accepts. Objectives default to acc_drop
+    (or one image with its batch dimension) the model accepts. Objectives default to val_drop
     plus what the space leaves free; `uniform_seeds` trials fine-tune the uniform recipe.
     """
 

@@ -73,7 +73,7 @@ def make_study(regime: tuple[str, float], drops: np.ndarray, mcb: np.ndarray | N
     return StudyData(
         name=f"sim-{c_std}-{kind}{c}", model="sim", dataset="sim",
         space={"kind": "std", f"c_{kind}": c, "c_std": c_std}, proxy={}, sampler="random",
-        base_acc=0.9, units=["u"], numbers=np.arange(m), acc_drop=np.asarray(drops, float),
+        base_acc=0.9, units=["u"], numbers=np.arange(m), val_drop=np.asarray(drops, float),
         flops_ratio=np.full(m, c), params_ratio=np.full(m, c),
         mcb=np.ones(m) if mcb is None else np.asarray(mcb, float), recipe_std=np.zeros(m),
         recipes=np.zeros((m, 1)), is_uniform=np.zeros(m, bool), seeds=seeds)
@@ -83,7 +83,7 @@ def with_uniform(s: StudyData, mcb: float) -> StudyData:
     """The study with one uniform row of the given mCB appended (drop: the population median)."""
     return dataclasses.replace(
         s, numbers=np.append(s.numbers, len(s.numbers)),
-        acc_drop=np.append(s.acc_drop, np.median(s.acc_drop)),
+        val_drop=np.append(s.val_drop, np.median(s.val_drop)),
         flops_ratio=np.append(s.flops_ratio, s.flops_ratio[0]),
         params_ratio=np.append(s.params_ratio, s.params_ratio[0]),
         mcb=np.append(s.mcb, mcb), recipe_std=np.append(s.recipe_std, 0.0),

@@ -88,7 +88,7 @@ def test_a_version_1_study_loads_with_its_test_split_drops_and_one_retraining(tm
     (old, new), warnings = load_studies(storage)
     assert warnings == []
     assert (old.split, old.base_acc, old.base_test_acc, old.seeds) == ("test", 0.98, 0.98, None)
-    assert list(old.acc_drop) == [5.0, 1.0, 2.0] and old.retrained == {1: {0: 0.75}}
+    assert list(old.val_drop) == [5.0, 1.0, 2.0] and old.retrained == {1: {0: 0.75}}
     assert (new.split, new.base_acc, new.base_test_acc) == ("val", 0.98, 0.97)
     assert list(new.seeds) == [100, 101, 102] and new.retrained == {1: {0: 0.5, 1: 1.0}}
     a = compute([old, new], AnalyzeConfig(storage=storage, n_boot=20))
@@ -254,8 +254,8 @@ def test_compute_recovers_the_laws_of_synthetic_regimes_and_predicts(tmp_path):
     assert a.retrained_law is not None
     # a retrained network's drop is the mean over its seeds (paired with its proxy drop)
     for s in studies:
-        assert s.retrained[0] == {0: pytest.approx(s.acc_drop[0] * 0.4),
-                                  1: pytest.approx(s.acc_drop[0] * 0.6)}
+        assert s.retrained[0] == {0: pytest.approx(s.val_drop[0] * 0.4),
+                                  1: pytest.approx(s.val_drop[0] * 0.6)}
     ratios = sorted(drop / proxy for proxy, drop, _ in a.fidelity_pairs)
     assert ratios == pytest.approx([0.5] * 10 + [0.6] * 5)  # trials 0, 1: 0.5; trial 2: 0.6
 

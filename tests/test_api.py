@@ -76,7 +76,7 @@ def test_readme_example_resumes_after_a_kill_and_is_analysed(tmp_path):
                   if t.user_attrs.get("role") == "baseline") == ["bn_scale", "l2", "lamp"]
     assert failed[0].user_attrs.get("criterion") == "lamp"
     study = optuna.load_study(study_name=NAME, storage=storage)
-    assert study.metric_names == ["acc_drop"]  # the mCB band fixes params
+    assert study.metric_names == ["val_drop"]  # the mCB band fixes params
     base = study.user_attrs["base_val_acc"]
     assert study.user_attrs["schema"] == 3 and study.user_attrs["base_test_acc"] is None
     for t in complete:
@@ -149,7 +149,7 @@ def test_search_pairs_trials_by_seed_and_repeats_the_uniform_recipe(tmp_path):
     assert seen == [trial_seed(3, n) for n in range(6)] == [t.user_attrs["seed"] for t in trials]
     assert len(set(seen)) == 6 and trials[0].user_attrs["channels"] == trials[1].user_attrs[
         "channels"]
-    assert study.metric_names == ["acc_drop", "params"]
+    assert study.metric_names == ["val_drop", "params"]
     assert (study.user_attrs["base_val_acc"], study.user_attrs["split_sizes"]) == (0.5, {})
     assert all(t.user_attrs["val_drop"] == 0.0 for t in trials)
     other = evoprune.search(net, x, space=evoprune.PruningSpace(c_flops=0.5, delta=0.01),
@@ -167,7 +167,7 @@ def test_search_pairs_trials_by_seed_and_repeats_the_uniform_recipe(tmp_path):
     with pytest.raises(evoprune.EvopruneError, match="objective params carries no information"):
         evoprune.search(net, x, space=evoprune.PruningSpace(c_flops=0.5, c_params=0.5),
                         finetune=finetune, evaluate=lambda m: 0.5, n_trials=2,
-                        objectives=["acc_drop", "params"], storage=storage, study_name="r")
+                        objectives=["val_drop", "params"], storage=storage, study_name="r")
     from evoprune.store.storage import find_study
 
     assert find_study(storage, "r") is None  # refused before anything was written

@@ -18,10 +18,10 @@ from evoprune.training.retraining import RetrainSettings
 def test_from_tree_builds_nested_branches_and_keeps_a_branchs_own_default():
     """A partial `retrain` branch of a search keeps the search's top_k 0, not RetrainSettings'."""
     c = from_tree(SearchConfig, nest({"space.c_flops": 0.25, "retrain.epochs": 1,
-                                      "objectives": ["acc_drop"]}))
+                                      "objectives": ["val_drop"]}))
     assert c.space == PruningSpace(c_flops=0.25)
     assert c.retrain == RetrainSettings(top_k=0, epochs=1)
-    assert c.objectives == ("acc_drop",)
+    assert c.objectives == ("val_drop",)
     with pytest.raises(EvopruneError, match="unknown BaseConfig key"):
         from_tree(SearchConfig, {"space": {"c_flops": 0.5}, "base": {"modle": "x"}})
 
@@ -30,7 +30,7 @@ def test_the_cli_builds_the_tree_from_its_flags_with_the_fields_defaults():
     """Flags not typed take the dataclass defaults; typed ones land on their branch."""
     args = build_parser().parse_args(["search", "--c-flops", "0.1", "--c-std", "0.05",
                                       "--proxy-epochs", "3", "--population", "8",
-                                      "--objectives", "acc_drop,params", "--residual",
+                                      "--objectives", "val_drop,params", "--residual",
                                       "--uniform-seeds", "2", "--val-size", "300",
                                       "--retrain-seeds", "4"])
     c = search_config(args)
@@ -38,40 +38,40 @@ def test_the_cli_builds_the_tree_from_its_flags_with_the_fields_defaults():
     assert (c.proxy.epochs, c.proxy.lr, c.proxy.batch_size) == (3, 0.01, 32)
     assert (c.sampler.name, c.sampler.population) == ("nsga2", 8)
     assert c.base == BaseConfig(residual=True, val_size=300) and c.base.val_size == 300
-    assert isinstance(c.base.val_size, int) and c.objectives == ("acc_drop", "params")
+    assert isinstance(c.base.val_size, int) and c.objectives == ("val_drop", "params")
     assert (c.uniform_seeds, c.retrain.seeds, c.retrain.top_k) == (2, 4, 0)
     default = search_config(build_parser().parse_args(["search", "--c-flops", "0.5"]))
     assert default == SearchConfig(space=PruningSpace(c_flops=0.5))
     assert (default.uniform_seeds, default.base.val_size, default.retrain.seeds) == (3, 0.2, 3)
-    assert default.objectives == ("acc_drop", "params")  # the FLOPs band fixes flops
+    assert default.objectives == ("val_drop", "params")  # the FLOPs band fixes flops
 
 
 @pytest.mark.parametrize(("flags", "objectives"), [
-    (["--c-flops", "0.5"], ("acc_drop", "params")),
-    (["--c-flops", "0.25", "--c-mcb", "1.0"], ("acc_drop",)),  # the mCB band fixes params
-    (["--c-flops", "0.5", "--c-params", "0.5"], ("acc_drop",)),
-    (["--c-params", "0.5"], ("acc_drop", "flops")),  # FLOPs vary under a params band
-    (["--c-flops", "0.1:0.5"], ("acc_drop", "flops")),  # a budget range: the accuracy-FLOPs front
+    (["--c-flops", "0.5"], ("val_drop", "params")),
+    (["--c-flops", "0.25", "--c-mcb", "1.0"], ("val_drop",)),  # the mCB band fixes params
+    (["--c-flops", "0.5", "--c-params", "0.5"], ("val_drop",)),
+    (["--c-params", "0.5"], ("val_drop", "flops")),  # FLOPs vary under a params band
+    (["--c-flops", "0.1:0.5"], ("val_drop", "flops")),  # a budget range: the accuracy-FLOPs front
 ])
-def test_default_objectives_are_acc_drop_and_what_the_bands_leave_free(flags, objectives):
-    """Objectives default to acc_drop plus the one cost no band fixes (none under two bands)."""
+def test_default_objectives_are_val_drop_and_what_the_bands_leave_free(flags, objectives):
+    """Objectives default to val_drop plus the one cost no band fixes (none under two bands)."""
     c = search_config(build_parser().parse_args(["search", *flags]))
     assert c.objectives == objectives
 
 
 def test_an_objective_a_band_fixes_is_refused_naming_the_band(tmp_path, capsys):
-    """--objectives acc_drop,params in an mCB space: one line naming the band, nothing written."""
+    """--objectives val_drop,params in an mCB space: one line naming the band, nothing written."""
     mcb = PruningSpace(c_flops=0.25, c_mcb=1.0)
     with pytest.raises(EvopruneError, match=re.escape("objective params carries no information: the "
                                                      "mCB band 1±0.1 at c_flops 0.25")):
-        SearchConfig(space=mcb, objectives=("acc_drop", "params"))
+        SearchConfig(space=mcb, objectives=("val_drop", "params"))
     with pytest.raises(EvopruneError, match=re.escape("objective flops carries no information: the "
                                                      "FLOPs band 0.25±0.002")):
-        SearchConfig(space=PruningSpace(c_flops=0.25), objectives=("acc_drop", "flops"))
-    assert SearchConfig(space=mcb, objectives=("acc_drop", "latency")).objectives == \
-        ("acc_drop", "latency")
+        SearchConfig(space=PruningSpace(c_flops=0.25), objectives=("val_drop", "flops"))
+    assert SearchConfig(space=mcb, objectives=("val_drop", "latency")).objectives == \
+        ("val_drop", "latency")
     assert main(["search", "--c-flops", "0.25", "--c-mcb", "1.0", "--objectives",
-                 "acc_drop,params", "--storage", f"sqlite:///{tmp_path}/s.db"]) == 2
+                 "val_drop,params", "--storage", f"sqlite:///{tmp_path}/s.db"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "carries no information" in err[0]
     assert not (tmp_path / "s.db").exists()
@@ -116,10 +116,10 @@ def test_a_version_1_study_reads_as_the_same_tree():
     """The flat attrs of studies written before the schema give the same identity, but for the
     validation split they did not have (their trials were scored on test: no resume mixes)."""
     c = SearchConfig(space=PruningSpace(c_flops=0.25, c_mcb=1.0),
-                     base=BaseConfig(residual=True), objectives=("acc_drop",))
+                     base=BaseConfig(residual=True), objectives=("val_drop",))
     v1 = {"model": "resnet20", "dataset": "digits", "residual": True,
           "space": c.space.to_dict(), "proxy": c.proxy.to_dict(),
-          "sampler": {"name": "nsga2", "population": 16}, "objectives": ["acc_drop"],
+          "sampler": {"name": "nsga2", "population": 16}, "objectives": ["val_drop"],
           "checkpoint": {"path": "b.pt", "sha256": "ab"}, "base_acc": 0.98, "seed": 0,
           "units": [{"name": "conv1"}], "created": True}
     record = StudyRecord.from_attrs(v1, "old")
@@ -214,3 +214,14 @@ def test_every_base_default_is_written_once():
             if f.name in canonical and (cls.__name__, f.name) not in NAMED_AGAIN \
                     and f.default is not dataclasses.MISSING:
                 assert f.default == canonical[f.name], f"{cls.__name__}.{f.name}"
+
+
+def test_a_legacy_objective_name_is_read_as_val_drop():
+    """Studies stored with the objective `acc_drop` resume under `val_drop` (one name)."""
+    from evoprune.searching.objective import check_objectives
+    from evoprune.store.schema import identity_of
+
+    assert check_objectives(("acc_drop", "params")) == ("val_drop", "params")
+    old = identity_of({"objectives": ["acc_drop"], "base": {}})
+    assert old == identity_of({"objectives": ["val_drop"], "base": {}})
+    assert old != identity_of({"objectives": ["val_drop", "params"], "base": {}})

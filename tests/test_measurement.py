@@ -105,31 +105,31 @@ def test_the_random_sampler_draws_each_recipe_from_the_space(tmp_path, base_ckpt
 def test_objectives_follow_what_the_space_leaves_free():
     """params under an mCB or params band is refused; defaults carry information."""
     mcb = PruningSpace(c_flops=0.25, c_mcb=1.0)
-    assert objectives_for(mcb, None) == ("acc_drop",)
-    assert objectives_for(PruningSpace(c_flops=0.25, c_std=0.1), None) == ("acc_drop", "params")
-    assert objectives_for(PruningSpace(c_params=0.25, c_std=0.1), None) == ("acc_drop", "flops")
+    assert objectives_for(mcb, None) == ("val_drop",)
+    assert objectives_for(PruningSpace(c_flops=0.25, c_std=0.1), None) == ("val_drop", "params")
+    assert objectives_for(PruningSpace(c_params=0.25, c_std=0.1), None) == ("val_drop", "flops")
     ranged = PruningSpace(c_flops=0.1, c_flops_max=0.5, c_std=0.1)
-    assert objectives_for(ranged, None) == ("acc_drop", "flops")
-    assert objectives_for(ranged, ("acc_drop", "flops", "params")) == ("acc_drop", "flops",
+    assert objectives_for(ranged, None) == ("val_drop", "flops")
+    assert objectives_for(ranged, ("val_drop", "flops", "params")) == ("val_drop", "flops",
                                                                         "params")
     with pytest.raises(EvopruneError, match="objective params carries no information: the mCB"):
-        objectives_for(mcb, ("acc_drop", "params"))
+        objectives_for(mcb, ("val_drop", "params"))
     with pytest.raises(EvopruneError, match="objective flops carries no information"):
-        objectives_for(PruningSpace(c_flops=0.25), ("acc_drop", "flops"))
-    assert SearchConfig(space=mcb).objectives == ("acc_drop",)
+        objectives_for(PruningSpace(c_flops=0.25), ("val_drop", "flops"))
+    assert SearchConfig(space=mcb).objectives == ("val_drop",)
 
 
 def test_cli_reads_a_budget_range_and_refuses_a_pinned_objective(tmp_path, capsys):
-    """--c-flops 0.1:0.5 is a range; --objectives acc_drop,params in an mCB space exits 2."""
+    """--c-flops 0.1:0.5 is a range; --objectives val_drop,params in an mCB space exits 2."""
     from evoprune.cli.commands import build_parser, main, search_config
 
     args = build_parser().parse_args(["search", "--c-flops", "0.1:0.5", "--c-std", "0.1"])
     config = search_config(args)
     assert (config.space.c_flops, config.space.c_flops_max) == (0.1, 0.5)
-    assert config.objectives == ("acc_drop", "flops")
+    assert config.objectives == ("val_drop", "flops")
     assert "f0.1-0.5" in config.name()
     code = main(["search", "--c-flops", "0.25", "--c-mcb", "1", "--objectives",
-                 "acc_drop,params", "--storage", f"sqlite:///{tmp_path}/x.db"])
+                 "val_drop,params", "--storage", f"sqlite:///{tmp_path}/x.db"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "carries no information" in err[0]
     assert not (tmp_path / "x.db").exists()
@@ -145,7 +145,7 @@ def test_a_budget_range_search_returns_a_front_over_flops(tmp_path, base_ckpt):
                      sampler=SamplerConfig("nsga2", population=4), n_trials=7, uniform_seeds=1)
     run_search(config)
     study = optuna.load_study(study_name=config.name(), storage=config.storage)
-    assert study.metric_names == ["acc_drop", "flops"]
+    assert study.metric_names == ["val_drop", "flops"]
     flops = np.array([t.user_attrs["flops_ratio"] for t in study.get_trials()])
     assert ((flops >= 0.2 - 0.002) & (flops <= 0.5 + 0.002)).all()
     assert flops.max() - flops.min() > 0.05  # the range is searched, not one budget

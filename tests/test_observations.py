@@ -38,7 +38,7 @@ def study(name: str, c: float, drops, mcb=None, *, c_std: float | None = None,
         space={"kind": "std" if c_std else "mcb", f"c_{kind}": c, "c_std": c_std,
                "c_mcb": c_mcb},
         proxy={"epochs": 1, "lr": 0.01, "batch_size": 32}, sampler=sampler, base_acc=0.98,
-        units=["u0", "u1"], numbers=np.arange(m), acc_drop=drops, flops_ratio=np.full(m, c),
+        units=["u0", "u1"], numbers=np.arange(m), val_drop=drops, flops_ratio=np.full(m, c),
         params_ratio=np.full(m, c), mcb=mcb, recipe_std=np.zeros(m),
         recipes=np.zeros((m, 2)) if recipes is None else np.asarray(recipes, float),
         is_uniform=is_uniform, seeds=None if seeds is None else np.asarray(seeds))
@@ -163,11 +163,11 @@ def test_std_spaces_report_repeated_networks_and_test_each_once():
             ch = np.stack([np.arange(m), np.zeros(m)], axis=1).astype(int)
             ch[[0, 1, 5, 9, 20, 30]] = [7, 7]  # the uniform network: rows 0, 1 and 4 copies
             ch[40] = ch[39]
-            drops = np.concatenate([[10.0, 10.5], sp.acc_drop[:60]])
+            drops = np.concatenate([[10.0, 10.5], sp.val_drop[:60]])
             drops[[5, 9, 20, 30]] = [9.0, 11.0, 10.0, 10.5]
             uniform = np.arange(m) < 2
             sp = dataclasses.replace(
-                sp, numbers=np.arange(m), acc_drop=drops, flops_ratio=np.full(m, 0.1),
+                sp, numbers=np.arange(m), val_drop=drops, flops_ratio=np.full(m, 0.1),
                 params_ratio=np.full(m, 0.1), mcb=np.ones(m), recipe_std=np.zeros(m),
                 recipes=np.zeros((m, 2)), is_uniform=uniform, seeds=np.arange(m) - 2,
                 channels=ch, is_duplicate=duplicate_mask(ch, uniform))
@@ -230,7 +230,7 @@ def test_winners_concentrate_sees_through_a_narrow_space_that_wins():
     rng = np.random.default_rng(0)
     for group in groups.values():
         mcb = np.concatenate([s.mcb for s in group])
-        drops = np.concatenate([s.acc_drop for s in group])
+        drops = np.concatenate([s.val_drop for s in group])
         win = mcb[np.argsort(drops)[:15]]
         naive = np.median([obs.spread(rng.choice(mcb, 15, replace=False)) for _ in range(300)])
         assert obs.spread(win) < 0.5 * naive

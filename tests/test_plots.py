@@ -36,7 +36,7 @@ def make_study(name: str, regime: tuple[str, float], m: int = 30, *, c_std: floa
         name=name, model="resnet20", dataset="cifar10", space=space,
         proxy={"epochs": 1, "lr": 0.01, "batch_size": 128}, sampler="nsga2", base_acc=0.9,
         units=[f"u{i}" for i in range(UNITS)], numbers=np.arange(m),
-        acc_drop=np.abs(rng.normal(3.0, 1.0, m)) + 5 * (mcb - 1.0) ** 2,
+        val_drop=np.abs(rng.normal(3.0, 1.0, m)) + 5 * (mcb - 1.0) ** 2,
         flops_ratio=target if kind == "flops" else other,
         params_ratio=other if kind == "flops" else target,
         mcb=mcb, recipe_std=recipes.std(axis=1), recipes=recipes, is_uniform=is_uniform,
@@ -73,7 +73,7 @@ def optimal(groups) -> list:
     out = []
     for r, g in groups.items():
         mcb = np.concatenate([s.mcb for s in g])
-        drops = np.concatenate([s.acc_drop for s in g])
+        drops = np.concatenate([s.val_drop for s in g])
         out.append(optimal_mcb(mcb, drops, regime=r, best=5, n_boot=50, uniform_mcb=1.0))
     return out
 
@@ -154,7 +154,7 @@ def test_plot_edfs(groups):
         # each study's uniform drop is the mean over its seeds; the regime's their median
         g = groups[r.regime]
         assert r.uniform_drop == pytest.approx(float(np.median(
-            [s.acc_drop[:3].mean() for s in g])))
+            [s.val_drop[:3].mean() for s in g])))
         assert all(s.uniform_drops.std() > 0 for s in g)  # seed noise, not one value thrice
         assert base.get_label() == f"uniform ({r.uniform_drop:.2f} pp)"
         assert list(base.get_xdata()) == [r.uniform_drop] * 2
@@ -192,7 +192,7 @@ def test_plot_winning_recipes(groups):
         for ln, w in zip(ax.get_lines(), ws):
             assert list(ln.get_xdata()) == list(range(UNITS))
             assert np.allclose(ln.get_ydata(), w.recipe)
-            assert ln.get_label() == f"{w.label}: drop {w.acc_drop:.2f} pp"
+            assert ln.get_label() == f"{w.label}: drop {w.val_drop:.2f} pp"
         assert (ax.get_xlabel(), ax.get_ylabel()) == ("unit index", "pruning ratio")
 
 
@@ -282,7 +282,7 @@ def test_plot_sampler_race():
         assert list(ln.get_xdata()) == list(range(1, 21))
         assert np.allclose(ln.get_ydata(), best_so_far(s))
         assert ln.get_color() == ("C3" if s.sampler == "nsga2" else "C0")
-    rnd = np.concatenate([s.acc_drop[~s.is_uniform] for s in studies[2:]])
+    rnd = np.concatenate([s.val_drop[~s.is_uniform] for s in studies[2:]])
     t = float(np.quantile(rnd, 0.1))
     threshold = line(ax, "random runs' best 10%")
     assert list(threshold.get_ydata()) == [t, t]
@@ -304,7 +304,7 @@ def test_tiny_inputs(tmp_path):
     for m in (1, 2):
         s = make_study(f"tiny{m}", r, m=m, uniform=int(m == 2), seed=m)
         g = {r: [s]}
-        opt = [optimal_mcb(s.mcb, s.acc_drop, regime=r, n_boot=50,
+        opt = [optimal_mcb(s.mcb, s.val_drop, regime=r, n_boot=50,
                            uniform_mcb=s.uniform_mcb)]
         figures = {
             "e": (plots.figure_edfs, plots.plot_edfs, ([regime_edfs([s], n_boot=50)],)),

@@ -91,7 +91,7 @@ def test_duplicates_leave_the_population_but_not_the_uniform_rows(tmp_path):
     m = len(ch)
     s = StudyData(name="s", model="m", dataset="d", space={"c_flops": 0.1, "c_std": 0.01},
                   proxy={}, sampler="random", base_acc=0.9, units=["a", "b"],
-                  numbers=np.arange(m), acc_drop=np.arange(m, dtype=float),
+                  numbers=np.arange(m), val_drop=np.arange(m, dtype=float),
                   flops_ratio=np.full(m, 0.1), params_ratio=np.full(m, 0.1), mcb=np.ones(m),
                   recipe_std=np.zeros(m), recipes=ch.astype(float), is_uniform=uniform,
                   is_baseline=np.array([False] * 6 + [True]), is_duplicate=dup, channels=ch)

@@ -48,7 +48,7 @@ def scripted(resnet20, resnet20_units, resnet20_cost, monkeypatch):
 
     def make() -> Objective:
         return Objective(ctx, base_acc=0.9, proxy=ProxyConfig(rungs=(0, 1, 2), rung_keep=0.5),
-                         objectives=("acc_drop",), draw=True)
+                         objectives=("val_drop",), draw=True)
     return make, calls
 
 
@@ -92,7 +92,7 @@ def test_an_own_finetune_cannot_run_rungs(resnet20, resnet20_units, resnet20_cos
                        resnet20.conv1.weight.device, finetune=lambda m, s: None,
                        evaluate=lambda m: 0.5)
     with pytest.raises(EvopruneError, match="`rungs` need the built-in"):
-        Objective(ctx, base_acc=0.9, proxy=ProxyConfig(rungs=(1, 2)), objectives=("acc_drop",))
+        Objective(ctx, base_acc=0.9, proxy=ProxyConfig(rungs=(1, 2)), objectives=("val_drop",))
 
 
 def test_studies_stored_before_rungs_keep_their_identity_and_rungs_change_it():

@@ -52,7 +52,7 @@ def load(storage: str, name: str = "resnet20-digits-mCB-1-f0.25") -> optuna.Stud
 def test_search_fills_the_study_with_in_band_trials_and_the_uniform_baseline(tmp_path, base_ckpt,
                                                                              capsys):
     """6 COMPLETE trials, trials 0-1 uniform (one seed each), every recipe inside both bands,
-    every attr stored; the mCB band fixes params, so acc_drop is the one objective."""
+    every attr stored; the mCB band fixes params, so val_drop is the one objective."""
     from evoprune.searching.objective import trial_seed
 
     storage = f"sqlite:///{tmp_path}/s.db"
@@ -66,7 +66,7 @@ def test_search_fills_the_study_with_in_band_trials_and_the_uniform_baseline(tmp
     assert [t.user_attrs["is_uniform"] for t in trials] == [True, True] + [False] * 4
     assert set(study.user_attrs) == STUDY_ATTRS
     assert set(study.user_attrs["config"]) == TREE
-    assert study.metric_names == ["acc_drop"]
+    assert study.metric_names == ["val_drop"]
     assert study.user_attrs["config"]["space"]["c_mcb"] == 1.0
     assert study.user_attrs["schema"] == 3 and study.user_attrs["split_sizes"] == DIGITS_SPLITS
     assert study.user_attrs["gene_names"] == "unit"
@@ -146,7 +146,7 @@ def test_resume_with_another_configuration_or_checkpoint_is_refused(tmp_path, ba
     err = capsys.readouterr().err
     assert "exists with another configuration" in err and "c_mcb" in err
     assert len(err.strip().splitlines()) == 1
-    assert main([*args, "--objectives", "acc_drop,latency"]) == 2
+    assert main([*args, "--objectives", "val_drop,latency"]) == 2
     assert "exists with another configuration" in capsys.readouterr().err
     assert main([*args, "--val-size", "0.3"]) == 2  # trials scored on another validation split
     assert "base.val_size" in capsys.readouterr().err
@@ -266,7 +266,7 @@ def test_prepare_records_the_checkpoint_hash(tmp_path, base_ckpt):
     assert attrs["base_test_acc"] * 360 == pytest.approx(round(attrs["base_test_acc"] * 360))
     assert [t.user_attrs["is_uniform"] for t in load(storage, prepared.study).get_trials()] == \
         [True] * 3  # the default uniform_seeds, enqueued
-    assert load(storage, prepared.study).metric_names == ["acc_drop", "params"]
+    assert load(storage, prepared.study).metric_names == ["val_drop", "params"]
     assert prepared.complete == 0 and prepared.context is not None
     assert next(u["name"] for u in attrs["units"]) == "layer1.0.conv1"
 

@@ -78,7 +78,7 @@ def regime_edfs(studies: list[StudyData], *, points: int = 200, n_boot: int = 10
     """EDFs on a common grid for the studies of one regime, KS tests between every pair."""
     if not studies or len({s.regime for s in studies}) != 1:
         raise ValueError("regime_edfs takes the studies of exactly one regime")
-    pops = [s.acc_drop[population(s)] for s in studies]
+    pops = [s.val_drop[population(s)] for s in studies]
     allv = np.concatenate(pops)
     span = max(float(allv.max() - allv.min()), 1e-9)
     grid = np.linspace(allv.min() - 0.02 * span, allv.max() + 0.02 * span, points)
@@ -124,7 +124,7 @@ class Winner(NamedTuple):
     study: str
     label: str
     number: int
-    acc_drop: float
+    val_drop: float
     flops_ratio: float
     params_ratio: float
     mcb: float
@@ -133,7 +133,7 @@ class Winner(NamedTuple):
 
 
 def _winner(s: StudyData, i: int) -> Winner:
-    return Winner(s.name, s.label, int(s.numbers[i]), float(s.acc_drop[i]),
+    return Winner(s.name, s.label, int(s.numbers[i]), float(s.val_drop[i]),
                   float(s.flops_ratio[i]), float(s.params_ratio[i]), float(s.mcb[i]),
                   float(s.recipe_std[i]), [float(r) for r in s.recipes[i]])
 
@@ -142,17 +142,17 @@ def population(study: StudyData) -> np.ndarray:
     """Indices of a space's population: its distinct sampled networks, neither the uniform recipe
     nor a heuristic baseline nor a repeat of an earlier trial's network (all if none is left)."""
     idx = np.flatnonzero(study.distinct)
-    return idx if len(idx) else np.arange(len(study.acc_drop))
+    return idx if len(idx) else np.arange(len(study.val_drop))
 
 
 def winning_recipe(study: StudyData) -> Winner:
     """The best subnetwork of a space's population (the paper's last figure row)."""
     idx = population(study)
-    return _winner(study, int(idx[np.argmin(study.acc_drop[idx])]))
+    return _winner(study, int(idx[np.argmin(study.val_drop[idx])]))
 
 
 def best_subnetworks(studies: list[StudyData], k: int = 40) -> list[Winner]:
     """The k best subnetworks across the spaces of one regime (Fig. 3), best first."""
-    rows = [(float(s.acc_drop[i]), s.name, int(i), s) for s in studies for i in population(s)]
+    rows = [(float(s.val_drop[i]), s.name, int(i), s) for s in studies for i in population(s)]
     rows.sort(key=lambda r: (r[0], r[1], r[2]))
     return [_winner(s, i) for _, _, i, s in rows[:k]]

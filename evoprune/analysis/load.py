@@ -33,7 +33,7 @@ class StudyData:
     base_acc: float  # on the selection split (`split`)
     units: list[str]
     numbers: np.ndarray
-    acc_drop: np.ndarray  # percentage points, proxy, on the selection split
+    val_drop: np.ndarray  # percentage points, proxy, on the selection split
     flops_ratio: np.ndarray
     params_ratio: np.ndarray
     mcb: np.ndarray
@@ -69,12 +69,12 @@ class StudyData:
     def uniform_drop(self) -> float | None:
         """Proxy drop of the uniform baseline (the mean over its seeds), if the study holds it."""
         idx = np.flatnonzero(self.is_uniform)
-        return float(self.acc_drop[idx].mean()) if len(idx) else None
+        return float(self.val_drop[idx].mean()) if len(idx) else None
 
     @property
     def uniform_drops(self) -> np.ndarray:
         """Proxy drops of the uniform recipe, one per seed: their spread is the proxy's noise."""
-        return self.acc_drop[self.is_uniform]
+        return self.val_drop[self.is_uniform]
 
     @property
     def uniform_mcb(self) -> float | None:
@@ -166,7 +166,7 @@ def load_studies(storage: str, names: list[str] | None = None) -> tuple[list[Stu
             name=name, model=record.model, dataset=record.dataset, space=record.space,
             proxy=record.proxy, sampler=record.sampler, base_acc=record.base_val_acc,
             units=record.unit_names, numbers=np.array([t.number for t in trials]),
-            acc_drop=col("val_drop"), flops_ratio=col("flops_ratio"),
+            val_drop=col("val_drop"), flops_ratio=col("flops_ratio"),
             params_ratio=col("params_ratio"), mcb=col("mcb"), recipe_std=col("recipe_std"),
             recipes=np.array([r.recipe for r in records], dtype=float),
             is_uniform=is_uniform, is_baseline=np.array([r.is_baseline for r in records]),

@@ -95,7 +95,7 @@ def _std_spaces(group: Sequence[StudyData]) -> dict[float, StudyData]:
 
 
 def _drops(s: StudyData) -> np.ndarray:
-    return s.acc_drop[population(s)]
+    return s.val_drop[population(s)]
 
 
 def _pooled(group: Sequence[StudyData]) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +114,7 @@ def _uniform_mcb(group: Sequence[StudyData]) -> float | None:
 
 def seed_sd(group: Sequence[StudyData]) -> tuple[float, int] | None:
     """The proxy's seed SD from the uniform recipe's rows (several seeds), pooled over studies."""
-    rows = [s.acc_drop[s.is_uniform] for s in group if int(np.sum(s.is_uniform)) >= 2]
+    rows = [s.val_drop[s.is_uniform] for s in group if int(np.sum(s.is_uniform)) >= 2]
     if not rows:
         return None
     dof = sum(len(r) - 1 for r in rows)
@@ -347,7 +347,7 @@ def duplicate_rows(groups: Groups) -> list[dict[str, Any]]:
                 u = np.flatnonzero(s.is_uniform)
                 same = (np.all(s.channels == s.channels[u[0]], axis=1)
                         if len(u) and s.channels is not None else np.zeros(0, bool))
-                sd = float(np.std(s.acc_drop[same], ddof=1)) if same.sum() >= 2 else None
+                sd = float(np.std(s.val_drop[same], ddof=1)) if same.sum() >= 2 else None
                 rows.append({"regime": list(regime), "study": s.name, "space": s.label, **d,
                              "uniform_copies_sd": sd})
     return rows
@@ -813,13 +813,13 @@ def trials_to_reach(study: StudyData, threshold: float, skip: int = 0) -> int:
     """Sampled trials (in trial order, the first `skip` left out) until one has a drop ≤
     threshold; the number counted + 1 if none does."""
     order = _sampled(study)[skip:]
-    hit = np.flatnonzero(study.acc_drop[order] <= threshold)
+    hit = np.flatnonzero(study.val_drop[order] <= threshold)
     return int(hit[0] + 1) if len(hit) else len(order) + 1
 
 
 def best_so_far(study: StudyData) -> np.ndarray:
     """The best drop after each COMPLETE trial, in trial order."""
-    return np.minimum.accumulate(study.acc_drop[np.argsort(study.numbers, kind="stable")])
+    return np.minimum.accumulate(study.val_drop[np.argsort(study.numbers, kind="stable")])
 
 
 def shared_prefix(a: StudyData, b: StudyData) -> int:
@@ -837,8 +837,8 @@ def _first_draws(pairs: list[tuple[StudyData, StudyData]], skips: list[int], alp
                  ) -> dict[str, Any] | None:
     """The drops of the skipped first draws, NSGA-II's against random's, pooled over the pairs:
     Hodges–Lehmann shift and a two-sided Mann-Whitney p (do the two runs start alike?)."""
-    evo = np.concatenate([e.acc_drop[_sampled(e)[:k]] for (e, _r), k in zip(pairs, skips)])
-    rnd = np.concatenate([r.acc_drop[_sampled(r)[:k]] for (_e, r), k in zip(pairs, skips)])
+    evo = np.concatenate([e.val_drop[_sampled(e)[:k]] for (e, _r), k in zip(pairs, skips)])
+    rnd = np.concatenate([r.val_drop[_sampled(r)[:k]] for (_e, r), k in zip(pairs, skips)])
     if min(len(evo), len(rnd)) < 3:
         return None
     sh = shift(evo, rnd, False, alpha)
@@ -877,8 +877,8 @@ def sampler_efficiency(evolved: Sequence[StudyData], random: Sequence[StudyData]
     else:
         p_fewer = p_more = 1.0
     sh = shift(np.array(t_rnd, float), np.array(t_evo, float), True, alpha)
-    best_evo = [float(s.acc_drop[_sampled(s)].min()) for s in evolved]
-    best_rnd = [float(s.acc_drop[_sampled(s)].min()) for s in random]
+    best_evo = [float(s.val_drop[_sampled(s)].min()) for s in evolved]
+    best_rnd = [float(s.val_drop[_sampled(s)].min()) for s in random]
     exploratory = n < min_pairs
     verdict = NOT_SHOWN if exploratory else decide(p_fewer, p_more, alpha)
     first = None if same_start else _first_draws(pairs, skips, alpha)

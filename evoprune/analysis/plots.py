@@ -246,7 +246,7 @@ def figure_winning_recipes(winners: dict[tuple[str, float], list[Winner]]) -> Fi
         for w in ws:
             uniform = " (uniform)" if len(w.recipe) > 1 and np.ptp(w.recipe) < 1e-9 else ""
             ax.plot(np.arange(len(w.recipe)), w.recipe, marker="o", markersize=3, linewidth=1.2,
-                    color=colors[w.label], label=f"{w.label}: drop {w.acc_drop:.2f} pp{uniform}")
+                    color=colors[w.label], label=f"{w.label}: drop {w.val_drop:.2f} pp{uniform}")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("unit index")
         ax.set_ylabel("pruning ratio")
@@ -434,7 +434,7 @@ def figure_sampler_race(studies: list[StudyData], quantile: float = 0.1) -> Figu
         shown.add(s.sampler)
         ax.step(np.arange(1, len(curve) + 1), curve, where="post", alpha=0.8,
                 color=colors.get(s.sampler, "C7"), label=label)
-    rnd = [s.acc_drop[~s.is_uniform] for s in studies if s.sampler == "random"]
+    rnd = [s.val_drop[~s.is_uniform] for s in studies if s.sampler == "random"]
     if rnd:
         t = float(np.quantile(np.concatenate(rnd), quantile))
         ax.axhline(t, color="k", linestyle="--", linewidth=1,

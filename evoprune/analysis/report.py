@@ -117,7 +117,7 @@ def compute(studies: list[StudyData], config: AnalyzeConfig, warnings: list[str]
     optimal = []
     for r, g in groups.items():
         mcb = np.concatenate([s.mcb[population(s)] for s in g])  # the spaces' populations
-        drops = np.concatenate([s.acc_drop[population(s)] for s in g])
+        drops = np.concatenate([s.val_drop[population(s)] for s in g])
         uniform = [s.uniform_mcb for s in g if s.uniform_mcb is not None]
         optimal.append(optimal_mcb(mcb, drops, regime=r, best=config.winners,
                                    fraction=config.winner_fraction, n_boot=config.n_boot,
@@ -155,7 +155,7 @@ def compute(studies: list[StudyData], config: AnalyzeConfig, warnings: list[str]
             notes["predictions"] = "no prediction: " + (notes.get("mcb_curve") or notes["law"])
             break
         predictions.append(predict(mcb_curve, law, c, config.level))
-    pairs = [(float(s.acc_drop[list(s.numbers).index(n)]), float(np.mean(list(d.values()))),
+    pairs = [(float(s.val_drop[list(s.numbers).index(n)]), float(np.mean(list(d.values()))),
               f"{s.label} #{n}")
              for s in studies for n, d in s.retrained.items() if d and n in set(s.numbers)]
     fid = None
@@ -179,7 +179,7 @@ def regime_fidelity(groups: dict[tuple[str, float], list[StudyData]]) -> list[di
                 i = np.flatnonzero(s.numbers == n)
                 if d and len(i) and not base[i[0]]:
                     per.setdefault(r, ([], []))
-                    per[r][0].append(float(s.acc_drop[i[0]]))
+                    per[r][0].append(float(s.val_drop[i[0]]))
                     per[r][1].append(float(np.mean(list(d.values()))))
     return tau_within_regimes(per)
 
@@ -242,9 +242,9 @@ def summary(a: Analysis, config: AnalyzeConfig, figures: dict[str, str]) -> dict
                      "level": config.level, "seed": config.seed},
         "studies": [{"name": s.name, "label": s.label, "regime": s.regime[0],
                      "target": s.regime[1], "model": s.model, "dataset": s.dataset,
-                     "sampler": s.sampler, "n": len(s.acc_drop), "proxy": s.proxy,
+                     "sampler": s.sampler, "n": len(s.val_drop), "proxy": s.proxy,
                      "base_acc": s.base_acc, "uniform_drop": s.uniform_drop,
-                     "best_drop": float(s.acc_drop.min()), "retrained": len(s.retrained)}
+                     "best_drop": float(s.val_drop.min()), "retrained": len(s.retrained)}
                     for s in a.studies],
         "warnings": a.warnings,
         "regimes": regimes,
@@ -303,7 +303,7 @@ def markdown(a: Analysis, config: AnalyzeConfig, figures: dict[str, str], second
     level = f"{100 * config.level:g}%"
     lines = ["# evoprune analysis", "",
              f"Storage `{config.storage}`, {len(a.studies)} studies, "
-             f"{sum(len(s.acc_drop) for s in a.studies)} COMPLETE trials; {config.n_boot} "
+             f"{sum(len(s.val_drop) for s in a.studies)} COMPLETE trials; {config.n_boot} "
              f"bootstrap draws, {level} intervals, seed {config.seed}; {seconds:.1f} s.", ""]
     if a.warnings:
         lines += ["**Warnings**", ""] + [f"- {w}" for w in a.warnings] + [""]
@@ -312,8 +312,8 @@ def markdown(a: Analysis, config: AnalyzeConfig, figures: dict[str, str], second
     for s in a.studies:
         p = s.proxy
         lines.append(f"| {s.name} | {s.label} | {regime_name(s.regime)} | {s.model} | {s.dataset} "
-                     f"| {s.sampler} | {len(s.acc_drop)} | {p.get('epochs')}, {p.get('lr')}, "
-                     f"{p.get('batch_size')} | {_fmt(s.uniform_drop)} | {s.acc_drop.min():.2f} |")
+                     f"| {s.sampler} | {len(s.val_drop)} | {p.get('epochs')}, {p.get('lr')}, "
+                     f"{p.get('batch_size')} | {_fmt(s.uniform_drop)} | {s.val_drop.min():.2f} |")
     lines += ["", "Drops are proxy accuracy drops in percentage points (base top-1 minus the "
               "top-1 after the proxy fine-tune).", "",
               "## Accuracy-drop EDFs (Eq. 1)", "", f"![EDFs]({figures['edfs']})", "",
@@ -323,7 +323,7 @@ def markdown(a: Analysis, config: AnalyzeConfig, figures: dict[str, str], second
         lines += [f"### {regime_name(e.regime)}", "",
                   "| space | n | median drop | beats uniform |", "|---|---|---|---|"]
         for sp, s in zip(e.spaces, a.regimes[e.regime]):
-            pop = s.acc_drop[population(s)]
+            pop = s.val_drop[population(s)]
             lines.append(f"| {sp.label} ({sp.study}) | {sp.n} | {np.median(pop):.2f} | "
                          f"{_fmt(None if sp.beats_uniform is None else 100 * sp.beats_uniform, '.0f')}"
                          f"{'' if sp.beats_uniform is None else '%'} |")
@@ -337,7 +337,7 @@ def markdown(a: Analysis, config: AnalyzeConfig, figures: dict[str, str], second
               "| space | regime | winner | drop | FLOPs | params | mCB | std |",
               "|---|---|---|---|---|---|---|---|"]
     for r, ws in a.winners.items():
-        lines += [f"| {w.label} | {regime_name(r)} | #{w.number} | {w.acc_drop:.2f} | "
+        lines += [f"| {w.label} | {regime_name(r)} | #{w.number} | {w.val_drop:.2f} | "
                   f"{w.flops_ratio:.4f} | {w.params_ratio:.4f} | {w.mcb:.3f} | {w.recipe_std:.3f} |"
                   for w in ws]
     lines += ["", f"## The best {config.best} subnetworks per regime (Fig. 3)", "",

@@ -230,7 +230,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     _baselines_arg(run)
     _config_args(run)
     _tree_arg(run, "--objectives", "objectives", None,
-              f"comma list from {','.join(OBJECTIVES)}, all minimised; default acc_drop plus "
+              f"comma list from {','.join(OBJECTIVES)}, all minimised; default val_drop plus "
               "what the bands leave free: params under a FLOPs band, flops under a params "
               "band or a budget range, nothing more under an mCB band; a fixed objective is "
               "refused",

@@ -49,7 +49,7 @@ class EventPrinter:
                 self.bar.set_postfix_str(f"best {e.best_drop:.2f} pp (#{e.best_number})")
         elif isinstance(e, ev.TrialDone) and self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix_str(f"best {self.best['acc_drop']:.2f} pp "
+            self.bar.set_postfix_str(f"best {self.best['val_drop']:.2f} pp "
                                      f"(#{self.best['number']})")
         elif isinstance(e, ev.RetrainStarted):
             self._open(e.epochs, 0, f"retrain #{e.number}", "epoch")
@@ -93,7 +93,7 @@ class EventPrinter:
             self.run.update(start=time.monotonic(), done=0, complete=e.complete, n=e.n_trials)
             self.best.clear()  # a new study (payoff runs several through one printer)
             if e.best_drop is not None:
-                self.best.update(acc_drop=e.best_drop, number=e.best_number)
+                self.best.update(val_drop=e.best_drop, number=e.best_number)
             return (f"study {e.study}: {e.complete}/{e.n_trials} COMPLETE, base accuracy "
                     f"{100 * e.base_acc:.2f}% (validation), {e.workers} worker(s)"
                     + (f", best so far {e.best_drop:.2f} pp (#{e.best_number})"
@@ -104,14 +104,14 @@ class EventPrinter:
         if isinstance(e, ev.TrialFailed):
             return f"trial {e.number:>4}{tag} FAILED: {e.reason}"
         if isinstance(e, ev.TrialDone):
-            if not self.best or e.acc_drop < self.best["acc_drop"]:
-                self.best.update(acc_drop=e.acc_drop, number=e.number)
+            if not self.best or e.val_drop < self.best["val_drop"]:
+                self.best.update(val_drop=e.val_drop, number=e.number)
             self.run["done"] = self.run.get("done", 0) + 1
-            return (f"trial {e.number:>4}{tag}  drop {e.acc_drop:6.2f} pp  FLOPs "
+            return (f"trial {e.number:>4}{tag}  drop {e.val_drop:6.2f} pp  FLOPs "
                     f"{e.flops_ratio:.4f}  params {e.params_ratio:.4f}  mCB {e.mcb:.3f}  "
                     f"std {e.recipe_std:.3f}{'  uniform' if e.is_uniform else ''}"
                     f"{f'  baseline {e.criterion}' if e.criterion else ''}  "
-                    f"{e.seconds:.1f} s | best {self.best['acc_drop']:.2f} pp "
+                    f"{e.seconds:.1f} s | best {self.best['val_drop']:.2f} pp "
                     f"(#{self.best['number']}){eta(self.run)}")
         return None
 

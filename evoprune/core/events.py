@@ -92,7 +92,7 @@ class TrialDone:
 
     number: int
     worker: int | None
-    acc_drop: float
+    val_drop: float
     flops_ratio: float
     params_ratio: float
     mcb: float

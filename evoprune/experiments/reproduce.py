@@ -189,7 +189,7 @@ def _search(config: ReproduceConfig, n_trials: int, **space: Any) -> Any:
                         val_size=config.val_size, train_size=config.train_size),
         proxy=ProxyConfig(epochs=config.proxy_epochs, lr=config.proxy_lr,
                           batch_size=config.proxy_batch_size),
-        sampler=SamplerConfig(name="random"), objectives=("acc_drop",),
+        sampler=SamplerConfig(name="random"), objectives=("val_drop",),
         n_trials=n_trials + config.uniform_seeds, uniform_seeds=config.uniform_seeds,
         seed=config.seed, storage=config.storage, device=config.device,
         precision=config.precision, baselines=())  # i.i.d. EDF studies: no labelled trials
@@ -268,7 +268,7 @@ def _top_studies(storage: str, names: list[str], k: int) -> list[tuple[str, int]
     studies, _ = load_studies(storage, names)
     order = {name: i for i, name in enumerate(names)}
     drops = sorted((float(d), order[s.name], s.name) for s in studies
-                   for d in s.acc_drop[s.searched])
+                   for d in s.val_drop[s.searched])
     counts = Counter(name for _, _, name in drops[:k])
     return [(name, counts[name]) for name in names if name in counts]
 
@@ -430,7 +430,7 @@ def run_reproduce(config: ReproduceConfig, *, command: str = "",
     std_params = [s for s in studies if role[s.name].role == "params"]
     space_groups = by_regime([s for s in studies if role[s.name].role == "space"])
     compare = [s for s in studies if role[s.name].role == "compare"]
-    proxy = {s.name: dict(zip(map(int, s.numbers), map(float, s.acc_drop))) for s in studies}
+    proxy = {s.name: dict(zip(map(int, s.numbers), map(float, s.val_drop))) for s in studies}
     g = by_regime(std_fit)
     found = [
         obs.std_spaces(g, config.moderate, alpha=config.alpha),

@@ -127,15 +127,15 @@ def pinned(space: PruningSpace) -> dict[str, str]:
 
 
 def objectives_for(space: PruningSpace, given: tuple[str, ...] | None) -> tuple[str, ...]:
-    """The study's objectives: given ones the bands leave free, else acc_drop plus what varies.
+    """The study's objectives: given ones the bands leave free, else val_drop plus what varies.
 
     A budget range (--c-flops LO:HI) adds flops: the study returns the accuracy–FLOPs front.
-    Otherwise params is added where no band fixes it; where one does, acc_drop stands alone.
+    Otherwise params is added where no band fixes it; where one does, val_drop stands alone.
     """
     fixed = pinned(space)
     if given is None:
         extra = "flops" if "flops" not in fixed else "params" if "params" not in fixed else None
-        return ("acc_drop",) + ((extra,) if extra else ())
+        return ("val_drop",) + ((extra,) if extra else ())
     names = check_objectives(given)
     for name in names:
         if name in fixed:

@@ -27,7 +27,7 @@ from evoprune.network.pruning import IMPORTANCES, prune_channels
 from evoprune.searching.baselines import warm_genes
 from evoprune.searching.genes import gene_names
 from evoprune.searching.sampler import derive_seed
-from evoprune.store.schema import UNIT_NAMES, TrialRecord, acc_drop
+from evoprune.store.schema import UNIT_NAMES, TrialRecord, drop_pp, objectives_now
 from evoprune.store.storage import set_user_attrs
 from evoprune.training.engine import Schedule, adaptive_bn, evaluate, fit
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from evoprune.spaces import Decoded, Decoder
     from evoprune.training.data import DeviceBatches
 
-OBJECTIVES = ("acc_drop", "flops", "params", "latency")
+OBJECTIVES = ("val_drop", "flops", "params", "latency")
 SCREENS = ("adaptive-bn",)
 MIN_SCREENED = 4  # trials screened before the screen starts to prune
 
@@ -91,8 +91,8 @@ class ProxyConfig:
 
 
 def check_objectives(names: Sequence[str]) -> tuple[str, ...]:
-    """Validate objective names (all minimised); return them as a tuple."""
-    names = tuple(names)
+    """Validate objective names (all minimised; `acc_drop` is read as `val_drop`); return them."""
+    names = objectives_now(names)
     bad = [n for n in names if n not in OBJECTIVES]
     if bad or not names:
         raise EvopruneError(f"unknown objective(s) {', '.join(bad) or '(none)'}: choose from "
@@ -237,7 +237,7 @@ class Objective:
         else:
             acc = self._finetune(trial, pruned, record, seed)
         t3 = time.perf_counter()
-        record = _with(record, val_acc=acc, val_drop=acc_drop(self.base_acc, acc),
+        record = _with(record, val_acc=acc, val_drop=drop_pp(self.base_acc, acc),
                        proxy_seconds=t3 - t2 - screen_s)
         if "latency" in self.objectives:
 
@@ -357,7 +357,7 @@ class Objective:
 
     def _value(self, name: str, record: TrialRecord) -> float:
         """The minimised value of objective `name`."""
-        key = {"acc_drop": "val_drop", "flops": "flops_ratio", "params": "params_ratio",
+        key = {"val_drop": "val_drop", "flops": "flops_ratio", "params": "params_ratio",
                "latency": "latency_ms"}[name]
         return float(getattr(record, key))
 

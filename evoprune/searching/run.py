@@ -37,7 +37,7 @@ from evoprune.searching.study import (
 )
 from evoprune.searching.worker import build_context, run_worker, worker_device
 from evoprune.spaces import Decoder
-from evoprune.store.schema import Checkpoint, StudyRecord, acc_drop, created
+from evoprune.store.schema import Checkpoint, StudyRecord, created, drop_pp
 from evoprune.store.storage import (
     DISK_FULL,
     check_study_name,
@@ -175,7 +175,7 @@ def run_baselines(config: SearchConfig, progress: Progress | None = None) -> dic
                                                                       for r in d.recipes[0]],
                "flops_ratio": float(d.flops_ratio[0]), "params_ratio": float(d.params_ratio[0]),
                "mcb": float(d.mcb[0]), "recipe_std": float(d.std[0]), "val_acc": acc,
-               "val_drop": acc_drop(base_acc, acc), "in_space": in_space, "note": note,
+               "val_drop": drop_pp(base_acc, acc), "in_space": in_space, "note": note,
                "seconds": time.perf_counter() - tic}
         rows.append(row)
         say(BaselineScored(name, row["val_drop"], row["flops_ratio"], row["seconds"]))

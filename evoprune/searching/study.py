@@ -164,7 +164,7 @@ def dashboard_command(storage: str) -> str:
 
 
 def summarize(storage: str, study_name: str, k: int = 10) -> dict[str, Any]:
-    """Counts of a study's trials by state and its best COMPLETE trials (by acc_drop, params)."""
+    """Counts of a study's trials by state and its best COMPLETE trials (by val_drop, params)."""
     from collections import Counter
 
 

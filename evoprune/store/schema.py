@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,10 @@ BASE_IDENTITY = ("model", "dataset", "residual", "val_size", "train_size")  # da
 # move; the splits may not: trials scored on another split (or another base accuracy) would mix
 INDEX_NAMES, UNIT_NAMES = "index", "unit"  # genes g002, or g002 layer2.1.conv1
 GENE_NAMINGS = (INDEX_NAMES, UNIT_NAMES)
+LEGACY_OBJECTIVES = {"acc_drop": "val_drop"}  # the proxy's validation drop, named before val_drop
 
 
-def acc_drop(base_acc: float, acc: float) -> float:
+def drop_pp(base_acc: float, acc: float) -> float:
     """Accuracy drop in percentage points: 100 · (base − acc), accuracies in [0, 1]."""
     return 100.0 * (float(base_acc) - float(acc))
 
@@ -194,9 +195,16 @@ def _float_or_none(v: Any) -> float | None:
     return None if v is None else float(v)
 
 
+def objectives_now(names: Sequence[str]) -> tuple[str, ...]:
+    """Objective names as evoprune names them now: a stored `acc_drop` is `val_drop`."""
+    return tuple(LEGACY_OBJECTIVES.get(n, n) for n in names)
+
+
 def identity_of(tree: Mapping[str, Any]) -> dict[str, Any]:
-    """The identity part of a configuration tree."""
+    """The identity part of a configuration tree (legacy objective names read as today's)."""
     out = {k: tree.get(k) for k in IDENTITY}
+    if out.get("objectives") is not None:
+        out["objectives"] = list(objectives_now(out["objectives"]))
     out["base"] = {k: (tree.get("base") or {}).get(k) for k in BASE_IDENTITY}
     proxy = out.get("proxy")
     if isinstance(proxy, Mapping):  # a tree stored before rungs has none; without rungs their
@@ -355,7 +363,25 @@ def trial_record(trial: Any) -> TrialRecord:
 
 TRIAL_KEYS = tuple(f.name for f in dataclasses.fields(TrialRecord))
 STUDY_KEYS = tuple(f.name for f in dataclasses.fields(StudyRecord))
-__all__ = ["GENE_NAMINGS", "INDEX_NAMES", "RETRAIN_PREFIX", "SCHEMA_VERSION", "STUDY_KEYS",
-           "TRIAL_KEYS", "UNIT_NAMES", "Checkpoint", "RetrainRecord", "StudyRecord",
-           "TrialRecord", "acc_drop", "created", "identity_of", "retrain_key", "retrain_results",
-           "study_record", "trial_record"]
+__all__ = [
+    "GENE_NAMINGS",
+    "INDEX_NAMES",
+    "LEGACY_OBJECTIVES",
+    "RETRAIN_PREFIX",
+    "SCHEMA_VERSION",
+    "STUDY_KEYS",
+    "TRIAL_KEYS",
+    "UNIT_NAMES",
+    "Checkpoint",
+    "RetrainRecord",
+    "StudyRecord",
+    "TrialRecord",
+    "created",
+    "drop_pp",
+    "identity_of",
+    "objectives_now",
+    "retrain_key",
+    "retrain_results",
+    "study_record",
+    "trial_record",
+]

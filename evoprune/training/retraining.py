@@ -30,7 +30,7 @@ from evoprune.network.pruning import PrunedSpec, prune_channels, save_pruned
 from evoprune.network.units import find_units
 from evoprune.store.schema import (
     RetrainRecord,
-    acc_drop,
+    drop_pp,
     retrain_key,
     retrain_results,
     study_record,
@@ -301,8 +301,8 @@ def _retrain_one(config: RetrainConfig, settings: dict[str, Any], study: Any, tr
     sha = save_pruned(model_path, model.cpu(), spec)
     state.unlink(missing_ok=True)
     base_test = record.base_test_acc if record.base_test_acc is not None else record.base_val_acc
-    return RetrainRecord(**settings, test_acc=test, test_drop=acc_drop(base_test, test),
+    return RetrainRecord(**settings, test_acc=test, test_drop=drop_pp(base_test, test),
                          val_acc=float(result.val_acc),
-                         val_drop=acc_drop(record.base_val_acc, result.val_acc),
+                         val_drop=drop_pp(record.base_val_acc, result.val_acc),
                          seconds=result.seconds, model_path=str(model_path), sha256=sha,
                          precision=result.precision)

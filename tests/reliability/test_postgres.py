@@ -113,7 +113,7 @@ def test_two_workers_on_postgresql_then_the_dashboard_reads_the_study(postgres_u
             detail = json.loads(resp.read())
         complete = [t for t in detail["trials"] if t["state"] == "Complete"]
         assert len(complete) == n
-        assert detail["objective_names"] == ["acc_drop"]  # the mCB band fixes params
+        assert detail["objective_names"] == ["val_drop"]  # the mCB band fixes params
         figures["postgres_dashboard"] += 1
     finally:
         proc.terminate()
