@@ -154,3 +154,30 @@ def test_the_committed_report_is_its_storage(tmp_path):
                     assert {k: rn[kind][k] for k in keys} == {k: ro[kind][k] for k in keys}
     assert [(v["a"], v["b"], v.get("estimate"), v["verdict"]) for v in again["verdicts"]] == \
         [(v["a"], v["b"], v.get("estimate"), v["verdict"]) for v in committed["verdicts"]]
+
+
+def test_the_readme_table_is_the_committed_summary(tmp_path):
+    """README.md's first-screen block is readme_block(summary.json) exactly; the writer replaces
+    only the block, and a file without the markers is refused before anything is written."""
+    import json
+    from pathlib import Path
+
+    from evoprune.cli.commands import main
+    from evoprune.experiments.payoff import README_BEGIN, README_END, readme_block, update_readme
+
+    summary = json.loads(Path("studies/fashion-mnist-payoff/summary.json").read_text())
+    block = readme_block(summary)
+    readme = Path("README.md").read_text()
+    assert block.rstrip("\n") in readme, "README's payoff table is stale: rerun --report-only --readme"
+    assert f"{summary['done']} of {summary['planned']} studies done" in block
+    doc = tmp_path / "r.md"
+    doc.write_text(f"top\n{README_BEGIN}\nold\n{README_END}\nbottom\n")
+    assert update_readme(doc, block)
+    assert doc.read_text() == "top\n" + block.rstrip("\n") + "\nbottom\n"
+    plain = tmp_path / "plain.md"
+    plain.write_text("no markers\n")
+    out = tmp_path / "out"
+    plan = tmp_path / "plan.toml"
+    plan.write_text(f'storage = "sqlite:///{tmp_path}/p.db"\nout = "{out}"\nregimes = [0.1]\n')
+    assert main(["payoff", "--config", str(plan), "--report-only", "--readme", str(plain)]) == 2
+    assert not out.exists() and plain.read_text() == "no markers\n"

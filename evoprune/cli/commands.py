@@ -300,16 +300,32 @@ def _payoff_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="its [quick] table: the machinery in minutes")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite report.md and summary.json from the storage, run nothing")
+    p.add_argument("--readme", metavar="FILE",
+                   help="also rewrite FILE's block between the payoff markers (the README's table)")
 
 
 def _run_payoff(args: argparse.Namespace) -> Any:
     """`evoprune payoff`: the plan run (or only its report written)."""
     # deferred: scipy.stats loads only for the commands that analyse (a faster CLI start)
-    from evoprune.experiments.payoff import load_payoff, run_payoff, write_report
+    from evoprune.experiments.payoff import (
+        has_markers,
+        load_payoff,
+        readme_block,
+        run_payoff,
+        update_readme,
+        write_report,
+    )
 
     config = load_payoff(args.config, quick=args.quick)
+    if args.readme and not has_markers(args.readme):  # before anything is written
+        raise EvopruneError(f"{args.readme} has no payoff markers: add the two comment lines "
+                            "where the table goes")
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
-    return write_report(config) if args.report_only else run_payoff(config, say, EventPrinter())
+    summary = write_report(config) if args.report_only else run_payoff(config, say,
+                                                                        EventPrinter())
+    if args.readme:
+        update_readme(args.readme, readme_block(summary))
+    return summary
 
 
 def _prune_args(p: argparse.ArgumentParser) -> None:

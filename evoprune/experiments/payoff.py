@@ -351,7 +351,83 @@ def write_report(config: PayoffConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_plain) + "\n")
     (out / "report.md").write_text(format_report(summary))
+    (out / "readme.md").write_text(readme_block(summary))
     return summary
+
+
+README_BEGIN = "<!-- payoff:begin (evoprune payoff --report-only writes it; do not edit) -->"
+README_END = "<!-- payoff:end -->"
+
+
+def _mean_of(entries: Sequence[dict[str, Any] | None]) -> str:
+    """The mean test drop over replicates' winners, `…` while none is retrained."""
+    got = [e["test_mean"] for e in entries if e]
+    return f"{np.mean(got):.2f}" if got else "…"
+
+
+def _images(train_size: float | int | None) -> str:
+    """The training set a plan uses, in words."""
+    if train_size is None:
+        return "all training images"
+    return f"{train_size:,} training images" if train_size >= 1 else \
+        f"{100 * train_size:g}% of the training images"
+
+
+def readme_block(s: dict[str, Any]) -> str:
+    """The README's first-screen table: per regime the test drop (pp, mean over retraining seeds
+    and search replicates) of uniform, the best heuristic, the two searches; the verdicts."""
+    c = s["config"]
+    lines = [README_BEGIN,
+             f"{c['model']} on {c['dataset']} ({_images(c['train_size'])}), "
+             f"{s['done']} of {s['planned']} studies done; test drop in pp, lower is better "
+             f"({c['retrain']['epochs']}-epoch fine-tune, {c['retrain']['seeds']} seeds, "
+             f"winners chosen on validation; {s['machine']}):", "",
+             f"| c_flops | uniform | best heuristic | mCB-{c['paper_mcb']:g} search | wide search |",
+             "|---:|---:|---:|---:|---:|"]
+    cpu = {"heuristic": [], "wide": []}
+    for row in sorted(s["rows"], key=lambda r: -r["c_flops"]):
+        reps = row.get("replicates", [])
+        best = row.get("best_heuristic")
+        b = row["heuristics"].get(best) if best else None
+        lines.append(f"| {row['c_flops']:g} | {_mean_of([row.get('uniform')])} | "
+                     + (f"{_mean_of([b])} ({best})" if b else "…") + " | "
+                     f"{_mean_of([r.get('mcb') for r in reps])} | "
+                     f"{_mean_of([r.get('wide') for r in reps])} |")
+        cpu["heuristic"] += list(row.get("heuristic_cpu_seconds", {}).values())
+        cpu["wide"] += [r["wide"]["cpu_seconds"] for r in reps if r.get("wide")]
+    lines.append("")
+    for v in s["verdicts"][:2]:
+        name = f"{NAMES[v['a']]} − {NAMES[v['b']]}"
+        if v["verdict"] == "pending":
+            lines.append(f"- {name}: pending ({v.get('regimes', 0)} regime(s) so far)")
+        else:
+            lo, hi = _interval(v)
+            lines.append(f"- {name}: {v['estimate']:+.2f} pp [{lo:+.2f}, {hi:+.2f}], n "
+                         f"{v['n_clusters']} regime × replicate clusters: **{v['verdict']}**")
+    if cpu["heuristic"] and cpu["wide"]:
+        lines.append(f"- compute: a heuristic {np.median(cpu['heuristic']) / 60:.0f} CPU min "
+                     f"(its retraining included), a wide search {np.median(cpu['wide']) / 60:.0f} "
+                     "(median)")
+    lines.append(README_END)
+    return "\n".join(lines) + "\n"
+
+
+def has_markers(path: str | Path) -> bool:
+    """Whether `path` is a file holding both payoff markers."""
+    file = Path(path)
+    return file.is_file() and README_BEGIN in (text := file.read_text()) and README_END in text
+
+
+def update_readme(path: str | Path, block: str) -> bool:
+    """Replace the block between the payoff markers in `path`; False where it has none."""
+    if not has_markers(path):
+        return False
+    text = Path(path).read_text()
+    file = Path(path)
+    head, rest = text.split(README_BEGIN, 1)
+    tail = rest.split(README_END, 1)[1]
+    file.write_text(head + block.rstrip("\n") + tail)
+    return True
 
 
 def _plain(x: Any) -> Any:
