@@ -23,7 +23,7 @@ class NonFiniteOutputError(RuntimeError):
 
 def disk_full(exc: BaseException) -> str | None:
     """The disk-full error in `exc`'s chain (ENOSPC, EDQUOT, SQLITE_FULL) as text, or None."""
-    for e in _chain(exc):
+    for e in exception_chain(exc):
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             return e.strerror or os.strerror(e.errno)
         if isinstance(e, sqlite3.OperationalError) and (
@@ -35,7 +35,7 @@ def disk_full(exc: BaseException) -> str | None:
     return None
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
     """`exc`, its causes and contexts, and the driver errors SQLAlchemy wraps (`orig`)."""
     seen: set[int] = set()
     todo = [exc]

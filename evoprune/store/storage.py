@@ -20,7 +20,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from evoprune.errors import EvopruneError, disk_full
+from evoprune.errors import EvopruneError, disk_full, exception_chain
 from evoprune.store.optuna_compat import (
     set_finished_trial_user_attr,
     set_running_trial_user_attr,
@@ -313,7 +313,7 @@ def _is_record(data: bytes) -> bool:
 def corrupted(exc: BaseException) -> str | None:
     """The SQLite corruption error in `exc`'s chain (malformed, not a database) as text, or None."""
     codes = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
-    for e in _chain(exc):
+    for e in exception_chain(exc):
         if isinstance(e, sqlite3.DatabaseError) and (
                 getattr(e, "sqlite_errorcode", None) in codes
                 or "malformed" in str(e) or "not a database" in str(e)):
@@ -333,19 +333,6 @@ def storage_fault(exc: BaseException, url: str | None = None) -> str | None:
         return (f"storage{where} is corrupted ({bad}): restore it from a backup or copy, or pass "
                 "another `storage`")
     return None
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """`exc`, its causes and contexts, and the driver errors SQLAlchemy wraps (`orig`)."""
-    seen: set[int] = set()
-    todo = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        yield e
-        todo += [e.__cause__, e.__context__, getattr(e, "orig", None)]
 
 
 def reclaim_wal(url: str) -> None:
