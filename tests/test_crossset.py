@@ -84,7 +84,7 @@ def test_the_digits_report_beside_itself_moves_nothing():
     assert {r.quantity: r.here for r in c.context}["retraining"] == "10 epochs × 3 seeds"
     assert not any(r.moved for r in c.verdicts)
     d = next(o for o in digits["observations"] if o["key"] == "d")
-    assert headline(d) == "held-out limit observed / predicted 1.79 [1.14, 2.01]"
+    assert headline(d) == "held-out limit observed / predicted 1.79 [1.19, 2.00]"
     a = next(o for o in digits["observations"] if o["key"] == "a")
     assert sub_verdicts(a) == {"moderate": "holds", "extreme": "not shown"}
     assert "No verdict moved." in markdown_lines(c)[0]

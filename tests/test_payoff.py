@@ -100,6 +100,44 @@ def test_the_wide_winner_can_be_a_heuristic(tmp_path):
     assert (win["role"], win["criterion"], win["test_mean"]) == ("baseline", "l2", 2.0)
 
 
+def test_limits_read_the_proxy_the_selection_and_the_start_inside_a_regime(tmp_path):
+    """τ of the proxy and of the retrained validation against test over the distinct networks
+    retrained in a regime (a network met in two studies counts once), the headroom over the
+    chosen winner, the search's proxy gain over its start, and whether it returned its start."""
+    from evoprune.experiments.payoff import limits, limits_digest, readme_block
+
+    config = _plan(tmp_path, regimes=(0.1,), replicates=(1,))
+
+    def net(ch, proxy, val, test, **kw):
+        return ({"channels": ch, "val_drop": proxy, **kw}, [val, val], [test, test + 0.2])
+
+    a = net([6, 2], 1.0, 2.5, 1.5)  # the searched network best on proxy and test
+    _study(config.storage, "wide-f0.1-s1", [
+        net([4, 4], 2.0, 3.0, 3.0, is_uniform=True), net([5, 3], 4.0, 2.0, 2.0, role="baseline",
+                                                         criterion="l2"),
+        a, net([3, 5], 3.0, 4.0, 4.0)])
+    _study(config.storage, "mcb-f0.1-s1", [a, net([7, 1], 5.0, 5.0, 5.0)])
+    rows, _ = regime_table(config)
+    (e,) = limits(config, rows)
+    assert e["networks"] == 5  # a, met in both studies, once
+    # proxy order a, uniform, [3, 5], l2, [7, 1] against test order a, l2, uniform, [3, 5],
+    # [7, 1]: 8 concordant pairs of 10, 2 discordant
+    assert e["tau_proxy_test"] == pytest.approx(0.6)
+    assert e["tau_val_test"] == pytest.approx(0.8)  # only l2 and a swap
+    assert e["from_start"] == [True]  # l2's retrained validation (2.0) beats a's (2.5)
+    assert e["best_on_test"] == {"label": "wide s1 #2", "test_mean": pytest.approx(1.6)}
+    assert e["headroom"] == pytest.approx(2.1 - 1.6)
+    assert e["proxy_gain"] == [pytest.approx(1.0 - 2.0)]
+    d = limits_digest([e])
+    assert (d["from_start"], d["replicates"], d["proxy_beaten"], d["searches"]) == (1, 1, 1, 1)
+    summary = write_report(config)
+    assert summary["limits"][0]["networks"] == 5
+    assert "| 0.1 | 5 | 0.60 | 0.80 | wide s1 #2 (1.60) | 0.50 | -1.00 | yes |" in \
+        (tmp_path / "out" / "report.md").read_text()
+    assert "Kendall τ 0.60, their retrained validation with τ 0.80; the wide search returned " \
+        "its start (uniform or a heuristic) in 1 of 1 replicates" in readme_block(summary)
+
+
 def test_the_plan_reads_its_toml_and_refuses_what_cannot_answer(tmp_path):
     """The committed plan loads (and its quick table); each replicate searches two spaces."""
     config = load_payoff("studies/fashion-mnist-payoff.toml")

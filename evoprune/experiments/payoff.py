@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from evoprune.analysis.regime_stats import hierarchical_bootstrap
 from evoprune.core.config import read_toml
@@ -331,6 +332,77 @@ def verdicts(rows: list[dict[str, Any]], config: PayoffConfig) -> list[dict[str,
     return out
 
 
+def _label(x: dict[str, Any], kind: str, seed: int) -> str:
+    """A retrained network's name in a regime: uniform, its criterion, or its study and trial."""
+    if x["role"] == "uniform":
+        return "uniform"
+    return x["criterion"] or f"{kind} s{seed} #{x['number']}"
+
+
+def _tau(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Kendall τ-b of two paired lists; None under 4 pairs or a constant list."""
+    if len(x) < 4 or len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    return float(stats.kendalltau(x, y).statistic)
+
+
+def limits(config: PayoffConfig, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per regime, what limits the wide search, read from every network it retrained.
+
+    - `tau_proxy_test`, `tau_val_test`: Kendall τ-b, inside the regime, of the proxy drop and of
+      the retrained validation drop against the retrained test drop (distinct networks: the
+      uniform recipe, the heuristics, every study's top-k); the networks are the selected ones,
+      so these read the proxy among its own favourites, not at random.
+    - `best_on_test`: the network with the lowest mean test drop; `headroom`: the wide winners'
+      mean test drop minus it (what a perfect selector among these networks would gain; the
+      minimum of noisy means, so an upper bound).
+    - `proxy_gain`: per wide replicate, its best searched proxy drop minus the best proxy drop of
+      the recipes it started from (negative: the search beat its start by its own measure).
+    - `from_start`: per wide replicate, whether its winner is the uniform recipe or a heuristic.
+    """
+
+    seeds = list(range(config.retrain.seeds))
+    out = []
+    for row in rows:
+        c = row["c_flops"]
+        nets: dict[tuple[int, ...], dict[str, Any]] = {}
+        entry: dict[str, Any] = {"c_flops": c, "proxy_gain": [], "from_start": []}
+        for seed in config.replicates:
+            for kind in ("wide", "mcb"):
+                study = find_study(config.storage, study_name(kind, c, seed))
+                if study is None:
+                    continue
+                for x in _retrained(study).values():
+                    if set(seeds) <= set(x["test"]):
+                        nets.setdefault(tuple(x["channels"]),
+                                        {**_entry(x, seeds), "label": _label(x, kind, seed)})
+                if kind == "wide":
+                    start, searched = [], []
+                    for t in study.get_trials(deepcopy=False):
+                        r = trial_record(t)
+                        if t.state.name == "COMPLETE" and r.val_drop is not None:
+                            (start if r.is_uniform or r.role == "baseline"
+                             else searched).append(r.val_drop)
+                    if start and searched:
+                        entry["proxy_gain"].append(float(min(searched) - min(start)))
+        for rep in row["replicates"]:
+            if rep.get("wide"):
+                entry["from_start"].append(rep["wide"]["role"] != "searched")
+        pool = list(nets.values())
+        entry["networks"] = len(pool)
+        entry["tau_proxy_test"] = _tau([e["proxy_drop"] for e in pool if e["proxy_drop"] is not None],
+                                       [e["test_mean"] for e in pool if e["proxy_drop"] is not None])
+        entry["tau_val_test"] = _tau([e["val_mean"] for e in pool], [e["test_mean"] for e in pool])
+        wins = [r["wide"]["test_mean"] for r in row["replicates"] if r.get("wide")]
+        if pool:
+            best = min(pool, key=lambda e: e["test_mean"])
+            entry["best_on_test"] = {"label": best["label"], "test_mean": best["test_mean"]}
+            if wins:
+                entry["headroom"] = float(np.mean(wins) - best["test_mean"])
+        out.append(entry)
+    return out
+
+
 def _interval(h: dict[str, Any]) -> tuple[float, float]:
     """The interval of a hierarchical bootstrap result (whatever its keys are named)."""
     for lo, hi in (("lo", "hi"), ("ci_lo", "ci_hi"), ("boot_lo", "boot_hi")):
@@ -345,7 +417,8 @@ def write_report(config: PayoffConfig) -> dict[str, Any]:
     rows, done = regime_table(config)
     planned = 2 * len(config.regimes) * len(config.replicates)
     summary = {"config": _plain(asdict(config)), "rows": rows, "done": done, "planned": planned,
-               "verdicts": verdicts(rows, config) if done else [], "machine": machine(),
+               "verdicts": verdicts(rows, config) if done else [],
+               "limits": limits(config, rows) if done else [], "machine": machine(),
                "written": time.strftime("%Y-%m-%d %H:%M:%S")}
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -404,6 +477,13 @@ def readme_block(s: dict[str, Any]) -> str:
             lo, hi = _interval(v)
             lines.append(f"- {name}: {v['estimate']:+.2f} pp [{lo:+.2f}, {hi:+.2f}], n "
                          f"{v['n_clusters']} regime × replicate clusters: **{v['verdict']}**")
+    d = limits_digest(s.get("limits", []))
+    if d["regimes"]:
+        lines.append(f"- inside a regime (median of {d['regimes']}): the "
+                     f"{c['proxy_epochs']}-epoch proxy ranks the retrained networks' test drops "
+                     f"with Kendall τ {_f(d['tau_proxy_test'])}, their retrained validation with "
+                     f"τ {_f(d['tau_val_test'])}; the wide search returned its start (uniform or "
+                     f"a heuristic) in {d['from_start']} of {d['replicates']} replicates")
     if cpu["heuristic"] and cpu["wide"]:
         lines.append(f"- compute: a heuristic {np.median(cpu['heuristic']) / 60:.0f} CPU min "
                      f"(its retraining included), a wide search {np.median(cpu['wide']) / 60:.0f} "
@@ -443,6 +523,60 @@ def _cell(e: dict[str, Any] | None) -> str:
         return "…"
     sd = float(np.std(e["test"], ddof=1)) if len(e["test"]) > 1 else math.nan
     return f"{e['test_mean']:.2f} ± {sd:.2f}"
+
+
+def limits_digest(lim: list[dict[str, Any]]) -> dict[str, Any]:
+    """The limits over regimes: median τs (inside each regime), replicates whose winner was a
+    start recipe, replicates whose search beat its start on the proxy, the mean headroom."""
+    def med(key: str) -> float | None:
+        got = [e[key] for e in lim if e.get(key) is not None]
+        return float(np.median(got)) if got else None
+    starts = [f for e in lim for f in e["from_start"]]
+    gains = [g for e in lim for g in e["proxy_gain"]]
+    heads = [e["headroom"] for e in lim if "headroom" in e]
+    return {"tau_proxy_test": med("tau_proxy_test"), "tau_val_test": med("tau_val_test"),
+            "regimes": sum(e.get("tau_val_test") is not None for e in lim),
+            "from_start": sum(starts), "replicates": len(starts),
+            "proxy_beaten": sum(g < 0 for g in gains), "searches": len(gains),
+            "headroom": float(np.mean(heads)) if heads else None}
+
+
+def _f(x: float | None, fmt: str = ".2f") -> str:
+    return "…" if x is None else format(x, fmt)
+
+
+def limits_lines(lim: list[dict[str, Any]], proxy_epochs: int) -> list[str]:
+    """The report's section on what limits the search."""
+    lines = ["", "## What limits the search (measured inside each regime)", "",
+             "Every distinct network retrained in a regime: the uniform recipe, the heuristics "
+             "and each study's top-k (so the proxy is read among its own favourites, not at "
+             "random). τ: Kendall τ-b against the mean retrained test drop. Headroom: the wide "
+             "winners' mean test drop minus the best network's on test (what a perfect selector "
+             "among these networks would gain; the minimum of noisy means, so an upper bound). "
+             "Proxy gain: per wide replicate, its best searched proxy drop minus the best of "
+             "the recipes it started from (negative: the search beat its start by its own "
+             "measure).", "",
+             f"| c_flops | networks | τ proxy ({proxy_epochs} epoch) → test | τ retrained val → "
+             "test | best on test | headroom (pp) | proxy gain (pp) | wide winner is a start "
+             "recipe |", "|---:|---:|---:|---:|---|---:|---|---|"]
+    for e in lim:
+        best = e.get("best_on_test")
+        lines.append(
+            f"| {e['c_flops']:g} | {e.get('networks', 0)} | {_f(e.get('tau_proxy_test'))} | "
+            f"{_f(e.get('tau_val_test'))} | "
+            + (f"{best['label']} ({best['test_mean']:.2f})" if best else "…")
+            + f" | {_f(e.get('headroom'))} | "
+            + ("; ".join(f"{g:+.2f}" for g in e["proxy_gain"]) or "…") + " | "
+            + ("; ".join("yes" if f else "no" for f in e["from_start"]) or "…") + " |")
+    d = limits_digest(lim)
+    if d["regimes"]:
+        lines += ["", f"- over {d['regimes']} regime(s): median τ proxy → test "
+                  f"{_f(d['tau_proxy_test'])}, retrained val → test {_f(d['tau_val_test'])}; "
+                  f"the wide winner is a start recipe in {d['from_start']} of "
+                  f"{d['replicates']} replicates; the search beat its start on the proxy in "
+                  f"{d['proxy_beaten']} of {d['searches']}; mean headroom "
+                  f"{_f(d['headroom'])} pp"]
+    return lines
 
 
 def format_report(s: dict[str, Any]) -> str:
@@ -488,6 +622,7 @@ def format_report(s: dict[str, Any]) -> str:
         lines.append(f"- {name}: {v['estimate']:+.2f} pp [{lo:+.2f}, {hi:+.2f}], p "
                      f"{v.get('p', math.nan):.3g}, n {v['n_clusters']} clusters: "
                      f"**{v['verdict']}**")
+    lines += limits_lines(s.get("limits", []), c["proxy_epochs"])
     lines += ["", "## Compute (CPU seconds on this machine)", ""]
     for row in s["rows"]:
         parts = []

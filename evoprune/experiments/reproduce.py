@@ -468,8 +468,8 @@ def run_reproduce(config: ReproduceConfig, *, command: str = "",
     out.mkdir(parents=True, exist_ok=True)
     payoff = _payoff(config.payoff)
     if payoff is not None:
-        summary["payoff"] = {k: payoff.get(k) for k in ("rows", "verdicts", "done", "planned",
-                                                        "machine", "written", "config")}
+        summary["payoff"] = {k: payoff.get(k) for k in ("rows", "verdicts", "limits", "done",
+                                                        "planned", "machine", "written", "config")}
     (out / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
     beside = None
     if other is not None:
