@@ -302,6 +302,9 @@ def _payoff_args(p: argparse.ArgumentParser) -> None:
                    help="rewrite report.md and summary.json from the storage, run nothing")
     p.add_argument("--readme", metavar="FILE",
                    help="also rewrite FILE's block between the payoff markers (the README's table)")
+    p.add_argument("--gap", action="store_true",
+                   help="run the plan's [gap] arms instead (what closes the gap to the best "
+                        "heuristic) on copies of its wide studies; gap.md and gap.json")
 
 
 def _run_payoff(args: argparse.Namespace) -> Any:
@@ -316,6 +319,15 @@ def _run_payoff(args: argparse.Namespace) -> Any:
         write_report,
     )
 
+    if args.gap:
+        if args.quick or args.readme:
+            raise EvopruneError("--gap runs the plan's [gap] table: leave out --quick and --readme")
+        from evoprune.experiments.gap import load_gap, run_gap, write_gap  # deferred: as above
+
+        payoff, gap = load_gap(args.config)
+        say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+        return write_gap(payoff, gap) if args.report_only else run_gap(payoff, gap, say,
+                                                                       EventPrinter())
     config = load_payoff(args.config, quick=args.quick)
     if args.readme and not has_markers(args.readme):  # before anything is written
         raise EvopruneError(f"{args.readme} has no payoff markers: add the two comment lines "

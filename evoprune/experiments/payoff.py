@@ -96,6 +96,7 @@ def load_payoff(path: str | Path, *, quick: bool = False) -> PayoffConfig:
     path = Path(path)
     raw = read_toml(path, "payoff plan")
     quick_table = raw.pop("quick", {})
+    raw.pop("gap", None)  # the gap experiment's table (experiments.gap.load_gap)
     if quick:
         if not quick_table:
             raise EvopruneError(f"{path} has no [quick] table")
@@ -168,7 +169,7 @@ def run_payoff(config: PayoffConfig, say: Say | None = None,
 
 
 # ------------------------------------------------------------------------------ analysis
-def _retrained(study: Any) -> dict[int, dict[str, Any]]:
+def retrained_of(study: Any) -> dict[int, dict[str, Any]]:
     """Per trial number: its record, retrained val/test drops by seed and seconds."""
 
     out = {}
@@ -186,7 +187,7 @@ def _retrained(study: Any) -> dict[int, dict[str, Any]]:
     return out
 
 
-def _trial_pace(study: Any) -> tuple[float, int]:
+def trial_pace(study: Any) -> tuple[float, int]:
     """A study's median trial seconds (start to completion) and its finished trials.
 
     Compute is counted at the median pace: a trial slowed by another job on this shared
@@ -202,7 +203,7 @@ def _mean(d: dict[int, float]) -> float:
     return float(np.mean(list(d.values()))) if d else math.nan
 
 
-def _entry(x: dict[str, Any], seeds: Sequence[int]) -> dict[str, Any]:
+def entry_of(x: dict[str, Any], seeds: Sequence[int]) -> dict[str, Any]:
     """A retrained network's figures over the common seeds."""
     return {"number": x["number"], "role": x["role"], "criterion": x["criterion"],
             "test": [x["test"][s] for s in seeds], "val": [x["val"][s] for s in seeds],
@@ -220,7 +221,7 @@ def retrain_pace(config: PayoffConfig) -> float:
         for seed in config.replicates:
             for kind in ("wide", "mcb"):
                 study = find_study(config.storage, study_name(kind, c, seed))
-                for x in (_retrained(study) if study is not None else {}).values():
+                for x in (retrained_of(study) if study is not None else {}).values():
                     each += x["seconds_each"]
     return float(np.median(each)) if each else math.nan
 
@@ -228,7 +229,7 @@ def retrain_pace(config: PayoffConfig) -> float:
 def regime_table(config: PayoffConfig) -> tuple[list[dict[str, Any]], int]:
     """Per regime: uniform, heuristics (and the best on validation), each replicate's winners.
 
-    Compute (`cpu_seconds`) is counted at the median paces (`_trial_pace`, `retrain_pace`): a
+    Compute (`cpu_seconds`) is counted at the median paces (`trial_pace`, `retrain_pace`): a
     heuristic is one proxy trial and its retrainings; a search all its trials and the
     retrainings its choice reads (the wide one's include the uniform recipe and heuristics).
     """
@@ -239,12 +240,12 @@ def regime_table(config: PayoffConfig) -> tuple[list[dict[str, Any]], int]:
     per_net = len(seeds) * retrain_pace(config)
     for c in config.regimes:
         wide0 = find_study(config.storage, study_name("wide", c, first))
-        fixed = _retrained(wide0) if wide0 is not None else {}
+        fixed = retrained_of(wide0) if wide0 is not None else {}
         fixed = {n: x for n, x in fixed.items() if x["role"] in ("uniform", "baseline")
                  and set(seeds) <= set(x["test"])}
         uniform = next((x for x in fixed.values() if x["role"] == "uniform"), None)
-        heur = {x["criterion"]: _entry(x, seeds) for x in fixed.values() if x["role"] == "baseline"}
-        row: dict[str, Any] = {"c_flops": c, "uniform": _entry(uniform, seeds) if uniform else None,
+        heur = {x["criterion"]: entry_of(x, seeds) for x in fixed.values() if x["role"] == "baseline"}
+        row: dict[str, Any] = {"c_flops": c, "uniform": entry_of(uniform, seeds) if uniform else None,
                                "heuristics": heur, "replicates": []}
         if heur:
             row["best_heuristic"] = min(heur.values(), key=lambda e: e["val_mean"])["criterion"]
@@ -254,22 +255,22 @@ def regime_table(config: PayoffConfig) -> tuple[list[dict[str, Any]], int]:
                 study = find_study(config.storage, study_name(kind, c, seed))
                 if study is None:
                     continue
-                got = {n: x for n, x in _retrained(study).items()
+                got = {n: x for n, x in retrained_of(study).items()
                        if x["role"] == "searched" and set(seeds) <= set(x["test"])}
                 if len(got) < min(config.retrain.top_k, 1) or not got:
                     continue
-                pool = [_entry(x, seeds) for x in got.values()]
+                pool = [entry_of(x, seeds) for x in got.values()]
                 if kind == "wide":  # the search starts from the fixed ones: it can return one
                     pool += list(heur.values()) + ([row["uniform"]] if row["uniform"] else [])
                 win = min(pool, key=lambda e: e["val_mean"])
-                pace, n = _trial_pace(study)
+                pace, n = trial_pace(study)
                 nets = len(got) + (len(fixed) if kind == "wide" else 0)
                 rep[kind] = {**win, "study": study.study_name, "cpu_seconds": n * pace
                              + nets * per_net, "n_trials": n, "trial_pace": pace}
                 done += 1
             row["replicates"].append(rep)
         if wide0 is not None:
-            pace, _ = _trial_pace(wide0)
+            pace, _ = trial_pace(wide0)
             row["heuristic_cpu_seconds"] = {k: pace + per_net for k in heur}
             row["uniform_cpu_seconds"] = pace + per_net if uniform else math.nan
         rows.append(row)
@@ -324,7 +325,7 @@ def verdicts(rows: list[dict[str, Any]], config: PayoffConfig) -> list[dict[str,
             h = hierarchical_bootstrap(clusters, n_boot=config.n_boot, level=config.level,
                                        seed=0)
             entry.update(h)
-            lo, hi = _interval(h)
+            lo, hi = interval_of(h)
             entry["verdict"] = ("better" if hi < 0 else "worse" if lo > 0 else "not shown")
         else:
             entry["verdict"] = "pending"
@@ -332,7 +333,7 @@ def verdicts(rows: list[dict[str, Any]], config: PayoffConfig) -> list[dict[str,
     return out
 
 
-def _label(x: dict[str, Any], kind: str, seed: int) -> str:
+def label_of(x: dict[str, Any], kind: str, seed: int) -> str:
     """A retrained network's name in a regime: uniform, its criterion, or its study and trial."""
     if x["role"] == "uniform":
         return "uniform"
@@ -372,10 +373,10 @@ def limits(config: PayoffConfig, rows: list[dict[str, Any]]) -> list[dict[str, A
                 study = find_study(config.storage, study_name(kind, c, seed))
                 if study is None:
                     continue
-                for x in _retrained(study).values():
+                for x in retrained_of(study).values():
                     if set(seeds) <= set(x["test"]):
                         nets.setdefault(tuple(x["channels"]),
-                                        {**_entry(x, seeds), "label": _label(x, kind, seed)})
+                                        {**entry_of(x, seeds), "label": label_of(x, kind, seed)})
                 if kind == "wide":
                     start, searched = [], []
                     for t in study.get_trials(deepcopy=False):
@@ -403,7 +404,7 @@ def limits(config: PayoffConfig, rows: list[dict[str, Any]]) -> list[dict[str, A
     return out
 
 
-def _interval(h: dict[str, Any]) -> tuple[float, float]:
+def interval_of(h: dict[str, Any]) -> tuple[float, float]:
     """The interval of a hierarchical bootstrap result (whatever its keys are named)."""
     for lo, hi in (("lo", "hi"), ("ci_lo", "ci_hi"), ("boot_lo", "boot_hi")):
         if lo in h and hi in h:
@@ -474,7 +475,7 @@ def readme_block(s: dict[str, Any]) -> str:
         if v["verdict"] == "pending":
             lines.append(f"- {name}: pending ({v.get('regimes', 0)} regime(s) so far)")
         else:
-            lo, hi = _interval(v)
+            lo, hi = interval_of(v)
             lines.append(f"- {name}: {v['estimate']:+.2f} pp [{lo:+.2f}, {hi:+.2f}], n "
                          f"{v['n_clusters']} regime × replicate clusters: **{v['verdict']}**")
     d = limits_digest(s.get("limits", []))
@@ -618,7 +619,7 @@ def format_report(s: dict[str, Any]) -> str:
                          f"{v.get('regimes', 0)} regime(s); a verdict needs {MIN_REGIMES} "
                          "regimes or more)")
             continue
-        lo, hi = _interval(v)
+        lo, hi = interval_of(v)
         lines.append(f"- {name}: {v['estimate']:+.2f} pp [{lo:+.2f}, {hi:+.2f}], p "
                      f"{v.get('p', math.nan):.3g}, n {v['n_clusters']} clusters: "
                      f"**{v['verdict']}**")

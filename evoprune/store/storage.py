@@ -440,6 +440,19 @@ def find_study(url: str, name: str) -> Any | None:
         return None
 
 
+def copy_study(url: str, name: str, to_url: str, to_name: str) -> Any:
+    """Copy study `name` (its trials, user and system attributes) to `to_url` as `to_name`.
+
+    The source is only read; returns the copy. An existing `to_name` is refused by Optuna.
+    """
+    import optuna
+
+    check_storage(to_url)
+    optuna.copy_study(from_study_name=name, from_storage=open_storage(url, wal=False),
+                      to_storage=open_storage(to_url), to_study_name=to_name)
+    return load_study(to_url, to_name)
+
+
 def retry_trial(study: Any, trial: Any) -> None:
     """Queue a failed trial again with Optuna's RetryHeartbeatStaleTrialCallback (see comment)."""
     # The one retry of both paths: the RDB heartbeat's `heartbeat_stale_trial_callback` (a trial
