@@ -56,8 +56,11 @@ def test_each_arm_is_chosen_like_the_payoff_and_compared_with_the_best_heuristic
         _study(gap_storage := resolved(payoff, gap).storage, f"wide-f0.1-s{s}-retrain_more",
                (start if s == 1 else []) + [a, better])
     _study(gap_storage, "wide-f0.1-s1-search_longer",
-           start + [net([6, 1], 1.0, 2.5, 2.5), net([7, 1], 1.5),
-                    *[net([8, k], 3.0 + k) for k in range(4)], net([9, 1], 0.5, 1.8, 1.9)])
+           [*start, net([6, 1], 1.0, 2.5, 2.5), net([7, 1], 1.5),
+            *[net([8, k], 3.0 + k) for k in range(4)], net([9, 1], 0.5, 1.8, 1.9)])
+    _study(gap_storage, "wide-f0.1-s2-search_longer",  # 9 trials, its new top-1 not retrained
+           [net([6, 2], 1.0, 2.5, 2.5), *[net([8, k], 3.0 + k) for k in range(7)],
+            net([9, 2], 0.5)])
     assert gap_storage == f"sqlite:///{tmp_path}/gap.db"  # beside the payoff's
     table = {(e["seed"], e["arm"]): e for e in gap_table(payoff, gap)}
     for s in (1, 2):
@@ -69,7 +72,7 @@ def test_each_arm_is_chosen_like_the_payoff_and_compared_with_the_best_heuristic
     e = table[(1, "search_longer")]
     assert e["done"] and e["trials"] == 9 and e["winner"]["label"] == "wide s1 #8"
     assert e["vs_best"] == pytest.approx([-0.1, -0.1])  # 1.9 − 2.0, 2.1 − 2.2
-    assert not table[(2, "search_longer")]["done"]  # no study yet: pending
+    assert not table[(2, "search_longer")]["done"]  # its top-1 not retrained: pending
     summary = write_gap(payoff, gap)
     v = {x["arm"]: x for x in summary["verdicts"]}
     assert v["retrain_more"]["n_clusters"] == 2

@@ -47,7 +47,7 @@ from evoprune.experiments.payoff import (
 )
 from evoprune.searching import run_search
 from evoprune.store.storage import copy_study, find_study, sqlite_path, storage_kind
-from evoprune.training.retraining import RetrainConfig, run_retrain
+from evoprune.training.retraining import RetrainConfig, run_retrain, select_top_k
 
 Say = Callable[[str], None]
 ARMS = ("retrain_more", "search_longer")
@@ -170,8 +170,9 @@ def gap_table(payoff: PayoffConfig, gap: GapConfig) -> list[dict[str, Any]]:
                 wanted = gap.top_k if arm == "retrain_more" else payoff.retrain.top_k
                 pace, n = trial_pace(study)
                 _, n0 = trial_pace(source)
-                if len(got) < min(wanted, n) or (arm == "search_longer" and n < gap.n_trials):
-                    continue
+                top = {t.number for t in select_top_k(study.get_trials(deepcopy=False), wanted)}
+                if not top <= set(got) or (arm == "search_longer" and n < gap.n_trials):
+                    continue  # still searching, or its top-k not yet retrained
                 pool = [{**entry_of(x, seeds), "label": label_of(x, "wide", seed)}
                         for x in got.values()]
                 pool += [{**e, "label": e["criterion"] or "uniform"} for e in fixed]
