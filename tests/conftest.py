@@ -82,3 +82,25 @@ def write_fashion(root: Path, n_train: int = 200, n_test: int = 50, compress: bo
 def fashion_files():
     """`write_fashion(root, …)`: tiny Fashion-MNIST IDX files for a test to read."""
     return write_fashion
+
+
+def _finished_study(storage: str, name: str, nets: list[tuple[dict, list[float], list[float]]]) -> None:
+    """A finished study: each net's user_attrs and its (val, test) drops by retraining seed."""
+    import optuna
+
+    from evoprune.store.schema import retrain_key
+
+    study = optuna.create_study(study_name=name, storage=storage)
+    for number, (attrs, val, test) in enumerate(nets):
+        study.add_trial(optuna.trial.create_trial(
+            value=attrs.get("val_drop", 1.0), user_attrs={"val_drop": 1.0, **attrs},
+            params={}, distributions={}))
+        for seed, (v, t) in enumerate(zip(val, test)):
+            study.set_user_attr(retrain_key(number, seed), {
+                "test_drop": t, "val_drop": v, "seed": seed, "seconds": 60.0})
+
+
+@pytest.fixture
+def finished_study():
+    """Write a finished study with retrained results (payoff and gap tests)."""
+    return _finished_study

@@ -9,24 +9,11 @@ import pytest
 from evoprune.errors import EvopruneError
 from evoprune.experiments.gap import GapConfig, gap_table, load_gap, resolved, write_gap
 from evoprune.experiments.payoff import PayoffConfig
-from evoprune.store.schema import retrain_key, retrain_results
+from evoprune.store.schema import retrain_results
 from evoprune.store.storage import copy_study, find_study
 from evoprune.training.retraining import RetrainSettings
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def _study(storage: str, name: str, nets: list[tuple[dict, list[float], list[float]]]) -> None:
-    """A finished study: each net's user_attrs and its (val, test) drops by retraining seed
-    (none: proxy-scored only)."""
-    study = optuna.create_study(study_name=name, storage=storage)
-    for number, (attrs, val, test) in enumerate(nets):
-        study.add_trial(optuna.trial.create_trial(
-            value=attrs.get("val_drop", 1.0), user_attrs={"val_drop": 1.0, **attrs},
-            params={}, distributions={}))
-        for seed, (v, t) in enumerate(zip(val, test)):
-            study.set_user_attr(retrain_key(number, seed), {
-                "test_drop": t, "val_drop": v, "seed": seed, "seconds": 60.0})
 
 
 def net(ch, proxy, val=None, test=None, **kw):
@@ -41,7 +28,7 @@ def _plan(tmp_path) -> PayoffConfig:
                         retrain=RetrainSettings(top_k=1, seeds=2))
 
 
-def test_each_arm_is_chosen_like_the_payoff_and_compared_with_the_best_heuristic(tmp_path):
+def test_each_arm_is_chosen_like_the_payoff_and_compared_with_the_best_heuristic(tmp_path, finished_study):
     """retrain_more finds a network the proxy ranked second and the payoff never retrained:
     it wins on validation and beats l2 on test by 1 pp at both replicates; search_longer is
     done only where its study reached n_trials; the verdict's unit is the replicate."""
@@ -51,14 +38,14 @@ def test_each_arm_is_chosen_like_the_payoff_and_compared_with_the_best_heuristic
              net([5, 3], 4.0, 2.0, 2.0, role="baseline", criterion="l2")]
     for s in (1, 2):
         a, c = net([6, s], 1.0, 2.5, 2.5), net([7, s], 1.5)  # the payoff retrained a only
-        _study(payoff.storage, f"wide-f0.1-s{s}", (start if s == 1 else []) + [a, c])
+        finished_study(payoff.storage, f"wide-f0.1-s{s}", (start if s == 1 else []) + [a, c])
         better = net([7, s], 1.5, 1.5, 1.0)  # retrain_more retrains c too
-        _study(gap_storage := resolved(payoff, gap).storage, f"wide-f0.1-s{s}-retrain_more",
+        finished_study(gap_storage := resolved(payoff, gap).storage, f"wide-f0.1-s{s}-retrain_more",
                (start if s == 1 else []) + [a, better])
-    _study(gap_storage, "wide-f0.1-s1-search_longer",
+    finished_study(gap_storage, "wide-f0.1-s1-search_longer",
            [*start, net([6, 1], 1.0, 2.5, 2.5), net([7, 1], 1.5),
             *[net([8, k], 3.0 + k) for k in range(4)], net([9, 1], 0.5, 1.8, 1.9)])
-    _study(gap_storage, "wide-f0.1-s2-search_longer",  # 9 trials, its new top-1 not retrained
+    finished_study(gap_storage, "wide-f0.1-s2-search_longer",  # 9 trials, its new top-1 not retrained
            [net([6, 2], 1.0, 2.5, 2.5), *[net([8, k], 3.0 + k) for k in range(7)],
             net([9, 2], 0.5)])
     assert gap_storage == f"sqlite:///{tmp_path}/gap.db"  # beside the payoff's
@@ -99,10 +86,10 @@ def test_the_plan_s_gap_table_is_checked_before_anything_runs(tmp_path):
             load_gap(plan)
 
 
-def test_copy_study_copies_trials_and_retrainings_and_leaves_the_source(tmp_path):
+def test_copy_study_copies_trials_and_retrainings_and_leaves_the_source(tmp_path, finished_study):
     """An arm starts from the payoff's study as it was: its trials and retrained results."""
     src, dst = f"sqlite:///{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db"
-    _study(src, "wide", [net([1, 2], 1.0, 2.0, 3.0), net([2, 1], 2.0)])
+    finished_study(src, "wide", [net([1, 2], 1.0, 2.0, 3.0), net([2, 1], 2.0)])
     copy = copy_study(src, "wide", dst, "wide-arm")
     assert [t.user_attrs["channels"] for t in copy.get_trials()] == [[1, 2], [2, 1]]
     assert {n: [r.test_drop for r in rs] for n, rs in retrain_results(copy).items()} == \

@@ -13,21 +13,8 @@ from evoprune.experiments.payoff import (
     searches,
     write_report,
 )
-from evoprune.store.schema import retrain_key
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def _study(storage: str, name: str, nets: list[tuple[dict, list[float], list[float]]]) -> None:
-    """A finished study: each net's user_attrs and its (val, test) drops by retraining seed."""
-    study = optuna.create_study(study_name=name, storage=storage)
-    for number, (attrs, val, test) in enumerate(nets):
-        study.add_trial(optuna.trial.create_trial(
-            value=attrs.get("val_drop", 1.0), user_attrs={"val_drop": 1.0, **attrs},
-            params={}, distributions={}))
-        for seed, (v, t) in enumerate(zip(val, test)):
-            study.set_user_attr(retrain_key(number, seed), {
-                "test_drop": t, "val_drop": v, "seed": seed, "seconds": 60.0})
 
 
 def _plan(tmp_path, **kw) -> PayoffConfig:
@@ -38,7 +25,7 @@ def _plan(tmp_path, **kw) -> PayoffConfig:
                         retrain=RetrainSettings(top_k=1, seeds=2), n_boot=200, **plan)
 
 
-def test_winners_are_chosen_on_validation_and_compared_per_regime_and_replicate(tmp_path):
+def test_winners_are_chosen_on_validation_and_compared_per_regime_and_replicate(tmp_path, finished_study):
     """The best heuristic and each winner are the lowest validation mean; the verdict's unit is
     the regime × replicate (4 clusters), its estimate the mean of the clusters' mean gains."""
     config = _plan(tmp_path)
@@ -50,10 +37,10 @@ def test_winners_are_chosen_on_validation_and_compared_per_regime_and_replicate(
             fixed = [({"is_uniform": True}, [4.0, 4.0], [5.0, 5.0]), *heur] if s == 1 else []
             gain = 1.0 if c == 0.25 else 0.5  # searched test drop below taylor's (4.0, 4.2)
             net = {"channels": [s, 3]}  # each search's winner its own network
-            _study(config.storage, f"wide-f{c:g}-s{s}", [
+            finished_study(config.storage, f"wide-f{c:g}-s{s}", [
                 *fixed, (net, [0.5, 0.5], [4.0 - gain, 4.2 - gain]),
                 ({"channels": [9, 9]}, [9.0, 9.0], [0.0, 0.0])])
-            _study(config.storage, f"mcb-f{c:g}-s{s}", [(net, [0.8, 0.8], [4.5, 4.7])])
+            finished_study(config.storage, f"mcb-f{c:g}-s{s}", [(net, [0.8, 0.8], [4.5, 4.7])])
     rows, done = regime_table(config)
     assert done == 8
     for row in rows:
@@ -88,10 +75,10 @@ def test_winners_are_chosen_on_validation_and_compared_per_regime_and_replicate(
     assert "Pending" in payoff_section(str(tmp_path / "none.json"), None)
 
 
-def test_the_wide_winner_can_be_a_heuristic(tmp_path):
+def test_the_wide_winner_can_be_a_heuristic(tmp_path, finished_study):
     """A search whose top-k is worse on validation than a heuristic returns that heuristic."""
     config = _plan(tmp_path, regimes=(0.25,), replicates=(1,))
-    _study(config.storage, "wide-f0.25-s1", [
+    finished_study(config.storage, "wide-f0.25-s1", [
         ({"is_uniform": True}, [4.0, 4.0], [5.0, 5.0]),
         ({"role": "baseline", "criterion": "l2"}, [1.0, 1.0], [2.0, 2.0]),
         ({}, [3.0, 3.0], [1.0, 1.0])])
@@ -100,7 +87,7 @@ def test_the_wide_winner_can_be_a_heuristic(tmp_path):
     assert (win["role"], win["criterion"], win["test_mean"]) == ("baseline", "l2", 2.0)
 
 
-def test_limits_read_the_proxy_the_selection_and_the_start_inside_a_regime(tmp_path):
+def test_limits_read_the_proxy_the_selection_and_the_start_inside_a_regime(tmp_path, finished_study):
     """τ of the proxy and of the retrained validation against test over the distinct networks
     retrained in a regime (a network met in two studies counts once), the headroom over the
     chosen winner, the search's proxy gain over its start, and whether it returned its start."""
@@ -112,11 +99,11 @@ def test_limits_read_the_proxy_the_selection_and_the_start_inside_a_regime(tmp_p
         return ({"channels": ch, "val_drop": proxy, **kw}, [val, val], [test, test + 0.2])
 
     a = net([6, 2], 1.0, 2.5, 1.5)  # the searched network best on proxy and test
-    _study(config.storage, "wide-f0.1-s1", [
+    finished_study(config.storage, "wide-f0.1-s1", [
         net([4, 4], 2.0, 3.0, 3.0, is_uniform=True), net([5, 3], 4.0, 2.0, 2.0, role="baseline",
                                                          criterion="l2"),
         a, net([3, 5], 3.0, 4.0, 4.0)])
-    _study(config.storage, "mcb-f0.1-s1", [a, net([7, 1], 5.0, 5.0, 5.0)])
+    finished_study(config.storage, "mcb-f0.1-s1", [a, net([7, 1], 5.0, 5.0, 5.0)])
     rows, _ = regime_table(config)
     (e,) = limits(config, rows)
     assert e["networks"] == 5  # a, met in both studies, once
