@@ -45,6 +45,8 @@ def test_each_arm_is_chosen_like_the_payoff_and_compared_with_the_best_heuristic
     finished_study(gap_storage, "wide-f0.1-s1-search_longer",
            [*start, net([6, 1], 1.0, 2.5, 2.5), net([7, 1], 1.5),
             *[net([8, k], 3.0 + k) for k in range(4)], net([9, 1], 0.5, 1.8, 1.9)])
+    optuna.load_study(study_name="wide-f0.1-s1-search_longer", storage=gap_storage).add_trial(
+        optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))  # a dead worker's, rerun
     finished_study(gap_storage, "wide-f0.1-s2-search_longer",  # 9 trials, its new top-1 not retrained
            [net([6, 2], 1.0, 2.5, 2.5), *[net([8, k], 3.0 + k) for k in range(7)],
             net([9, 2], 0.5)])

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from optuna.trial import TrialState
 
 from evoprune.analysis.regime_stats import hierarchical_bootstrap
 from evoprune.core.config import read_toml
@@ -168,8 +169,8 @@ def gap_table(payoff: PayoffConfig, gap: GapConfig) -> list[dict[str, Any]]:
                        if x["role"] == "searched" and set(seeds) <= set(x["test"])}
                 before = {n for n, x in retrained_of(source).items() if x["role"] == "searched"}
                 wanted = gap.top_k if arm == "retrain_more" else payoff.retrain.top_k
-                pace, n = trial_pace(study)
-                _, n0 = trial_pace(source)
+                pace, _ = trial_pace(study)
+                n, n0 = _complete(study), _complete(source)
                 top = {t.number for t in select_top_k(study.get_trials(deepcopy=False), wanted)}
                 if not top <= set(got) or (arm == "search_longer" and n < gap.n_trials):
                     continue  # still searching, or its top-k not yet retrained
@@ -183,6 +184,11 @@ def gap_table(payoff: PayoffConfig, gap: GapConfig) -> list[dict[str, Any]]:
                              payoff_winner=won["test_mean"], best_heuristic=best["test_mean"],
                              added_cpu_seconds=added)
     return out
+
+
+def _complete(study: Any) -> int:
+    """A study's COMPLETE trials (a trial failed by a dead worker and rerun counts once)."""
+    return sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
 
 
 def _paired(a: dict[str, Any], b: dict[str, Any]) -> list[float]:
