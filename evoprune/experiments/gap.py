@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from optuna.trial import TrialState
 
 from evoprune.analysis.regime_stats import hierarchical_bootstrap
 from evoprune.core.config import read_toml
@@ -47,6 +46,7 @@ from evoprune.experiments.payoff import (
     trial_pace,
 )
 from evoprune.searching import run_search
+from evoprune.searching.study import n_complete
 from evoprune.store.storage import copy_study, find_study, sqlite_path, storage_kind
 from evoprune.training.retraining import RetrainConfig, run_retrain, select_top_k
 
@@ -170,7 +170,7 @@ def gap_table(payoff: PayoffConfig, gap: GapConfig) -> list[dict[str, Any]]:
                 before = {n for n, x in retrained_of(source).items() if x["role"] == "searched"}
                 wanted = gap.top_k if arm == "retrain_more" else payoff.retrain.top_k
                 pace, _ = trial_pace(study)
-                n, n0 = _complete(study), _complete(source)
+                n, n0 = n_complete(study), n_complete(source)  # a failed, rerun trial counts once
                 top = {t.number for t in select_top_k(study.get_trials(deepcopy=False), wanted)}
                 if not top <= set(got) or (arm == "search_longer" and n < gap.n_trials):
                     continue  # still searching, or its top-k not yet retrained
@@ -184,11 +184,6 @@ def gap_table(payoff: PayoffConfig, gap: GapConfig) -> list[dict[str, Any]]:
                              payoff_winner=won["test_mean"], best_heuristic=best["test_mean"],
                              added_cpu_seconds=added)
     return out
-
-
-def _complete(study: Any) -> int:
-    """A study's COMPLETE trials (a trial failed by a dead worker and rerun counts once)."""
-    return sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
 
 
 def _paired(a: dict[str, Any], b: dict[str, Any]) -> list[float]:
